@@ -1,0 +1,22 @@
+rule convert:
+    """One group's subband files -> one Measurement Set phased to the meridian."""
+    input:
+        files=group_files,
+        manifest=f"{RESULTS}/manifest/groups.parquet",
+    output:
+        ms=directory(f"{RESULTS}/ms/{{group}}.ms"),
+    params:
+        writer=config["convert"]["writer"],
+    threads: config["convert"]["workers"]
+    resources:
+        mem_mb=lambda wc, attempt: config["convert"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["convert"]["runtime_min"] * attempt,
+    log:
+        f"{RESULTS}/logs/convert/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert/{{group}}.tsv"
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg convert {input.files:q} --group {wildcards.group}"
+        " --out {output.ms:q} --writer {params.writer} --workers {threads} 2> {log:q}"

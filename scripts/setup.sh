@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv from requirements.lock.
+# Idempotent: does nothing when .venv already matches the lock file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+stamp=.venv/.installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "setup: creating .venv with $($PY --version)"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q uv
+.venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+.venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+.venv/bin/python -c "import dsa110_contimg.casaenv as c; c.check_casa()"
+echo "$want" > "$stamp"
+echo "setup: .venv ready"

@@ -1,0 +1,47 @@
+"""The `dsa110-contimg` command: one subcommand per pipeline stage.
+
+Each stage module listed in STAGE_MODULES defines `register_cli(subparsers)`, which adds
+its subcommand(s) and sets `func` on the parser; heavy imports stay inside the handlers
+so `dsa110-contimg --help` is fast.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+
+STAGE_MODULES = ["simulate", "manifest", "convert"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="dsa110-contimg",
+        description="DSA-110 continuum imaging pipeline, stage by stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in STAGE_MODULES:
+        importlib.import_module(f"dsa110_contimg.{name}").register_cli(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args) or 0
+    except (FileNotFoundError, ValueError, OSError) as err:
+        logging.getLogger("dsa110_contimg").error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Group manifest: which raw UVH5 subband files make up each ~5-minute observation.
+
+Reads only the UVH5 headers (h5py), clusters files into groups by the timestamp in their
+names, and records per group its time and LST range, pointing declination and subbands.
+Files that cannot be used (unreadable, truncated, duplicate subband, inconsistent with
+their group) and groups missing subbands are listed with a reason and left out; the
+run goes on.
+"""
+
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import write_parquet
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+FILENAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
+GROUP_ID_FORMAT = "%Y-%m-%dT%H%M%S"
+
+GROUP_COLUMNS = [
+    "group", "start_time", "end_time", "start_mjd", "end_mjd", "mid_mjd",
+    "lst_start_deg", "lst_end_deg", "dec_deg", "n_subbands", "subbands", "files",
+    "n_times", "n_antennas", "n_channels", "freq_min_hz", "freq_max_hz",
+]
+REJECT_COLUMNS = ["path", "group", "subband", "reason"]
+
+
+class HeaderError(ValueError):
+    """A UVH5 file whose header cannot be used; the message names the file."""
+
+
+def parse_filename(path):
+    """(file time as datetime, subband number) from `YYYY-MM-DDTHH:MM:SS_sbNN.hdf5`."""
+    match = FILENAME_RE.match(Path(path).name)
+    if not match:
+        raise HeaderError(f"{path}: name is not YYYY-MM-DDTHH:MM:SS_sbNN.hdf5")
+    return datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"), int(match.group(2))
+
+
+def read_header(path):
+    """Header summary of one UVH5 file (no visibilities are read).
+
+    Raises HeaderError naming the file when it is unreadable, truncated, or its header
+    is incomplete or inconsistent with the shape of its data.
+    """
+    import h5py
+
+    file_time, subband = parse_filename(path)
+    try:
+        with h5py.File(path, "r") as fh:
+            if "Header" not in fh or "Data/visdata" not in fh:
+                raise HeaderError(f"{path}: not a UVH5 file (no Header or Data/visdata)")
+            hdr = fh["Header"]
+            try:
+                n_blts = int(hdr["Nblts"][()])
+                n_freqs = int(hdr["Nfreqs"][()])
+                n_pols = int(hdr["Npols"][()])
+                times = hdr["time_array"][()]
+                lsts = hdr["lst_array"][()]
+                freqs = np.ravel(hdr["freq_array"][()])
+                integration = hdr["integration_time"][()]
+                n_ants = int(hdr["Nants_data"][()])
+                n_times = int(hdr["Ntimes"][()])
+                extra = hdr["extra_keywords"] if "extra_keywords" in hdr else {}
+                dec = float(extra["pointing_dec_deg"][()]) if "pointing_dec_deg" in extra else np.nan
+            except KeyError as err:
+                raise HeaderError(f"{path}: header field missing: {err}") from None
+            shape = fh["Data/visdata"].shape
+            if tuple(shape) != (n_blts, n_freqs, n_pols):
+                raise HeaderError(f"{path}: visdata shape {tuple(shape)} does not match header "
+                                  f"(Nblts, Nfreqs, Npols) = {(n_blts, n_freqs, n_pols)}")
+    except HeaderError:
+        raise
+    except OSError as err:
+        reason = "truncated file" if "truncated" in str(err) else "unreadable HDF5"
+        raise HeaderError(f"{path}: {reason} ({err})") from None
+    half_int = np.median(integration) / 2.0 / 86400.0
+    return {
+        "path": str(path),
+        "file_time": file_time,
+        "subband": subband,
+        "start_jd": float(times.min() - half_int),
+        "end_jd": float(times.max() + half_int),
+        "lst_start_deg": float(np.degrees(lsts[np.argmin(times)])),
+        "lst_end_deg": float(np.degrees(lsts[np.argmax(times)])),
+        "dec_deg": dec,
+        "freq_min_hz": float(freqs.min()),
+        "freq_max_hz": float(freqs.max()),
+        "n_freqs": n_freqs,
+        "n_times": n_times,
+        "n_antennas": n_ants,
+        "integration_s": float(np.median(integration)),
+    }
+
+
+def find_archive_files(archive_dir):
+    """All `*_sbNN.hdf5` files under `archive_dir` (sorted)."""
+    archive = Path(archive_dir)
+    if not archive.is_dir():
+        raise FileNotFoundError(f"archive directory {archive} does not exist")
+    return sorted(p for p in archive.rglob("*.hdf5") if "_sb" in p.name)
+
+
+def _cluster(headers, tolerance_s):
+    """Split headers (sorted by file time) where the gap to a cluster's first file
+    exceeds the tolerance."""
+    clusters = []
+    for h in sorted(headers, key=lambda h: (h["file_time"], h["path"])):
+        if clusters and (h["file_time"] - clusters[-1][0]["file_time"]).total_seconds() <= tolerance_s:
+            clusters[-1].append(h)
+        else:
+            clusters.append([h])
+    return clusters
+
+
+def _check_group(members, expected_subbands):
+    """Split a cluster into accepted files (one per subband) and rejections."""
+    group = members[0]["file_time"].strftime(GROUP_ID_FORMAT)
+    rejects, by_subband = [], {}
+    for h in members:
+        sb = h["subband"]
+        if sb in by_subband:
+            rejects.append((h["path"], group, sb,
+                            f"duplicate subband sb{sb:02d} (already provided by "
+                            f"{Path(by_subband[sb]['path']).name})"))
+        else:
+            by_subband[sb] = h
+    ref_start = float(np.median([h["start_jd"] for h in by_subband.values()]))
+    for sb, h in list(by_subband.items()):
+        tolerance = h["integration_s"] / 2.0 / 86400.0
+        problem = None
+        if abs(h["start_jd"] - ref_start) > tolerance:
+            problem = (f"header start time differs from the group's by "
+                       f"{(h['start_jd'] - ref_start) * 86400:.1f} s")
+        elif sb not in expected_subbands:
+            problem = f"unexpected subband sb{sb:02d}"
+        if problem:
+            rejects.append((h["path"], group, sb, problem))
+            del by_subband[sb]
+    missing = sorted(set(expected_subbands) - set(by_subband))
+    if missing:
+        names = ", ".join(f"sb{m:02d}" for m in missing)
+        reason = f"incomplete group: missing {names}"
+        rejects += [(h["path"], group, sb, reason) for sb, h in by_subband.items()]
+        return group, None, rejects
+    return group, by_subband, rejects
+
+
+def _group_row(group, by_subband):
+    from astropy.time import Time
+
+    hs = sorted(by_subband.values(), key=lambda h: h["freq_min_hz"])
+    start = min(h["start_jd"] for h in hs)
+    end = max(h["end_jd"] for h in hs)
+    t = Time([start, end, (start + end) / 2], format="jd", scale="utc")
+    return {
+        "group": group,
+        "start_time": t[0].isot,
+        "end_time": t[1].isot,
+        "start_mjd": t[0].mjd,
+        "end_mjd": t[1].mjd,
+        "mid_mjd": t[2].mjd,
+        "lst_start_deg": hs[0]["lst_start_deg"],
+        "lst_end_deg": hs[0]["lst_end_deg"],
+        "dec_deg": float(np.nanmedian([h["dec_deg"] for h in hs])),
+        "n_subbands": len(hs),
+        "subbands": [h["subband"] for h in hs],
+        "files": [h["path"] for h in hs],
+        "n_times": hs[0]["n_times"],
+        "n_antennas": hs[0]["n_antennas"],
+        "n_channels": int(sum(h["n_freqs"] for h in hs)),
+        "freq_min_hz": hs[0]["freq_min_hz"],
+        "freq_max_hz": hs[-1]["freq_max_hz"],
+    }
+
+
+def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=None, end=None):
+    """Group UVH5 files; returns (groups DataFrame, rejected DataFrame).
+
+    `start`/`end` (ISO strings or None) keep only groups whose start time lies in
+    [start, end).
+    """
+    headers, rejects = [], []
+    for path in paths:
+        try:
+            headers.append(read_header(path))
+        except HeaderError as err:
+            rejects.append((str(path), "", -1, str(err).split(": ", 1)[-1]))
+    rows = []
+    for members in _cluster(headers, tolerance_s):
+        group, accepted, bad = _check_group(members, set(expected_subbands))
+        rejects += bad
+        if accepted is not None:
+            rows.append(_group_row(group, accepted))
+    groups = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    if start is not None:
+        groups = groups[groups.start_time >= str(start)]
+    if end is not None:
+        groups = groups[groups.start_time < str(end)]
+    rejected = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
+    return groups.reset_index(drop=True), rejected
+
+
+def write_manifest(archive_dir, groups_path, rejected_path, tolerance_s=60.0,
+                   expected_subbands=range(16), start=None, end=None):
+    """Build the manifest of `archive_dir` and write groups and rejections to Parquet."""
+    paths = find_archive_files(archive_dir)
+    log.info("manifest: reading headers of %d files in %s", len(paths), archive_dir)
+    groups, rejected = build_manifest(paths, tolerance_s, expected_subbands, start, end)
+    for r in rejected.itertuples():
+        log.warning("left out %s: %s", r.path, r.reason)
+    settings = {"tolerance_s": tolerance_s, "expected_subbands": list(expected_subbands),
+                "start": start, "end": end}
+    meta = provenance([archive_dir], settings)
+    write_parquet(rejected, rejected_path, meta)
+    write_parquet(groups, groups_path, meta)
+    log.info("manifest: %d complete groups, %d files left out", len(groups), len(rejected))
+    return groups, rejected
+
+
+def read_groups(groups_path):
+    """The groups table written by `write_manifest`."""
+    return pd.read_parquet(groups_path)
+
+
+def _run(args):
+    write_manifest(args.archive, args.out, args.rejected, args.tolerance_s,
+                   range(args.n_subbands), args.start, args.end)
+
+
+def register_cli(sub):
+    p = sub.add_parser("manifest", help="group raw UVH5 files by reading their headers")
+    p.add_argument("archive", help="raw archive directory")
+    p.add_argument("--out", required=True, help="groups Parquet to write")
+    p.add_argument("--rejected", required=True, help="Parquet listing files left out and why")
+    p.add_argument("--tolerance-s", type=float, default=60.0,
+                   help="files whose name times are within this of a group's first file join it")
+    p.add_argument("--n-subbands", type=int, default=16, help="subbands a complete group has")
+    p.add_argument("--start", help="keep groups starting at or after this ISO time")
+    p.add_argument("--end", help="keep groups starting before this ISO time")
+    p.set_defaults(func=_run)
