@@ -54,7 +54,26 @@ def _group_files_in_frequency_order(files):
         if h["n_times"] != ref["n_times"] or abs(h["start_jd"] - ref["start_jd"]) * 86400 > 1.0:
             raise ValueError(f"{h['path']}: times do not match {ref['path']} "
                              f"(Ntimes {h['n_times']} vs {ref['n_times']})")
+    _check_same_baselines([h["path"] for h in headers])
     return headers
+
+
+def _check_same_baselines(paths):
+    """All subbands must hold the same baselines and times in the same order."""
+    import h5py
+
+    def rows(path):
+        with h5py.File(path, "r") as fh:
+            hdr = fh["Header"]
+            return hdr["ant_1_array"][()], hdr["ant_2_array"][()], hdr["time_array"][()]
+
+    ref = rows(paths[0])
+    for path in paths[1:]:
+        ant_1, ant_2, times = rows(path)
+        if not (np.array_equal(ant_1, ref[0]) and np.array_equal(ant_2, ref[1])
+                and np.allclose(times, ref[2], rtol=0, atol=1e-7)):
+            raise ValueError(f"{path}: baseline-time order differs from the group's other "
+                             f"subbands (first: {paths[0]})")
 
 
 def _phase_to_meridian(uvd, phase_center, name):
@@ -124,9 +143,6 @@ def _subband_job(path, new_w, pol_order, flip_conj):
     return {
         "path": str(path),
         "freq_hz": freqs,
-        "ant_1": sub["ant_1"],
-        "ant_2": sub["ant_2"],
-        "time": sub["time"],
         "data": data.astype(np.complex64, copy=False),
         "flag": sub["flag"][:, order, :][:, :, pol_order],
         "nsample": sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32, copy=False),
@@ -232,29 +248,23 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     chan0 = {p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)}
 
     with atomic_output(ms_path) as tmp:
-        ms = _init_ms(tmp, meta.Nfreqs, meta.Npols)
-        ms.addrows(meta.Nblts)
-        _write_main_rows(ms, meta, flip_conj)
-        for sub in _subbands(paths, meta.uvw_array[:, 2], pol_order, flip_conj, workers):
-            if not (np.array_equal(sub["ant_1"], meta.ant_1_array)
-                    and np.array_equal(sub["ant_2"], meta.ant_2_array)
-                    and np.allclose(sub["time"], meta.time_array, rtol=0, atol=1e-9)):
-                raise ValueError(f"{sub['path']}: baseline-time order differs from the "
-                                 f"group's other subbands")
-            c0 = chan0[sub["path"]]
-            _put_channels(ms, "DATA", sub["data"], c0)
-            _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
-            _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
-            _put_channels(ms, "FLAG", sub["flag"], c0)
-            _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
-            log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
-                     c0, c0 + sub["data"].shape[1] - 1)
-        _write_weights(ms, meta.Nblts)
-        ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
-        if meta.extra_keywords:
-            ms.putkeyword("pyuvdata_extra", meta.extra_keywords)
-        ms.putkeyword("pyuvdata_flip_conj", flip_conj)
-        ms.done()
+        with _init_ms(tmp, meta.Nfreqs, meta.Npols) as ms:
+            ms.addrows(meta.Nblts)
+            _write_main_rows(ms, meta, flip_conj)
+            for sub in _subbands(paths, meta.uvw_array[:, 2], pol_order, flip_conj, workers):
+                c0 = chan0[sub["path"]]
+                _put_channels(ms, "DATA", sub["data"], c0)
+                _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
+                _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
+                _put_channels(ms, "FLAG", sub["flag"], c0)
+                _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
+                log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
+                         c0, c0 + sub["data"].shape[1] - 1)
+            _write_weights(ms, meta.Nblts)
+            ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
+            if meta.extra_keywords:
+                ms.putkeyword("pyuvdata_extra", meta.extra_keywords)
+            ms.putkeyword("pyuvdata_flip_conj", flip_conj)
         tmp = str(tmp)
         ms_utils.write_ms_antenna(tmp, uvobj=meta)
         ms_utils.write_ms_data_description(tmp, uvobj=meta)
