@@ -6,17 +6,13 @@ checkpoint manifest:
         groups=f"{RESULTS}/manifest/groups.parquet",
         rejected=f"{RESULTS}/manifest/rejected.parquet",
     params:
-        archive=ARCHIVE,
         tolerance=config["manifest"]["tolerance_s"],
         n_subbands=config["manifest"]["n_subbands"],
-        window=" ".join(
-            f"--{k} {config[k]}" for k in ("start", "end") if config.get(k)
-        ),
+        start=config.get("start"),
+        end=config.get("end"),
     log:
         f"{RESULTS}/logs/manifest/manifest.log",
     conda:
         "../envs/contimg.yaml"
-    shell:
-        "dsa110-contimg manifest {params.archive:q} --out {output.groups:q}"
-        " --rejected {output.rejected:q} --tolerance-s {params.tolerance}"
-        " --n-subbands {params.n_subbands} {params.window} 2> {log:q}"
+    script:
+        "../scripts/manifest.py"

@@ -13,7 +13,7 @@ def _files(archive, subband):
 
 
 def test_clean_archive_gives_complete_groups(small_archive, tmp_path):
-    groups, rejected = write_manifest(small_archive, tmp_path / "g.parquet", tmp_path / "r.parquet")
+    groups, rejected = write_manifest(find_archive_files(small_archive), tmp_path / "g.parquet", tmp_path / "r.parquet")
     assert len(groups) == 2 and len(rejected) == 0
     g = groups.iloc[0]
     assert g.n_subbands == 16 and list(g.subbands) == list(range(15, -1, -1))

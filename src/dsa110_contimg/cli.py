@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-STAGE_MODULES = ["simulate", "manifest", "convert"]
+STAGE_MODULES = ["simulate", "manifest", "convert", "workflow", "photometry", "normalize", "ese"]
 
 
 def build_parser():

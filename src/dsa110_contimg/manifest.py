@@ -207,17 +207,17 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
     return groups.reset_index(drop=True), rejected
 
 
-def write_manifest(archive_dir, groups_path, rejected_path, tolerance_s=60.0,
+def write_manifest(paths, groups_path, rejected_path, tolerance_s=60.0,
                    expected_subbands=range(16), start=None, end=None):
-    """Build the manifest of `archive_dir` and write groups and rejections to Parquet."""
-    paths = find_archive_files(archive_dir)
-    log.info("manifest: reading headers of %d files in %s", len(paths), archive_dir)
+    """Build the manifest of the UVH5 files `paths`; write groups and rejections to Parquet."""
+    paths = [Path(p) for p in paths]
+    log.info("manifest: reading headers of %d files", len(paths))
     groups, rejected = build_manifest(paths, tolerance_s, expected_subbands, start, end)
     for r in rejected.itertuples():
         log.warning("left out %s: %s", r.path, r.reason)
     settings = {"tolerance_s": tolerance_s, "expected_subbands": list(expected_subbands),
                 "start": start, "end": end}
-    meta = provenance([archive_dir], settings)
+    meta = provenance(sorted({str(p.parent) for p in paths}), settings)
     write_parquet(rejected, rejected_path, meta)
     write_parquet(groups, groups_path, meta)
     log.info("manifest: %d complete groups, %d files left out", len(groups), len(rejected))
@@ -230,7 +230,7 @@ def read_groups(groups_path):
 
 
 def _run(args):
-    write_manifest(args.archive, args.out, args.rejected, args.tolerance_s,
+    write_manifest(find_archive_files(args.archive), args.out, args.rejected, args.tolerance_s,
                    range(args.n_subbands), args.start, args.end)
 
 

@@ -1,0 +1,18 @@
+"""Snakemake adapter for the manifest checkpoint: the archive's files come as the rule's
+input (no command-line length limit for a month of archive)."""
+
+import logging
+
+from dsa110_contimg.manifest import write_manifest
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+write_manifest(
+    snakemake.input,
+    snakemake.output.groups,
+    snakemake.output.rejected,
+    tolerance_s=snakemake.params.tolerance,
+    expected_subbands=range(snakemake.params.n_subbands),
+    start=snakemake.params.start,
+    end=snakemake.params.end,
+)
