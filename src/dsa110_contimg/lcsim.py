@@ -209,7 +209,6 @@ def make_test_image(
     a restored image's noise is). The image has degenerate FREQ and STOKES axes like a
     CASA export.
     """
-    from astropy.io import fits
     from astropy.wcs import WCS
     from scipy.signal import fftconvolve
 

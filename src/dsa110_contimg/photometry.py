@@ -72,16 +72,23 @@ def describe_flags(flags):
     return [name for bit, name in FLAG_NAMES.items() if int(flags) & bit]
 
 
-def read_table(path, columns=None):
-    """Read a Parquet table; a corrupt file or missing columns raise ValueError naming it."""
-    import pandas as pd
+def read_table(path, columns=None, select=None, categorical=()):
+    """Read a Parquet table; a corrupt file or missing columns raise ValueError naming it.
+
+    `columns` must be present; `select` limits the columns read to those of it that
+    exist; `categorical` columns are read as pandas categoricals (saves memory for ids).
+    """
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        df = pd.read_parquet(path)
+        names = pq.read_schema(path).names
+        wanted = None if select is None else [c for c in select if c in names]
+        dictionary = [c for c in categorical if c in names]
+        df = pq.read_table(path, columns=wanted, read_dictionary=dictionary or None).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
     if columns:
@@ -183,10 +190,11 @@ def image_mjd(header, path="image"):
     raise ValueError(f"{path}: no MJD-OBS or DATE-OBS keyword; cannot time the measurement")
 
 
-def background_maps(data, box_size=64, filter_size=3):
+def background_maps(data, box_size=64, filter_size=3, mask=None):
     """Background and rms maps (photutils Background2D, MAD-based rms).
 
-    Blanked pixels are excluded and stay NaN in both maps.
+    Blanked pixels are excluded and stay NaN in both maps; pixels where `mask` is True
+    (e.g. known sources) are ignored in the estimate but get interpolated values.
     """
     from astropy.stats import SigmaClip
     from photutils.background import Background2D, MADStdBackgroundRMS, MedianBackground
@@ -197,6 +205,7 @@ def background_maps(data, box_size=64, filter_size=3):
         np.where(blank, 0.0, data),
         box,
         filter_size=filter_size,
+        mask=mask,
         coverage_mask=blank if blank.any() else None,
         fill_value=np.nan,
         sigma_clip=SigmaClip(sigma=3.0, maxiters=10),
@@ -252,10 +261,14 @@ def forced_photometry(
     filter_size=3,
     error_model="white",
     image_id=None,
+    mask_sources=True,
 ):
     """Measure every catalog source on one image; returns (DataFrame, metadata dict).
 
-    `catalog` is a DataFrame (or CSV path) with source_id, ra_deg, dec_deg.
+    `catalog` is a DataFrame (or CSV path) with source_id, ra_deg, dec_deg. With
+    `mask_sources` the background and rms are estimated a second time with the catalog
+    sources (at their first-pass fluxes) masked, so that source wings do not bias the
+    background upwards in crowded fields.
     """
     import pandas as pd
 
@@ -268,8 +281,6 @@ def forced_photometry(
     mjd = image_mjd(header, image_path)
     if image_id is None:
         image_id = image_path.parent.name if image_path.stem == "image" else image_path.stem
-    bkg, rms = background_maps(data, box_size=box_size, filter_size=filter_size)
-    resid = data - bkg
 
     ra = catalog["ra_deg"].to_numpy(float)
     dec = catalog["dec_deg"].to_numpy(float)
@@ -290,10 +301,11 @@ def forced_photometry(
                 f"{pb_path}: primary-beam shape {pb_data.shape} differs from image "
                 f"{image_path} shape {data.shape}"
             )
+        from scipy.ndimage import map_coordinates
+
         inside = ~off
-        ix = np.clip(np.round(x[inside]).astype(int), 0, nx - 1)
-        iy = np.clip(np.round(y[inside]).astype(int), 0, ny - 1)
-        pb_response[inside] = pb_data[iy, ix]
+        pb_response[inside] = map_coordinates(pb_data, [y[inside], x[inside]], order=1,
+                                              mode="nearest")
         below = inside.copy()
         below[inside] = ~(pb_response[inside] >= pb_cut)
         flags[below] |= BELOW_PB_CUT
@@ -302,9 +314,23 @@ def forced_photometry(
     err = np.full(nsrc, np.nan)
     local_rms = np.full(nsrc, np.nan)
     todo = np.flatnonzero((flags & (OFF_IMAGE | BELOW_PB_CUT)) == 0)
+    bkg, rms = background_maps(data, box_size=box_size, filter_size=filter_size)
+    masked_fraction = 0.0
     if todo.size:
         inv_cov = beam_pixel_covariance(header, wcs, ra[todo], dec[todo])
-        s, e, r, f = _fit_kernels(resid, rms, x[todo], y[todo], inv_cov, error_model)
+        s, e, r, f = _fit_kernels(data - bkg, rms, x[todo], y[todo], inv_cov, error_model)
+        if mask_sources:
+            mask = source_mask(data.shape, x[todo], y[todo], inv_cov, s, r)
+            masked_fraction = float(mask.mean())
+            try:
+                bkg, rms = background_maps(data, box_size=box_size, filter_size=filter_size,
+                                           mask=mask)
+            except ValueError as err_bkg:
+                log.warning("%s: background with sources masked failed (%s); "
+                            "using the unmasked estimate", image_path, err_bkg)
+            else:
+                s, e, r, f = _fit_kernels(data - bkg, rms, x[todo], y[todo], inv_cov,
+                                          error_model)
         flux[todo], err[todo], local_rms[todo] = s, e, r
         flags[todo] |= f
     if pb_path is not None and pb_correct:
@@ -336,6 +362,7 @@ def forced_photometry(
         "filter_size": filter_size,
         "error_model": error_model,
         "median_rms_jy": float(np.nanmedian(rms)),
+        "masked_fraction": masked_fraction,
         "flags": {name: bit for bit, name in FLAG_NAMES.items()},
     }
     return table, meta
@@ -363,7 +390,6 @@ def _fit_kernels(resid, rms, x, y, inv_cov, error_model, nsigma=3.0, chunk=2048)
 
     Returns flux, error, rms at the source, flags (NEAR_EDGE, NAN_PIXELS).
     """
-    ny, nx = resid.shape
     # stamp half-size: nsigma along the widest pixel direction of any beam
     cov = np.linalg.inv(inv_cov)
     half = int(np.ceil(nsigma * np.sqrt(np.max(cov[:, [0, 1], [0, 1]])))) + 1
@@ -373,22 +399,13 @@ def _fit_kernels(resid, rms, x, y, inv_cov, error_model, nsigma=3.0, chunk=2048)
     flags = np.zeros(n, dtype=np.int64)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        cx = np.round(x[sl]).astype(int)
-        cy = np.round(y[sl]).astype(int)
-        px, py = np.broadcast_arrays(cx[:, None, None] + offs[None, None, :],
-                                     cy[:, None, None] + offs[None, :, None])
-        inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
-        pxc, pyc = np.clip(px, 0, nx - 1), np.clip(py, 0, ny - 1)
+        a = inv_cov[sl]
+        pxc, pyc, inside, q = _stamps(x[sl], y[sl], a, half, resid.shape)
         d = resid[pyc, pxc]
         noise = rms[pyc, pxc]
-        dx = px - x[sl, None, None]
-        dy = py - y[sl, None, None]
-        a = inv_cov[sl]
-        q = a[:, 0, 0, None, None] * dx**2 + 2 * a[:, 0, 1, None, None] * dx * dy \
-            + a[:, 1, 1, None, None] * dy**2
         k = np.exp(-0.5 * q)
-        usable = inside & np.isfinite(d) & np.isfinite(noise) & (noise > 0) & (q <= nsigma**2)
         core = q <= nsigma**2
+        usable = core & inside & np.isfinite(d) & np.isfinite(noise) & (noise > 0)
         edge = (core & ~inside).any(axis=(1, 2))
         nan = (core & inside & ~(np.isfinite(d) & np.isfinite(noise))).any(axis=(1, 2))
         w = np.where(usable, 1.0 / np.where(usable, noise, 1.0) ** 2, 0.0)
@@ -404,9 +421,54 @@ def _fit_kernels(resid, rms, x, y, inv_cov, error_model, nsigma=3.0, chunk=2048)
         s[~centre_ok] = np.nan
         e[~centre_ok] = np.nan
         flux[sl], err[sl] = s, e
-        lrms[sl] = np.where(inside[:, half, half], rms[pyc[:, half, half], pxc[:, half, half]], np.nan)
+        at_source = rms[pyc[:, half, half], pxc[:, half, half]]
+        lrms[sl] = np.where(inside[:, half, half], at_source, np.nan)
         flags[sl] = np.where(edge, NEAR_EDGE, 0) | np.where(nan, NAN_PIXELS, 0)
     return flux, err, lrms, flags
+
+
+def _stamps(x, y, inv_cov, half, shape):
+    """Pixel indices (clipped), in-image mask and beam q = r^T C^-1 r of square stamps.
+
+    Stamps of (2 half + 1)^2 pixels are centred on the pixel nearest each (x, y); q is
+    the squared beam-normalised distance of each pixel from the exact position.
+    """
+    ny, nx = shape
+    offs = np.arange(-half, half + 1)
+    cx = np.round(x).astype(int)
+    cy = np.round(y).astype(int)
+    px, py = np.broadcast_arrays(cx[:, None, None] + offs[None, None, :],
+                                 cy[:, None, None] + offs[None, :, None])
+    inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+    dx = px - x[:, None, None]
+    dy = py - y[:, None, None]
+    q = inv_cov[:, 0, 0, None, None] * dx**2 + 2 * inv_cov[:, 0, 1, None, None] * dx * dy \
+        + inv_cov[:, 1, 1, None, None] * dy**2
+    return np.clip(px, 0, nx - 1), np.clip(py, 0, ny - 1), inside, q
+
+
+def source_mask(shape, x, y, inv_cov, flux, local_rms, level=0.1, chunk=2048):
+    """Pixels where a catalog source's beam exceeds `level` x the local rms.
+
+    `flux` is the first-pass peak (Jy/beam) of each source; sources with non-finite or
+    non-positive flux mask nothing.
+    """
+    mask = np.zeros(shape, dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q_lim = 2.0 * np.log(flux / (level * local_rms))
+    q_lim = np.clip(np.nan_to_num(q_lim, nan=0.0, neginf=0.0, posinf=0.0), 0.0, 50.0)
+    use = np.flatnonzero(q_lim > 0)
+    if use.size == 0:
+        return mask
+    cov = np.linalg.inv(inv_cov[use])
+    widest = np.sqrt(np.max(cov[:, [0, 1], [0, 1]], axis=1))
+    half = int(np.ceil(np.max(np.sqrt(q_lim[use]) * widest))) + 1
+    for start in range(0, use.size, chunk):
+        idx = use[start:start + chunk]
+        pxc, pyc, inside, q = _stamps(x[idx], y[idx], inv_cov[idx], half, shape)
+        hit = inside & (q <= q_lim[idx, None, None])
+        mask[pyc[hit], pxc[hit]] = True
+    return mask
 
 
 def _beam_correlation_factor(k, inv_cov, offs):
@@ -504,7 +566,8 @@ def _cli_photometry(args):
         pb_correct=not args.no_pb_correct, box_size=args.box_size,
         filter_size=args.filter_size, error_model=args.error_model, image_id=args.image_id,
     )
-    counts = {name: int((table["flags"] & bit).astype(bool).sum()) for bit, name in FLAG_NAMES.items()}
+    counts = {name: int((table["flags"] & bit).astype(bool).sum())
+              for bit, name in FLAG_NAMES.items()}
     print(json.dumps({"rows": len(table), "flagged": counts}))
 
 
