@@ -1,20 +1,22 @@
 # One command each: `make demo` sets up and runs the pipeline on a simulated archive,
-# `make test` sets up and runs the test suite.
+# `make test` sets up and runs the test suite (CI runs `make test` via .ci/run).
 VENV := .venv/bin
 DEMO := demo
+export PATH := $(CURDIR)/$(VENV):$(PATH)
 
 .PHONY: setup demo test lint clean-demo
 
 setup:
 	./scripts/setup.sh
 
-demo: setup
+$(DEMO)/archive/truth/simulation.json: | setup
 	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive
-	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/snakemake --profile profiles/local \
-	    --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results
+
+demo: setup $(DEMO)/archive/truth/simulation.json
+	$(VENV)/dsa110-contimg run -- --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results
 
 test: setup
-	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/python -m pytest -q tests
+	$(VENV)/python -m pytest -q tests
 
 lint: setup
 	$(VENV)/snakemake --lint

@@ -82,12 +82,26 @@ def _phase_to_meridian(uvd, phase_center, name):
 
 
 def _phased_metadata(paths, phase_center, name):
-    """Metadata-only UVData of the whole group, ascending frequency, phased."""
+    """Metadata-only UVData of the whole group (ascending frequency), phased.
+
+    All subbands share their baseline-time metadata (checked beforehand), so it is read
+    from the first file and only the frequency axis is gathered from every header.
+    """
+    import h5py
     from pyuvdata import UVData
 
-    meta = UVData.from_file([str(p) for p in paths], file_type="uvh5", read_data=False,
-                            axis="freq", run_check=False)
-    meta.reorder_freqs(channel_order="freq")
+    meta = UVData.from_file(str(paths[0]), file_type="uvh5", read_data=False, run_check=False)
+    freqs, widths = [], []
+    for path in paths:
+        with h5py.File(path, "r") as fh:
+            freqs.append(np.ravel(fh["Header/freq_array"][()]))
+            widths.append(np.ravel(fh["Header/channel_width"][()]) * np.ones(freqs[-1].size))
+    freqs, widths = np.concatenate(freqs), np.concatenate(widths)
+    order = np.argsort(freqs, kind="stable")
+    meta.freq_array = freqs[order]
+    meta.channel_width = widths[order]
+    meta.Nfreqs = freqs.size
+    meta.flex_spw_id_array = np.full(freqs.size, meta.spw_array[0], dtype=int)
     _phase_to_meridian(meta, phase_center, name)
     meta.scan_number_array = np.ones(meta.Nblts, dtype=int)
     return meta
@@ -184,9 +198,14 @@ def _write_weights(ms, nrow, chunk=50000):
         ms.putcol("SIGMA", sigma, startrow=start, nrow=n)
 
 
-def _init_ms(path, nchan, npol):
+def _init_ms(path, nchan, npol, chan_per_tile, cache_bytes=64 * 2**20):
     """Empty MS main table whose visibility columns have a fixed [nchan, npol] shape,
-    so subbands can be written as channel slices in any order."""
+    so subbands can be written as channel slices in any order.
+
+    Tiles span one subband's channels and ~1 MB, and each column's tile cache is capped:
+    writing a subband then touches only its own tiles instead of pulling whole columns
+    into memory.
+    """
     from casacore import tables
 
     desc = tables.required_ms_desc("MAIN")
@@ -211,7 +230,11 @@ def _init_ms(path, nchan, npol):
                                     datamanagertype="TiledColumnStMan",
                                     datamanagergroup=f"Tiled_{name}")
         desc.update(tables.maketabdesc(col))
-    return tables.default_ms(str(path), desc, tables.makedminfo(desc))
+    rows_per_tile = max(64, 2**20 // (8 * npol * chan_per_tile))
+    spec = {f"Tiled_{name}": {"DEFAULTTILESHAPE": np.int32([npol, chan_per_tile, rows_per_tile]),
+                              "MAXIMUMCACHESIZE": cache_bytes}
+            for name, _, _ in columns}
+    return tables.default_ms(str(path), desc, tables.makedminfo(desc, spec))
 
 
 def _subbands(paths, new_w, pol_order, flip_conj, workers):
@@ -248,7 +271,7 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     chan0 = {p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)}
 
     with atomic_output(ms_path) as tmp:
-        with _init_ms(tmp, meta.Nfreqs, meta.Npols) as ms:
+        with _init_ms(tmp, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
             ms.addrows(meta.Nblts)
             _write_main_rows(ms, meta, flip_conj)
             for sub in _subbands(paths, meta.uvw_array[:, 2], pol_order, flip_conj, workers):

@@ -54,6 +54,9 @@ class SimulationSettings:
     n_sources: int = 40
     seed: int = 1
     extra_sources: list = field(default_factory=list)
+    # Catalog calibrators to place (see `calibrator_placement`): the first one's transit
+    # sets the start time so that it happens mid-way through its group.
+    calibrators: list = field(default_factory=list)
 
     @property
     def group_duration_s(self):
@@ -64,7 +67,7 @@ PRESETS = {
     "demo": {},
     "test": dict(n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10),
     "full": dict(n_antennas=inst.N_ANTENNAS, n_channels=inst.CHANNELS_PER_SUBBAND,
-                 n_groups=1, n_sources=60),
+                 n_groups=1, n_sources=15),
 }
 
 
@@ -289,6 +292,69 @@ def simulate_group(out_dir, start, settings, telescope, catalog, bandpass, drift
     return paths
 
 
+def calibrator_placement(calibrators, name, group, flux_scale=1.0):
+    """Placement of catalog calibrator `name` (a row of the calibrator catalog DataFrame:
+    name, ra_deg, dec_deg, flux_jy, spectral_index) transiting in group index `group`;
+    `flux_scale` scales its simulated flux (e.g. a faded or mis-catalogued calibrator)."""
+    rows = calibrators[calibrators.name == name]
+    if rows.empty:
+        raise ValueError(f"calibrator {name!r} is not in the calibrator catalog "
+                         f"({', '.join(calibrators.name)})")
+    row = rows.iloc[0]
+    return {"name": str(name), "group": int(group), "flux_scale": float(flux_scale),
+            "ra_deg": float(row.ra_deg), "dec_deg": float(row.dec_deg),
+            "flux_jy": float(row.flux_jy), "spectral_index": float(row.spectral_index)}
+
+
+def _hour_angle_deg(ra_deg, dec_deg, times):
+    """Apparent hour angle (deg, -180..180) of an ICRS direction at the site."""
+    from astropy import units as u
+    from astropy.coordinates import HADec, SkyCoord
+
+    coord = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs")
+    ha = coord.transform_to(HADec(obstime=times, location=inst.site_location())).ha.deg
+    return (np.asarray(ha) + 180.0) % 360.0 - 180.0
+
+
+def place_calibrators(settings):
+    """Settings whose start makes the first placed calibrator transit at the middle of its
+    group (the first transit at or after `settings.start`); later placements must
+    then transit inside their own groups, else ValueError."""
+    from dataclasses import replace
+
+    from astropy import units as u
+    from astropy.time import Time
+
+    if not settings.calibrators:
+        return settings
+    first = settings.calibrators[0]
+    t = Time(settings.start, format="isot", scale="utc")
+    for step in range(3):
+        ha = _hour_angle_deg(first["ra_deg"], first["dec_deg"], t)
+        t = t + ((-ha) % 360.0 if step == 0 else -ha) / 360.0 * SIDEREAL_DAY_S * u.s
+    start = t - (first["group"] + 0.5) * settings.group_duration_s * u.s
+    placed = replace(settings, start=start.isot)
+    starts = group_start_times(placed)
+    for cal in settings.calibrators:
+        if not 0 <= cal["group"] < len(starts):
+            raise ValueError(f"calibrator {cal['name']}: group {cal['group']} does not exist "
+                             f"({len(starts)} groups)")
+        t0 = starts[cal["group"]]
+        ha0, ha1 = _hour_angle_deg(cal["ra_deg"], cal["dec_deg"],
+                                   Time([t0, t0 + settings.group_duration_s * u.s]))
+        if not ha0 <= 0.0 < ha1:
+            raise ValueError(f"calibrator {cal['name']} does not transit in group {cal['group']} "
+                             f"once {first['name']} transits in group {first['group']}")
+    return placed
+
+
+def _calibrator_sources(settings):
+    return [{"source_id": c["name"], "ra_deg": c["ra_deg"], "dec_deg": c["dec_deg"],
+             "flux_jy": c["flux_jy"] * c.get("flux_scale", 1.0),
+             "spectral_index": c["spectral_index"]}
+            for c in {c["name"]: c for c in settings.calibrators}.values()]
+
+
 def simulate_archive(out_dir, settings=None, catalog=None):
     """Write a simulated raw archive and its truth to `out_dir`; returns a summary dict."""
     from astropy.time import Time
@@ -296,6 +362,7 @@ def simulate_archive(out_dir, settings=None, catalog=None):
     settings = settings or SimulationSettings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    settings = place_calibrators(settings)
     starts = group_start_times(settings)
     if catalog is None:
         first = lst_deg(Time([starts[0]]))[0]
@@ -304,6 +371,8 @@ def simulate_archive(out_dir, settings=None, catalog=None):
                                    settings.n_sources, settings.seed)
     if settings.extra_sources:
         catalog = pd.concat([catalog, pd.DataFrame(settings.extra_sources)], ignore_index=True)
+    if settings.calibrators:
+        catalog = pd.concat([catalog, pd.DataFrame(_calibrator_sources(settings))], ignore_index=True)
     telescope = _telescope(settings)
     band_freqs = band_frequencies(settings)
     bandpass, drift = make_gains(settings, band_freqs)
@@ -344,6 +413,13 @@ def load_truth(archive_dir):
     return meta, gains, pd.read_csv(archive / "sky_catalog.csv")
 
 
+def _placement_arg(text):
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--calibrator {text!r}: expected NAME:GROUP or NAME:GROUP:FLUX_SCALE")
+    return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
+
+
 def _run(args):
     overrides = dict(PRESETS[args.preset])
     for key in ("n_antennas", "n_channels", "n_integrations", "n_groups", "n_days",
@@ -355,6 +431,12 @@ def _run(args):
         overrides["noise"] = False
     if args.no_gains:
         overrides["gains"] = False
+    if args.calibrator:
+        if not args.calibrator_catalog:
+            raise ValueError("--calibrator needs --calibrator-catalog")
+        cals = pd.read_csv(args.calibrator_catalog, comment="#")
+        overrides["calibrators"] = [calibrator_placement(cals, *_placement_arg(a))
+                                    for a in args.calibrator]
     settings = SimulationSettings(**overrides)
     catalog = pd.read_csv(args.catalog) if args.catalog else None
     meta = simulate_archive(args.out, settings, catalog)
@@ -373,4 +455,7 @@ def register_cli(sub):
         p.add_argument(f"--{name}", type=typ)
     p.add_argument("--no-noise", action="store_true")
     p.add_argument("--no-gains", action="store_true")
+    p.add_argument("--calibrator", action="append",
+                   help="place a catalog calibrator: NAME:GROUP[:FLUX_SCALE] (repeatable)")
+    p.add_argument("--calibrator-catalog", help="calibrator catalog CSV (config/calibrators.csv)")
     p.set_defaults(func=_run)

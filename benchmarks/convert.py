@@ -1,0 +1,81 @@
+"""Benchmark: convert one full-size DSA-110 group (96 antennas, 16 x 48 channels,
+24 integrations) to a Measurement Set with pyuvdata's reader + write_ms and with the
+project's direct writer; print wall time, peak memory (whole process tree) and ratios.
+
+    .venv/bin/python benchmarks/convert.py [--workdir benchmarks/work] [--workers 2]
+
+The simulated group is written once to WORKDIR/archive and reused. Each writer runs in a
+fresh process; memory is the peak of the summed RSS of that process and its children,
+sampled every 50 ms (psutil comes with snakemake).
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ensure_archive(workdir):
+    archive = workdir / "archive"
+    if len(list(archive.glob("*.hdf5"))) == 16:
+        return archive
+    shutil.rmtree(archive, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("dsa110-contimg")), "simulate",
+                    "--preset", "full", "--out", str(archive)], check=True)
+    print(f"simulated one full-size group in {time.perf_counter() - t0:.0f} s")
+    return archive
+
+
+def measure(cmd):
+    """Run `cmd`; return (seconds, peak summed RSS of the process tree in GiB)."""
+    t0 = time.perf_counter()
+    proc = psutil.Popen(cmd)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [proc] + proc.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        raise SystemExit(f"{cmd} failed with status {proc.returncode}")
+    return time.perf_counter() - t0, peak / 2**30
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    archive = ensure_archive(args.workdir)
+    files = sorted(str(p) for p in archive.glob("*.hdf5"))
+    size_gb = sum(Path(f).stat().st_size for f in files) / 1e9
+    group = "2026-01-01T000000"
+    cli = str(Path(sys.executable).with_name("dsa110-contimg"))
+    results = {}
+    for writer in ("pyuvdata", "direct"):
+        out = args.workdir / f"{writer}.ms"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [cli, "convert", *files, "--group", group, "--out", str(out),
+               "--writer", writer, "--workers", str(args.workers)]
+        results[writer] = measure(cmd)
+        shutil.rmtree(out, ignore_errors=True)
+    (t_ref, m_ref), (t_dir, m_dir) = results["pyuvdata"], results["direct"]
+    print(f"group: 96 antennas, 768 channels, 24 integrations, 2 pols; {size_gb:.2f} GB of UVH5")
+    print(f"{'writer':<24}{'seconds':>10}{'peak GiB':>10}")
+    print(f"{'pyuvdata read+write_ms':<24}{t_ref:>10.1f}{m_ref:>10.2f}")
+    print(f"{'direct (workers=%d)' % args.workers:<24}{t_dir:>10.1f}{m_dir:>10.2f}")
+    print(f"speed-up {t_ref / t_dir:.2f}x, memory ratio {m_ref / m_dir:.2f}x (pyuvdata / direct)")
+
+
+if __name__ == "__main__":
+    main()
