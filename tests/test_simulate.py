@@ -103,3 +103,19 @@ def test_flux_per_integration_matches_truth(one_source_ms):
     ratio = measured / expected
     assert np.all(np.abs(ratio - 1) < 0.02), ratio
     assert expected.min() < 0.9 * FLUX_JY, "the source should drift through the beam"
+
+
+def test_ese_sources_follow_their_light_curve():
+    import pandas as pd
+
+    from dsa110_contimg.simulate import fluxes_at
+
+    catalog = pd.DataFrame({"source_id": ["A", "B"], "ra_deg": [0.0, 1.0], "dec_deg": [33.0, 33.0],
+                            "flux_jy": [1.0, 2.0], "spectral_index": [-0.7, -0.7],
+                            "ese_mjd": [61050.0, np.nan], "ese_fwhm_days": [20.0, np.nan],
+                            "ese_depth": [0.4, np.nan]})
+    at_centre = fluxes_at(catalog, 61050.0)
+    assert at_centre.flux_jy.tolist() == pytest.approx([0.6, 2.0])
+    half_width = fluxes_at(catalog, 61060.0)
+    assert half_width.flux_jy[0] == pytest.approx(1 - 0.4 * 0.5)
+    assert catalog.flux_jy[0] == 1.0, "the input catalog is not modified"

@@ -120,6 +120,25 @@ def make_sky_catalog(ra_min_deg, ra_max_deg, dec_deg, n_sources, seed,
     })
 
 
+ESE_COLUMNS = ("ese_mjd", "ese_fwhm_days", "ese_depth", "ese_shoulder")
+
+
+def fluxes_at(catalog, mjd):
+    """The catalog with `flux_jy` at epoch `mjd`: sources with ESE columns (ese_mjd,
+    ese_fwhm_days, ese_depth, optional ese_shoulder) follow a Gaussian-lens light curve."""
+    from .lcsim import ese_profile
+
+    catalog = catalog.reset_index(drop=True).copy()
+    if "ese_mjd" not in catalog:
+        return catalog
+    lensed = catalog.ese_mjd.notna().to_numpy()
+    shoulder = catalog.get("ese_shoulder", pd.Series(0.0, index=catalog.index)).fillna(0.0)
+    factor = ese_profile(mjd, catalog.ese_mjd[lensed], catalog.ese_fwhm_days[lensed],
+                         catalog.ese_depth[lensed], shoulder[lensed])
+    catalog.loc[lensed, "flux_jy"] = catalog.flux_jy[lensed] * factor
+    return catalog
+
+
 def band_frequencies(settings):
     """All channel frequencies (Hz) of the simulated band, ascending."""
     freqs = [inst.subband_frequencies(sb, settings.n_channels)
@@ -251,7 +270,7 @@ def simulate_group(out_dir, start, settings, telescope, catalog, bandpass, drift
     mid_lst = lsts[lsts.size // 2]
     sep = angular_separation(mid_lst, dec0, np.radians(catalog.ra_deg.to_numpy()),
                              np.radians(catalog.dec_deg.to_numpy()))
-    visible = catalog[sep < np.radians(10.0)].reset_index(drop=True)
+    visible = fluxes_at(catalog[sep < np.radians(10.0)], times[times.size // 2].mjd)
     geometry = _source_geometry(visible, times_jd, lsts, dec0, telescope.location)
     antpairs = [(i, j) for i in telescope.antenna_numbers for j in telescope.antenna_numbers if i <= j]
     paths = []
