@@ -11,12 +11,19 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/manifest.smk"
 include: "rules/convert.smk"
+include: "rules/calibrate.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
         all_measurement_sets,
+        all_calibrated_measurement_sets,
+        f"{RESULTS}/qa/manifest/timeline.png",
     default_target: True

@@ -23,14 +23,22 @@ def _groups_table(path, mtime):
     return pd.read_parquet(path)
 
 
+# Groups left out of every stage and aggregate (config `quarantine`), e.g. one whose data
+# keep failing; their products already written are kept but no longer used.
+QUARANTINE = frozenset(config.get("quarantine") or [])
+
+
 def manifest_groups():
-    """The groups table, once the manifest checkpoint has run."""
+    """The groups table, once the manifest checkpoint has run, without quarantined groups."""
     path = checkpoints.manifest.get().output.groups
-    return _groups_table(path, Path(path).stat().st_mtime)
+    groups = _groups_table(path, Path(path).stat().st_mtime)
+    return groups[~groups.group.isin(QUARANTINE)]
 
 
 def group_files(wildcards):
     """The subband files of one group, in frequency order."""
+    if wildcards.group in QUARANTINE:
+        raise ValueError(f"group {wildcards.group} is quarantined (config quarantine)")
     groups = manifest_groups()
     row = groups[groups.group == wildcards.group]
     if row.empty:
@@ -40,3 +48,43 @@ def group_files(wildcards):
 
 def all_measurement_sets(wildcards):
     return expand(f"{RESULTS}/ms/{{group}}.ms", group=manifest_groups().group)
+
+
+# Calibration (rules/calibrate.smk): calibrator groups after the manifest checkpoint,
+# each group's calibration after the calibration_selection checkpoint.
+def calibrator_groups():
+    """Groups in which a catalog calibrator transits (manifest column has_calibrator)."""
+    groups = manifest_groups()
+    if "has_calibrator" not in groups:
+        return []
+    return list(groups.group[groups.has_calibrator.astype(bool)])
+
+
+def calibrator_qa_files(wildcards):
+    return expand(f"{RESULTS}/qa/cal/{{calgroup}}.json", calgroup=calibrator_groups())
+
+
+def calibration_selection():
+    """The selection table (group, calgroup, separation_hours, status, reason)."""
+    path = checkpoints.calibration_selection.get().output.selection
+    return _groups_table(path, Path(path).stat().st_mtime)
+
+
+def calibration_for_group(wildcards):
+    """The calibration directory a group's apply step reads (none when uncalibrated)."""
+    sel = calibration_selection()
+    row = sel[sel.group == wildcards.group]
+    if row.empty:
+        raise ValueError(f"group {wildcards.group} is not in the calibration selection")
+    calgroup = row.iloc[0].calgroup
+    return [f"{RESULTS}/cal/{calgroup}"] if calgroup else []
+
+
+def calibrated_groups():
+    """Groups that get results/ms_cal/{group}.ms (calibrated, or uncalibrated fallback)."""
+    sel = calibration_selection()
+    return [g for g in sel.group[sel.status != "skip"] if g not in QUARANTINE]
+
+
+def all_calibrated_measurement_sets(wildcards):
+    return expand(f"{RESULTS}/ms_cal/{{group}}.ms", group=calibrated_groups())

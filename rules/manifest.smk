@@ -1,7 +1,8 @@
 checkpoint manifest:
     """Group the archive's UVH5 files by reading their headers only."""
     input:
-        archive_files(),
+        files=archive_files(),
+        calibrators=config["calibrate"]["catalog"],
     output:
         groups=f"{RESULTS}/manifest/groups.parquet",
         rejected=f"{RESULTS}/manifest/rejected.parquet",
@@ -10,6 +11,7 @@ checkpoint manifest:
         n_subbands=config["manifest"]["n_subbands"],
         start=config.get("start"),
         end=config.get("end"),
+        beam_fraction=config["calibrate"]["beam_fraction"],
     log:
         f"{RESULTS}/logs/manifest/manifest.log",
     conda:

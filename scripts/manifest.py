@@ -8,11 +8,13 @@ from dsa110_contimg.manifest import write_manifest
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 write_manifest(
-    snakemake.input,
+    snakemake.input.files,
     snakemake.output.groups,
     snakemake.output.rejected,
     tolerance_s=snakemake.params.tolerance,
     expected_subbands=range(snakemake.params.n_subbands),
     start=snakemake.params.start,
     end=snakemake.params.end,
+    calibrators=snakemake.input.calibrators,
+    beam_fraction=snakemake.params.beam_fraction,
 )

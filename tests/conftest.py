@@ -25,3 +25,15 @@ def archive_copy(small_archive, tmp_path):
     dest = tmp_path / "archive"
     shutil.copytree(small_archive, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def clean_small_run(small_archive, tmp_path_factory):
+    """Products of an undisturbed local run on the small archive (MSs + manifest QA), the
+    reference that recovery and SLURM tests compare with."""
+    from pipeline import product_targets, run
+
+    results = tmp_path_factory.mktemp("clean") / "results"
+    status, log = run(small_archive, results, *product_targets(results))
+    assert status == 0, log
+    return results

@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-STAGE_MODULES = ["simulate", "manifest", "convert", "workflow", "photometry", "normalize", "ese"]
+STAGE_MODULES = ["simulate", "manifest", "convert", "workflow", "photometry", "normalize", "ese", "calibrate", "report"]
 
 
 def build_parser():
@@ -37,6 +37,9 @@ def main(argv=None):
         stream=sys.stderr,
     )
     try:
+        from .retry import fail_once_if_requested
+
+        fail_once_if_requested(args.command, getattr(args, "group", None))
         return args.func(args) or 0
     except (FileNotFoundError, ValueError, OSError) as err:
         logging.getLogger("dsa110_contimg").error("%s", err)

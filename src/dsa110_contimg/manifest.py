@@ -27,6 +27,9 @@ GROUP_COLUMNS = [
     "group", "start_time", "end_time", "start_mjd", "end_mjd", "mid_mjd",
     "lst_start_deg", "lst_end_deg", "dec_deg", "n_subbands", "subbands", "files",
     "n_times", "n_antennas", "n_channels", "freq_min_hz", "freq_max_hz",
+    # calibrator transit (calibrate.calibrator_transits)
+    "has_calibrator", "calibrator", "calibrator_flux_jy", "calibrator_pb_response",
+    "calibrator_offset_deg", "calibrator_transit_mjd",
 ]
 REJECT_COLUMNS = ["path", "group", "subband", "reason"]
 
@@ -180,11 +183,13 @@ def _group_row(group, by_subband):
     }
 
 
-def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=None, end=None):
+def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=None, end=None,
+                   calibrators=None, beam_fraction=0.5):
     """Group UVH5 files; returns (groups DataFrame, rejected DataFrame).
 
     `start`/`end` (ISO strings or None) keep only groups whose start time lies in
-    [start, end).
+    [start, end). `calibrators` (catalog CSV path or DataFrame) fills the calibrator
+    transit columns (see calibrate.calibrator_transits); without it no group has one.
     """
     headers, rejects = [], []
     for path in paths:
@@ -199,6 +204,7 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
         if accepted is not None:
             rows.append(_group_row(group, accepted))
     groups = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    groups = _add_calibrator_transits(groups, calibrators, beam_fraction)
     if start is not None:
         groups = groups[groups.start_time >= str(start)]
     if end is not None:
@@ -207,16 +213,38 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
     return groups.reset_index(drop=True), rejected
 
 
+def _add_calibrator_transits(groups, calibrators, beam_fraction):
+    from .calibrate import TRANSIT_COLUMNS, calibrator_transits, read_calibrator_catalog
+
+    if calibrators is None:
+        catalog = pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"])
+    elif isinstance(calibrators, pd.DataFrame):
+        catalog = calibrators
+    else:
+        catalog = read_calibrator_catalog(calibrators)
+    transits = calibrator_transits(groups, catalog, beam_fraction)
+    groups = groups.copy()
+    for col in TRANSIT_COLUMNS:
+        groups[col] = transits[col]
+    for g in groups[groups.has_calibrator].itertuples():
+        log.info("group %s: calibrator %s transits %.2f deg from the pointing (beam %.2f)",
+                 g.group, g.calibrator, g.calibrator_offset_deg, g.calibrator_pb_response)
+    return groups
+
+
 def write_manifest(paths, groups_path, rejected_path, tolerance_s=60.0,
-                   expected_subbands=range(16), start=None, end=None):
+                   expected_subbands=range(16), start=None, end=None, calibrators=None,
+                   beam_fraction=0.5):
     """Build the manifest of the UVH5 files `paths`; write groups and rejections to Parquet."""
     paths = [Path(p) for p in paths]
     log.info("manifest: reading headers of %d files", len(paths))
-    groups, rejected = build_manifest(paths, tolerance_s, expected_subbands, start, end)
+    groups, rejected = build_manifest(paths, tolerance_s, expected_subbands, start, end,
+                                      calibrators, beam_fraction)
     for r in rejected.itertuples():
         log.warning("left out %s: %s", r.path, r.reason)
     settings = {"tolerance_s": tolerance_s, "expected_subbands": list(expected_subbands),
-                "start": start, "end": end}
+                "start": start, "end": end, "beam_fraction": beam_fraction,
+                "calibrators": None if calibrators is None else str(calibrators)}
     meta = provenance(sorted({str(p.parent) for p in paths}), settings)
     write_parquet(rejected, rejected_path, meta)
     write_parquet(groups, groups_path, meta)
@@ -231,7 +259,8 @@ def read_groups(groups_path):
 
 def _run(args):
     write_manifest(find_archive_files(args.archive), args.out, args.rejected, args.tolerance_s,
-                   range(args.n_subbands), args.start, args.end)
+                   range(args.n_subbands), args.start, args.end, args.calibrators,
+                   args.beam_fraction)
 
 
 def register_cli(sub):
@@ -244,4 +273,7 @@ def register_cli(sub):
     p.add_argument("--n-subbands", type=int, default=16, help="subbands a complete group has")
     p.add_argument("--start", help="keep groups starting at or after this ISO time")
     p.add_argument("--end", help="keep groups starting before this ISO time")
+    p.add_argument("--calibrators", help="calibrator catalog CSV (marks calibrator groups)")
+    p.add_argument("--beam-fraction", type=float, default=0.5,
+                   help="calibrator within this fraction of the 1.4 GHz FWHM of the pointing")
     p.set_defaults(func=_run)

@@ -1,0 +1,79 @@
+# Calibration (DESIGN.md section 5): solve on calibrator transits, choose a calibrator
+# group for every group, apply into results/ms_cal/{group}.ms. Which groups are
+# calibrator groups is known after the manifest checkpoint; which tables each group
+# uses after the calibration_selection checkpoint.
+
+
+wildcard_constraints:
+    calgroup=GROUP_PATTERN,
+
+
+rule calibrate_solve:
+    """Bandpass and gains on one calibrator group; a failed solve fails its QA only."""
+    input:
+        ms=f"{RESULTS}/ms/{{calgroup}}.ms",
+        # ancient: a new day rewrites the manifest but leaves existing solves up to date.
+        manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
+        catalog=config["calibrate"]["catalog"],
+    output:
+        cal=directory(f"{RESULTS}/cal/{{calgroup}}"),
+        qa=f"{RESULTS}/qa/cal/{{calgroup}}.json",
+        png=f"{RESULTS}/qa/cal/{{calgroup}}.png",
+    params:
+        settings=config["calibrate"],
+    resources:
+        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+    log:
+        f"{RESULTS}/logs/calibrate_solve/{{calgroup}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/calibrate_solve/{{calgroup}}.tsv"
+    conda:
+        "../envs/contimg.yaml"
+    script:
+        "../scripts/calibrate_solve.py"
+
+
+checkpoint calibration_selection:
+    """Nearest calibrator group that passed QA, within the validity window, per group."""
+    input:
+        manifest=f"{RESULTS}/manifest/groups.parquet",
+        qa=calibrator_qa_files,
+    output:
+        selection=f"{RESULTS}/cal/selection.parquet",
+        report=f"{RESULTS}/cal/no_calibrator.txt",
+    params:
+        validity_hours=config["calibrate"]["validity_hours"],
+        fallback=config["calibrate"]["fallback"],
+    log:
+        f"{RESULTS}/logs/calibration_selection/selection.log",
+    conda:
+        "../envs/contimg.yaml"
+    script:
+        "../scripts/calibrate_select.py"
+
+
+rule calibrate_apply:
+    """results/ms_cal/{group}.ms with CORRECTED_DATA (or the marked uncalibrated fallback)."""
+    input:
+        ms=f"{RESULTS}/ms/{{group}}.ms",
+        # ancient: a new day rewrites the selection; a group is re-applied only when its
+        # calibrator group (the `cal` input) changes or that group's tables are re-solved.
+        selection=ancient(f"{RESULTS}/cal/selection.parquet"),
+        cal=calibration_for_group,
+    output:
+        ms=directory(f"{RESULTS}/ms_cal/{{group}}.ms"),
+        qa=f"{RESULTS}/qa/apply/{{group}}.json",
+    params:
+        interp=config["calibrate"]["interp"],
+    resources:
+        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+    log:
+        f"{RESULTS}/logs/calibrate_apply/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/calibrate_apply/{{group}}.tsv"
+    conda:
+        "../envs/contimg.yaml"
+    script:
+        "../scripts/calibrate_apply.py"

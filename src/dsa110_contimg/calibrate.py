@@ -1,0 +1,686 @@
+"""Calibration: calibrator transits, bandpass and gain solutions, selection, application.
+
+- `read_calibrator_catalog` / `calibrator_transits`: a group is a calibrator group when a
+  catalog calibrator transits (hour angle crosses 0, i.e. its apparent RA lies in the
+  group's LST range) within `beam_fraction` x FWHM(1.4 GHz) of the pointing declination.
+- `solve_calibrator_group`: model the calibrator (component list + `ft`, then scaled by
+  the Airy primary beam as it drifts through, per integration and channel), solve a
+  bandpass (`bandpass`) and complex gains (`gaincal`), flag outlying solutions, apply
+  them to a scratch copy to check the calibrator against its model, and write QA. A
+  failed solve writes a failing QA record, never an exception that stops the run.
+- `select_calibrations`: each group takes the nearest calibrator group whose solve
+  passed QA, within a validity window; the others are reported with a reason.
+- `apply_calibration`: copy the group's MS to `ms_cal/{group}.ms` and fill
+  CORRECTED_DATA with `applycal`, or (fallback) leave CORRECTED_DATA = DATA and mark the
+  MS uncalibrated. The main table keyword `DSA110_CALIBRATION` records which.
+
+Conventions: CASA's, MS row (i, j) = G_i conj(G_j) x model; solutions are referenced to
+`refant` (zero phase there).
+"""
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import instrument as inst
+from .atomic import atomic_output, write_parquet, write_text
+from .beam import airy_power, angular_separation, fwhm_rad
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+CATALOG_COLUMNS = ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]
+TRANSIT_COLUMNS = ["has_calibrator", "calibrator", "calibrator_flux_jy",
+                   "calibrator_pb_response", "calibrator_offset_deg", "calibrator_transit_mjd"]
+SELECTION_COLUMNS = ["group", "calgroup", "separation_hours", "status", "reason"]
+MS_KEYWORD = "DSA110_CALIBRATION"
+BANDPASS_TABLE = "bandpass.b"
+GAIN_TABLE = "gain.g"
+FALLBACKS = ("uncalibrated", "skip")
+
+
+class CalibrationError(RuntimeError):
+    """A calibrator solve that cannot give usable solutions (recorded in QA)."""
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def read_calibrator_catalog(path):
+    """Calibrator catalog CSV (name, ra_deg, dec_deg, flux_jy at 1.4 GHz, spectral_index);
+    '#' lines are comments. Raises ValueError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"calibrator catalog {path} does not exist")
+    cat = pd.read_csv(path, comment="#", skipinitialspace=True)
+    missing = [c for c in CATALOG_COLUMNS if c not in cat.columns]
+    if missing:
+        raise ValueError(f"{path}: calibrator catalog lacks columns {missing} "
+                         f"(needs {CATALOG_COLUMNS})")
+    cat = cat[CATALOG_COLUMNS].copy()
+    numeric = CATALOG_COLUMNS[1:]
+    bad = cat[numeric].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: non-numeric or empty values for {list(cat.name[bad])}")
+    cat[numeric] = cat[numeric].astype(float)
+    if cat.name.duplicated().any():
+        raise ValueError(f"{path}: duplicate calibrator names {list(cat.name[cat.name.duplicated()])}")
+    if ((cat.dec_deg.abs() > 90) | (cat.flux_jy <= 0)).any():
+        raise ValueError(f"{path}: declination outside +-90 deg or flux <= 0")
+    cat["name"] = cat.name.astype(str)
+    return cat.reset_index(drop=True)
+
+
+def _hadec(ra_deg, dec_deg, mjd):
+    """Apparent (hour angle deg in -180..180, declination deg) at the site."""
+    from astropy import units as u
+    from astropy.coordinates import HADec, SkyCoord
+    from astropy.time import Time
+
+    coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
+    frame = HADec(obstime=Time(np.asarray(mjd), format="mjd", scale="utc"),
+                  location=inst.site_location())
+    hadec = coord.transform_to(frame)
+    return (np.asarray(hadec.ha.deg) + 180.0) % 360.0 - 180.0, np.asarray(hadec.dec.deg)
+
+
+def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ):
+    """Per group (same index as `groups`): TRANSIT_COLUMNS. A calibrator counts when its
+    hour angle crosses 0 between the group's start and end and its declination lies
+    within beam_fraction x FWHM(freq_hz) of the pointing; of several, the brightest
+    after primary-beam attenuation is recorded."""
+    out = pd.DataFrame({"has_calibrator": False, "calibrator": "", "calibrator_flux_jy": np.nan,
+                        "calibrator_pb_response": np.nan, "calibrator_offset_deg": np.nan,
+                        "calibrator_transit_mjd": np.nan}, index=groups.index)
+    if groups.empty or catalog.empty:
+        return out
+    max_offset = beam_fraction * np.degrees(fwhm_rad(freq_hz))
+    for g in groups.itertuples():
+        lst0, lst1 = g.lst_start_deg, g.lst_end_deg
+        span = (lst1 - lst0) % 360.0
+        near_ra = ((catalog.ra_deg - lst0 + 2.0) % 360.0) <= span + 4.0
+        near_dec = (catalog.dec_deg - g.dec_deg).abs() <= max_offset + 1.0
+        best = None
+        for cal in catalog[near_ra & near_dec].itertuples():
+            ha, dec = _hadec([cal.ra_deg] * 2, [cal.dec_deg] * 2, [g.start_mjd, g.end_mjd])
+            if not ha[0] <= 0.0 < ha[1]:
+                continue
+            frac = -ha[0] / (ha[1] - ha[0])
+            offset = abs(dec[0] + frac * (dec[1] - dec[0]) - g.dec_deg)
+            if offset > max_offset:
+                continue
+            pb = float(airy_power(np.radians(offset), freq_hz))
+            if best is None or cal.flux_jy * pb > best[1] * best[2]:
+                best = (cal.name, cal.flux_jy, pb, offset, g.start_mjd + frac * (g.end_mjd - g.start_mjd))
+        if best is not None:
+            out.loc[g.Index, TRANSIT_COLUMNS] = [True, *best]
+    out["has_calibrator"] = out.has_calibrator.astype(bool)
+    return out
+
+
+# --------------------------------------------------------------------------- solve
+
+
+@dataclass
+class SolveSettings:
+    """Options of the calibrator solve (config section `calibrate`)."""
+
+    refant: str | None = None
+    prephase_solint: str = "int"
+    bandpass_solint: str = "inf"
+    gain_solint: str = "inf"
+    minsnr: float = 3.0
+    uvrange: str = ""
+    flag_nsigma: float = 6.0
+    max_flagged_fraction: float = 0.2
+    min_median_snr: float = 10.0
+    max_residual_ratio: float = 0.2
+
+
+def calibrator_spectrum(freq_hz, flux_jy, spectral_index, ref_hz=inst.REFERENCE_FREQ_HZ):
+    """S(f) = S_1.4 (f / 1.4 GHz)^alpha."""
+    return flux_jy * (np.asarray(freq_hz, float) / ref_hz) ** spectral_index
+
+
+def _unique_times(ms):
+    from casacore import tables
+
+    with tables.table(str(ms), ack=False) as t:
+        times = t.getcol("TIME")
+    return np.unique(times, return_inverse=True)
+
+
+def _chan_freqs(ms):
+    from casacore import tables
+
+    with tables.table(f"{ms}/SPECTRAL_WINDOW", ack=False) as t:
+        return t.getcol("CHAN_FREQ")[0]
+
+
+def primary_beam_track(ms, ra_deg, dec_deg, pointing_dec_deg):
+    """Airy power response [n_time, n_chan] toward (ra, dec) for each integration of
+    `ms`: the dish points at hour angle 0, apparent declination `pointing_dec_deg`."""
+    times, _ = _unique_times(ms)
+    ha, dec = _hadec(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
+    theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec))
+    return airy_power(theta[:, None], _chan_freqs(ms)[None, :])
+
+
+def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec_deg, workdir):
+    """MODEL_DATA of `ms` = point source (component list + ft) x primary beam track."""
+    from casacore import tables
+
+    from .casaenv import casatasks, casatools
+
+    cl_path = Path(workdir) / "model.cl"
+    if cl_path.exists():
+        shutil.rmtree(cl_path)
+    cl = casatools().componentlist()
+    cl.addcomponent(dir=f"J2000 {ra_deg}deg {dec_deg}deg", flux=[flux_jy, 0, 0, 0],
+                    fluxunit="Jy", freq=f"{inst.REFERENCE_FREQ_HZ}Hz", shape="point",
+                    spectrumtype="spectral index", index=spectral_index)
+    cl.rename(str(cl_path))
+    cl.close()
+    casatasks().ft(vis=str(ms), complist=str(cl_path), usescratch=True)
+    beam = primary_beam_track(ms, ra_deg, dec_deg, pointing_dec_deg)
+    _, tidx = _unique_times(ms)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        model = t.getcol("MODEL_DATA")
+        model *= beam[tidx][:, :, None]
+        t.putcol("MODEL_DATA", model)
+    shutil.rmtree(cl_path)
+
+
+def read_caltable(path):
+    """(antenna index, time, CPARAM [n, chan, pol], FLAG, SNR) of a CASA caltable."""
+    from casacore import tables
+
+    with tables.table(str(path), ack=False) as t:
+        return {"antenna": t.getcol("ANTENNA1"), "time": t.getcol("TIME"),
+                "gain": t.getcol("CPARAM"), "flag": t.getcol("FLAG"), "snr": t.getcol("SNR")}
+
+
+def flag_outliers(path, nsigma, min_fraction=0.05):
+    """Flag solutions whose amplitude departs from the antenna's running median over
+    channels (bandpass) or from the median over antennas (gains, one channel) by more
+    than `nsigma` robust standard deviations and by more than `min_fraction` of it;
+    returns the number newly flagged."""
+    from casacore import tables
+    from scipy.ndimage import median_filter
+
+    with tables.table(str(path), readonly=False, ack=False) as t:
+        gain, flag = t.getcol("CPARAM"), t.getcol("FLAG")
+        amp = np.where(flag, np.nan, np.abs(gain))
+        if amp.shape[1] > 4:
+            filled = np.where(np.isnan(amp), np.nanmedian(amp, axis=1, keepdims=True), amp)
+            smooth = median_filter(np.nan_to_num(filled, nan=0.0), size=(1, 5, 1), mode="nearest")
+        else:
+            smooth = np.nanmedian(amp, axis=0, keepdims=True)
+        with np.errstate(all="ignore"):
+            resid = amp / smooth - 1.0
+        good = np.isfinite(resid)
+        if good.sum() < 3:
+            return 0
+        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        bad = good & (np.abs(resid) > max(nsigma * sigma, min_fraction))
+        t.putcol("FLAG", flag | bad)
+    return int(bad.sum())
+
+
+def _second_difference_scatter(x, axis):
+    """Noise-like scatter of x along `axis`: std of second differences / sqrt(6), which
+    ignores offsets and linear trends (bandpass slope, delay) per polarization."""
+    if x.shape[axis] < 3:
+        return None
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = np.nanstd(np.diff(x, n=2, axis=axis)) / np.sqrt(6.0)
+    return float(value) if np.isfinite(value) else None
+
+
+def _antenna_stats(table, names, present):
+    """Per antenna: flagged fraction, median SNR, amplitude scatter (fractional) and phase
+    scatter (deg), channel to channel for a bandpass and time to time for gains."""
+    rows = []
+    for ant in np.unique(table["antenna"]):
+        if ant not in present:
+            continue
+        sel = table["antenna"] == ant
+        g, f, snr = table["gain"][sel], table["flag"][sel], table["snr"][sel]
+        gm = np.where(f | (np.abs(g) == 0), np.nan, g)
+        axis = 1 if g.shape[1] > 1 else 0
+        with np.errstate(all="ignore"):
+            log_amp = np.log(np.abs(gm))
+        phase = np.degrees(np.unwrap(np.nan_to_num(np.angle(gm)), axis=axis))
+        phase[np.isnan(gm)] = np.nan
+        phase_scatter = _second_difference_scatter(phase, axis)
+        rows.append({
+            "antenna": names[int(ant)] if int(ant) < len(names) else str(ant),
+            "flagged_fraction": float(f.mean()),
+            "median_snr": float(np.median(snr[~f])) if (~f).any() else 0.0,
+            "amp_scatter": _second_difference_scatter(log_amp, axis),
+            "phase_scatter_deg": phase_scatter,
+        })
+    return rows
+
+
+def _table_summary(table, names, present):
+    """Solution statistics over the antennas `present` in the data."""
+    rows = np.isin(table["antenna"], list(present))
+    f = table["flag"][rows]
+    snr = table["snr"][rows][~f]
+    return {
+        "n_solutions": int(f.size),
+        "flagged_fraction": float(f.mean()) if f.size else 1.0,
+        "median_snr": float(np.median(snr)) if snr.size else 0.0,
+        "per_antenna": _antenna_stats(table, names, present),
+    }
+
+
+def _residual_check(ms):
+    """Calibrator after applying: median |CORRECTED - MODEL| / |MODEL| and the median
+    ratio Re(CORRECTED / MODEL) over unflagged cross-correlations."""
+    from casacore import tables
+
+    with tables.table(str(ms), ack=False) as t:
+        cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
+        corr = t.getcol("CORRECTED_DATA")[cross]
+        model = t.getcol("MODEL_DATA")[cross]
+        flag = t.getcol("FLAG")[cross]
+    ok = ~flag & (np.abs(model) > 0)
+    if not ok.any():
+        return {"residual_ratio": None, "amplitude_ratio": None}
+    ratio = corr[ok] / model[ok]
+    return {"residual_ratio": float(np.median(np.abs(ratio - 1.0))),
+            "amplitude_ratio": float(np.median(ratio.real))}
+
+
+def solve_calibrator_group(ms, calibrator, pointing_dec_deg, cal_dir, qa_json, qa_png,
+                           settings=None, group=None):
+    """Solve bandpass and gains on calibrator group `ms`; write `cal_dir`/{bandpass.b,
+    gain.g} and the QA json + png. `calibrator` is a catalog row (mapping with name,
+    ra_deg, dec_deg, flux_jy, spectral_index). Returns the QA dict; on failure the QA
+    says `passed: false` with the reason and `cal_dir` holds only FAILED.txt."""
+    settings = settings or SolveSettings()
+    cal = dict(calibrator)
+    qa = {"calgroup": group or Path(ms).stem, "ms": str(ms), "calibrator": cal["name"],
+          "calibrator_flux_jy": float(cal["flux_jy"]),
+          "calibrator_spectral_index": float(cal["spectral_index"]),
+          "pointing_dec_deg": float(pointing_dec_deg), "settings": asdict(settings)}
+    tables_out = None
+    with atomic_output(cal_dir) as tmp:
+        tmp.mkdir()
+        try:
+            tables_out = _solve(Path(ms), cal, pointing_dec_deg, tmp, settings, qa)
+            reasons = _qa_failures(qa, settings)
+        except Exception as err:  # noqa: BLE001 - any solve failure is a QA failure
+            log.exception("%s: calibration solve failed", ms)
+            reasons = [f"solve failed: {type(err).__name__}: {err}"]
+        qa["passed"] = not reasons
+        qa["reasons"] = reasons
+        if reasons:
+            for name in (BANDPASS_TABLE, GAIN_TABLE):
+                if (tmp / name).exists():
+                    shutil.rmtree(tmp / name)
+            (tmp / "FAILED.txt").write_text(
+                f"calibration of {qa['calgroup']} on {cal['name']} failed QA:\n"
+                + "\n".join(reasons) + "\n")
+        scratch = tmp / "scratch.ms"
+        if scratch.exists():
+            shutil.rmtree(scratch)
+    qa["provenance"] = provenance([ms], asdict(settings))
+    qa["tables"] = ({k: str(Path(cal_dir) / v) for k, v in
+                     (("bandpass", BANDPASS_TABLE), ("gain", GAIN_TABLE))}
+                    if qa["passed"] else {})
+    plot_solutions(tables_out if qa["passed"] else None, qa, qa_png)
+    write_text(json.dumps(qa, indent=2, default=str), qa_json)
+    level = logging.INFO if qa["passed"] else logging.WARNING
+    log.log(level, "%s: calibration on %s %s%s", qa["calgroup"], cal["name"],
+            "passed QA" if qa["passed"] else "FAILED QA: ", "; ".join(qa["reasons"]))
+    return qa
+
+
+def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
+    from casacore import tables
+
+    from .casaenv import casatasks
+
+    cta = casatasks()
+    scratch = workdir / "scratch.ms"
+    shutil.copytree(ms, scratch)
+    with tables.table(f"{scratch}/ANTENNA", ack=False) as t:
+        names = list(t.getcol("NAME"))
+    with tables.table(str(scratch), ack=False) as t:
+        present = set(np.unique(np.concatenate([t.getcol("ANTENNA1"), t.getcol("ANTENNA2")])))
+    refant = settings.refant or names[min(present)]
+    if refant not in names:
+        raise CalibrationError(f"refant {refant!r} is not an antenna of {ms}")
+    qa["refant"] = refant
+    write_point_model(scratch, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"],
+                      cal["spectral_index"], pointing_dec_deg, workdir)
+    beam = primary_beam_track(scratch, cal["ra_deg"], cal["dec_deg"], pointing_dec_deg)
+    qa["pb_response_mean"] = float(beam.mean())
+    common = dict(vis=str(scratch), refant=refant, minsnr=settings.minsnr,
+                  uvrange=settings.uvrange)
+    pre = workdir / "prephase.g"
+    bp, gain = workdir / BANDPASS_TABLE, workdir / GAIN_TABLE
+    cta.gaincal(caltable=str(pre), solint=settings.prephase_solint, calmode="p",
+                gaintype="G", **common)
+    _require(pre, f"phase-only pre-calibration: no solutions above minsnr {settings.minsnr:g} "
+                  f"(is {cal['name']} too faint, or not in the data?)")
+    cta.bandpass(caltable=str(bp), solint=settings.bandpass_solint, combine="scan",
+                 bandtype="B", solnorm=False, gaintable=[str(pre)], **common)
+    _require(bp, f"bandpass: no solutions above minsnr {settings.minsnr:g} (is "
+                 f"{cal['name']} too faint, or not in the data?)")
+    qa["bandpass_flagged_outliers"] = flag_outliers(bp, settings.flag_nsigma)
+    cta.gaincal(caltable=str(gain), solint=settings.gain_solint, calmode="ap", gaintype="G",
+                gaintable=[str(bp)], **common)
+    _require(gain, "gaincal (amplitude and phase) wrote no table")
+    qa["gain_flagged_outliers"] = flag_outliers(gain, settings.flag_nsigma)
+    shutil.rmtree(pre)
+    bp_t, g_t = read_caltable(bp), read_caltable(gain)
+    qa["bandpass"] = _table_summary(bp_t, names, present)
+    qa["gain"] = _table_summary(g_t, names, present)
+    cta.applycal(vis=str(scratch), gaintable=[str(bp), str(gain)], interp=["nearest", "nearest"],
+                 calwt=False, flagbackup=False)
+    qa.update(_residual_check(scratch))
+    return {"bandpass": bp_t, "gain": g_t, "antenna_names": names,
+            "freq_hz": _chan_freqs(scratch), "refant": refant}
+
+
+def _require(path, message):
+    if not Path(path).exists():
+        raise CalibrationError(message)
+
+
+def _qa_failures(qa, settings):
+    reasons = []
+    for name in ("bandpass", "gain"):
+        s = qa[name]
+        if s["flagged_fraction"] > settings.max_flagged_fraction:
+            reasons.append(f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
+                           f"(limit {100 * settings.max_flagged_fraction:.0f}%)")
+        if s["median_snr"] < settings.min_median_snr:
+            reasons.append(f"{name}: median solution SNR {s['median_snr']:.1f} "
+                           f"< {settings.min_median_snr:g}")
+    resid = qa.get("residual_ratio")
+    if resid is None or not resid <= settings.max_residual_ratio:
+        reasons.append(f"calibrated calibrator departs from its model: median "
+                       f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})")
+    return reasons
+
+
+def plot_solutions(solutions, qa, png):
+    """Bandpass amplitude/phase vs frequency and gain amplitude/phase per antenna."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    title = f"{qa['calgroup']}: {qa['calibrator']}  " + ("QA passed" if qa["passed"] else "QA FAILED")
+    fig.suptitle(title, color="black" if qa["passed"] else "red")
+    if solutions is None:
+        for ax in axes.flat:
+            ax.axis("off")
+        axes[0, 0].text(0, 0.5, "\n".join(qa["reasons"]) or "no solutions", wrap=True, va="center")
+    else:
+        bp, g = solutions["bandpass"], solutions["gain"]
+        f_mhz = solutions["freq_hz"] / 1e6
+        for row in range(bp["gain"].shape[0]):
+            for p in range(bp["gain"].shape[2]):
+                gm = np.where(bp["flag"][row, :, p], np.nan, bp["gain"][row, :, p])
+                axes[0, 0].plot(f_mhz, np.abs(gm), lw=0.7)
+                axes[0, 1].plot(f_mhz, np.degrees(np.angle(gm)), lw=0.7)
+        axes[0, 0].set(xlabel="frequency (MHz)", ylabel="bandpass amplitude")
+        axes[0, 1].set(xlabel="frequency (MHz)", ylabel="bandpass phase (deg)")
+        gm = np.where(g["flag"], np.nan, g["gain"])[:, 0, :]
+        for p, marker in zip(range(gm.shape[1]), "ox"):
+            axes[1, 0].plot(g["antenna"], np.abs(gm[:, p]), marker, label=f"pol {p}")
+            axes[1, 1].plot(g["antenna"], np.degrees(np.angle(gm[:, p])), marker)
+        axes[1, 0].set(xlabel="antenna index", ylabel="gain amplitude")
+        axes[1, 1].set(xlabel="antenna index", ylabel="gain phase (deg)")
+        axes[1, 0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def read_cal_qa(paths):
+    """{calgroup: QA dict} from solve QA json files."""
+    out = {}
+    for p in paths:
+        qa = json.loads(Path(p).read_text())
+        out[qa["calgroup"]] = qa
+    return out
+
+
+def select_calibrations(groups, cal_qa, validity_hours=12.0, fallback="uncalibrated"):
+    """One row per group (SELECTION_COLUMNS): the nearest calibrator group (by mid time)
+    whose solve passed QA and lies within `validity_hours`. Without one, status is
+    `fallback` ("uncalibrated": imaged uncalibrated with a warning; "skip") and the
+    reason names the nearest candidates."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"calibrate fallback {fallback!r}: choose one of {FALLBACKS}")
+    cal_rows = groups[groups.has_calibrator] if "has_calibrator" in groups else groups.iloc[:0]
+    mids = dict(zip(groups.group, groups.mid_mjd))
+    usable = {c: mids[c] for c in cal_rows.group if c in cal_qa and cal_qa[c].get("passed")}
+    failed = {c: cal_qa.get(c, {}).get("reasons", ["no QA record"]) for c in cal_rows.group
+              if c not in usable}
+    rows = []
+    for g in groups.itertuples():
+        seps = sorted(((abs(m - g.mid_mjd) * 24.0, c) for c, m in usable.items()))
+        if seps and seps[0][0] <= validity_hours:
+            rows.append((g.group, seps[0][1], seps[0][0], "calibrated", ""))
+            continue
+        parts = [f"no calibrator group passed QA within {validity_hours:g} h"]
+        if seps:
+            parts.append(f"nearest usable: {seps[0][1]} at {seps[0][0]:.2f} h")
+        near_failed = sorted((abs(mids[c] - g.mid_mjd) * 24.0, c) for c in failed
+                             if abs(mids[c] - g.mid_mjd) * 24.0 <= validity_hours)
+        for sep, c in near_failed:
+            parts.append(f"{c} at {sep:.2f} h failed QA ({'; '.join(failed[c])})")
+        rows.append((g.group, "", np.nan, fallback if fallback == "skip" else "uncalibrated",
+                     "; ".join(parts)))
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def write_selection(groups_path, qa_paths, selection_path, report_path, validity_hours=12.0,
+                    fallback="uncalibrated"):
+    """Selection Parquet and the human-readable list of groups without a calibrator."""
+    groups = pd.read_parquet(groups_path)
+    sel = select_calibrations(groups, read_cal_qa(qa_paths), validity_hours, fallback)
+    meta = provenance([groups_path, *qa_paths], {"validity_hours": validity_hours,
+                                                "fallback": fallback})
+    write_parquet(sel, selection_path, meta)
+    missing = sel[sel.status != "calibrated"]
+    lines = [f"# groups without a usable calibrator within {validity_hours:g} h "
+             f"(fallback: {fallback}); {len(missing)} of {len(sel)}",
+             "# group\tstatus\treason"]
+    lines += [f"{r.group}\t{r.status}\t{r.reason}" for r in missing.itertuples()]
+    write_text("\n".join(lines) + "\n", report_path)
+    for r in missing.itertuples():
+        log.warning("group %s has no calibrator (%s): %s", r.group, r.status, r.reason)
+    log.info("calibration selection: %d calibrated, %d without calibrator",
+             (sel.status == "calibrated").sum(), len(missing))
+    return sel
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="nearest"):
+    """Copy `ms` to `out_ms` and apply the selected tables into CORRECTED_DATA; with no
+    calibrator, CORRECTED_DATA = DATA and the MS is marked uncalibrated. Writes the
+    apply QA json; returns it."""
+    from casacore import tables
+
+    from .casaenv import casatasks
+
+    row = dict(selection_row)
+    status = row["status"]
+    if status == "skip":
+        raise ValueError(f"group {row['group']}: selection says skip ({row['reason']}); "
+                         "nothing to apply")
+    record = {"group": row["group"], "status": status, "calgroup": row["calgroup"],
+              "separation_hours": (None if pd.isna(row["separation_hours"])
+                                   else float(row["separation_hours"])),
+              "reason": row["reason"], "tables": [], "warnings": []}
+    with atomic_output(out_ms) as tmp:
+        shutil.copytree(ms, tmp)
+        if status == "calibrated":
+            gaintables = [str(Path(cal_dir) / BANDPASS_TABLE), str(Path(cal_dir) / GAIN_TABLE)]
+            for tab in gaintables:
+                if not Path(tab).exists():
+                    raise FileNotFoundError(f"group {row['group']}: calibration table {tab} "
+                                            "is missing")
+            casatasks().applycal(vis=str(tmp), gaintable=gaintables, interp=[interp, interp],
+                                 calwt=False, flagbackup=False)
+            record["tables"] = gaintables
+        else:
+            with tables.table(str(tmp), readonly=False, ack=False) as t:
+                for start in range(0, t.nrows(), 20000):
+                    n = min(20000, t.nrows() - start)
+                    t.putcol("CORRECTED_DATA", t.getcol("DATA", start, n), start, n)
+            record["warnings"].append(f"UNCALIBRATED: {row['reason']}")
+            log.warning("group %s: writing UNCALIBRATED data (CORRECTED_DATA = DATA): %s",
+                        row["group"], row["reason"])
+        with tables.table(str(tmp), readonly=False, ack=False) as t:
+            t.putkeyword(MS_KEYWORD, {"status": status, "calgroup": row["calgroup"] or "",
+                                      "reason": row["reason"] or "",
+                                      "tables": ",".join(record["tables"])})
+            flag = t.getcol("FLAG")
+        record["flagged_fraction"] = float(flag.mean())
+    record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
+    write_text(json.dumps(record, indent=2, default=str), qa_json)
+    return record
+
+
+def calibration_status(ms):
+    """The `DSA110_CALIBRATION` record of a calibrated MS (status, calgroup, reason, tables)."""
+    from casacore import tables
+
+    with tables.table(str(ms), ack=False) as t:
+        if MS_KEYWORD not in t.keywordnames():
+            raise ValueError(f"{ms}: no {MS_KEYWORD} keyword (not written by apply)")
+        return dict(t.getkeyword(MS_KEYWORD))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def solve_from_manifest(ms, groups_path, catalog_path, group, cal_dir, qa_json, qa_png,
+                        settings=None):
+    """Look up the group's calibrator in the manifest and catalog, then solve."""
+    groups = pd.read_parquet(groups_path)
+    row = groups[groups.group == group]
+    if row.empty:
+        raise ValueError(f"{groups_path}: no group {group!r}")
+    row = row.iloc[0]
+    if not row.get("has_calibrator", False):
+        raise ValueError(f"{groups_path}: group {group} has no calibrator transit")
+    catalog = read_calibrator_catalog(catalog_path)
+    cal = catalog[catalog.name == row.calibrator]
+    if cal.empty:
+        raise ValueError(f"{catalog_path}: calibrator {row.calibrator!r} (group {group}) "
+                         "is not in the catalog")
+    return solve_calibrator_group(ms, cal.iloc[0].to_dict(), row.dec_deg, cal_dir, qa_json,
+                                  qa_png, settings, group=group)
+
+
+def apply_from_selection(ms, selection_path, group, out_ms, qa_json, cal_dir=None,
+                         interp="nearest"):
+    """Apply what `selection_path` chose for `group`; `cal_dir` holds the chosen
+    calibrator group's tables (results/cal/{calgroup})."""
+    sel = pd.read_parquet(selection_path)
+    row = sel[sel.group == group]
+    if row.empty:
+        raise ValueError(f"{selection_path}: no group {group!r}")
+    row = row.iloc[0].to_dict()
+    if row["calgroup"] and (cal_dir is None or Path(cal_dir).name != row["calgroup"]):
+        raise ValueError(f"group {group}: selection chose {row['calgroup']} but the "
+                         f"calibration directory given is {cal_dir}")
+    return apply_calibration(ms, out_ms, qa_json, row, cal_dir, interp)
+
+
+def settings_from_config(cfg):
+    """SolveSettings from the config's `calibrate` section."""
+    qa = cfg.get("qa", {})
+    return SolveSettings(
+        refant=cfg.get("refant") or None,
+        prephase_solint=str(cfg.get("prephase_solint", "int")),
+        bandpass_solint=str(cfg.get("bandpass_solint", "inf")),
+        gain_solint=str(cfg.get("gain_solint", "inf")),
+        minsnr=float(cfg.get("minsnr", 3.0)),
+        uvrange=str(cfg.get("uvrange", "")),
+        flag_nsigma=float(cfg.get("flag_nsigma", 6.0)),
+        max_flagged_fraction=float(qa.get("max_flagged_fraction", 0.2)),
+        min_median_snr=float(qa.get("min_median_snr", 10.0)),
+        max_residual_ratio=float(qa.get("max_residual_ratio", 0.2)),
+    )
+
+
+def _run_solve(args):
+    settings = SolveSettings(refant=args.refant, minsnr=args.minsnr,
+                             bandpass_solint=args.bandpass_solint, gain_solint=args.gain_solint)
+    qa = solve_from_manifest(args.ms, args.manifest, args.catalog, args.group, args.out,
+                             args.qa_json, args.qa_png, settings)
+    return 0 if qa["passed"] else 1
+
+
+def _run_select(args):
+    write_selection(args.manifest, args.qa, args.out, args.report, args.validity_hours,
+                    args.fallback)
+
+
+def _run_apply(args):
+    sel = pd.read_parquet(args.selection)
+    calgroup = sel.calgroup[sel.group == args.group]
+    cal_dir = Path(args.cal_root) / calgroup.iloc[0] if len(calgroup) and calgroup.iloc[0] else None
+    apply_from_selection(args.ms, args.selection, args.group, args.out, args.qa_json,
+                         cal_dir, args.interp)
+
+
+def register_cli(sub):
+    p = sub.add_parser("calibrate-solve", help="solve bandpass + gains on a calibrator group")
+    p.add_argument("ms")
+    p.add_argument("--manifest", required=True, help="groups.parquet with calibrator columns")
+    p.add_argument("--catalog", required=True, help="calibrator catalog CSV")
+    p.add_argument("--group", required=True)
+    p.add_argument("--out", required=True, help="directory for bandpass.b and gain.g")
+    p.add_argument("--qa-json", required=True)
+    p.add_argument("--qa-png", required=True)
+    p.add_argument("--refant")
+    p.add_argument("--minsnr", type=float, default=3.0)
+    p.add_argument("--bandpass-solint", default="inf")
+    p.add_argument("--gain-solint", default="inf")
+    p.set_defaults(func=_run_solve)
+
+    p = sub.add_parser("calibrate-select", help="choose a calibrator group for every group")
+    p.add_argument("qa", nargs="*", help="solve QA json files")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="selection Parquet")
+    p.add_argument("--report", required=True, help="text list of groups without calibrator")
+    p.add_argument("--validity-hours", type=float, default=12.0)
+    p.add_argument("--fallback", choices=FALLBACKS, default="uncalibrated")
+    p.set_defaults(func=_run_select)
+
+    p = sub.add_parser("calibrate-apply", help="write ms_cal/{group}.ms with CORRECTED_DATA")
+    p.add_argument("ms")
+    p.add_argument("--selection", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--cal-root", required=True, help="directory holding {calgroup}/ tables")
+    p.add_argument("--out", required=True)
+    p.add_argument("--qa-json", required=True)
+    p.add_argument("--interp", default="nearest")
+    p.set_defaults(func=_run_apply)
