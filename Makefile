@@ -10,7 +10,8 @@ setup:
 	./scripts/setup.sh
 
 $(DEMO)/archive/truth/simulation.json: | setup
-	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive
+	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive \
+	    --calibrator 3C48:1 --calibrator-catalog config/calibrators.csv
 
 demo: setup $(DEMO)/archive/truth/simulation.json
 	$(VENV)/dsa110-contimg run -- --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results

@@ -15,12 +15,13 @@ rule calibrate_solve:
         # ancient: a new day rewrites the manifest but leaves existing solves up to date.
         manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
         catalog=config["calibrate"]["catalog"],
+        sky=[SKY_CATALOG] if SKY_CATALOG else [],
     output:
         cal=directory(f"{RESULTS}/cal/{{calgroup}}"),
         qa=f"{RESULTS}/qa/cal/{{calgroup}}.json",
         png=f"{RESULTS}/qa/cal/{{calgroup}}.png",
     params:
-        settings=config["calibrate"],
+        settings={**config["calibrate"], "sky_model": SKY_CATALOG},
     resources:
         mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,

@@ -6,6 +6,17 @@ import pandas as pd
 
 RESULTS = config["results_dir"]
 ARCHIVE = config["archive_dir"]
+
+
+def _sky_catalog():
+    if config.get("sky_catalog"):
+        return config["sky_catalog"]
+    default = Path(ARCHIVE) / "sky_catalog.csv"
+    return str(default) if default.exists() else None
+
+
+# Known sources for calibrator field models and forced photometry (config sky_catalog).
+SKY_CATALOG = _sky_catalog()
 GROUP_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{6}"
 
 

@@ -213,3 +213,58 @@ def test_write_selection_and_uncalibrated_fallback(solved, tmp_path):
         assert MS_KEYWORD in t.keywordnames()
         assert np.array_equal(t.getcol("CORRECTED_DATA"), t.getcol("DATA"))
     assert json.loads((tmp_path / "apply.json").read_text())["status"] == "uncalibrated"
+
+
+def _field_flux(ms, source, cal, pointing_dec):
+    """Least-squares flux scale of `source` in CORRECTED_DATA after removing the
+    calibrator's model: 1.0 means the source has its true flux."""
+    from dsa110_contimg.calibrate import add_field_sources
+
+    write_point_model(ms, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"], cal["spectral_index"],
+                      pointing_dec, Path(ms).parent)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        residual = t.getcol("CORRECTED_DATA") - t.getcol("MODEL_DATA")
+        cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
+        t.putcol("MODEL_DATA", np.zeros_like(residual))
+    add_field_sources(ms, pd.DataFrame([source]), pointing_dec)
+    with tables.table(str(ms), ack=False) as t:
+        template = t.getcol("MODEL_DATA")[cross]
+    residual = residual[cross]
+    return float(np.sum((residual * np.conj(template)).real) / np.sum(np.abs(template) ** 2))
+
+
+def test_sky_model_keeps_field_sources_out_of_the_gains(catalog, tmp_path):
+    """A 3 Jy source 1 deg from 3C48 is partly absorbed into the gains of a 10-antenna
+    array unless the sky model puts it into the calibrator's model."""
+    from dataclasses import replace
+
+    from dsa110_contimg.calibrate import SolveSettings
+
+    cal = {"name": "3C48", **catalog.set_index("name").loc["3C48"].to_dict()}
+    field = {"source_id": "FIELD", "ra_deg": cal["ra_deg"] + 1.0, "dec_deg": cal["dec_deg"] - 0.3,
+             "flux_jy": 3.0, "spectral_index": -0.7}
+    settings = SimulationSettings(n_antennas=10, n_channels=4, n_integrations=24, n_groups=1,
+                                  n_sources=0, seed=11, extra_sources=[field],
+                                  calibrators=[calibrator_placement(catalog, "3C48", 0)])
+    simulate_archive(tmp_path / "archive", settings)
+    groups, _ = build_manifest(find_archive_files(tmp_path / "archive"), calibrators=catalog)
+    g = groups.iloc[0]
+    ms = convert_group(list(g.files), tmp_path / "cal.ms", g.group)
+    pd.DataFrame([field]).to_csv(tmp_path / "sky.csv", index=False)
+    ratios = {}
+    for label, sky in (("without", None), ("with", str(tmp_path / "sky.csv"))):
+        work = tmp_path / label
+        qa = solve_calibrator_group(ms, cal, g.dec_deg, work / "cal", work / "qa.json",
+                                    work / "qa.png", replace(SolveSettings(), sky_model=sky),
+                                    group=g.group)
+        assert qa["passed"], qa["reasons"]
+        target = work / "target.ms"
+        shutil.copytree(ms, target)
+        casatasks().applycal(vis=str(target), gaintable=[str(work / "cal" / "bandpass.b"),
+                                                         str(work / "cal" / "gain.g")],
+                             interp=["nearest", "nearest"], calwt=False, flagbackup=False)
+        ratios[label] = _field_flux(target, field, cal, g.dec_deg)
+    print(f"field source flux / truth: without sky model {ratios['without']:.3f}, "
+          f"with {ratios['with']:.3f}")
+    assert abs(ratios["with"] - 1) < 0.03
+    assert abs(ratios["without"] - 1) > 0.05, "the effect the sky model removes is real"

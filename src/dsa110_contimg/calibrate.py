@@ -141,6 +141,9 @@ class SolveSettings:
     max_flagged_fraction: float = 0.2
     min_median_snr: float = 10.0
     max_residual_ratio: float = 0.2
+    sky_model: str | None = None
+    sky_model_min_flux_jy: float = 0.05
+    sky_model_radius_deg: float = 5.0
 
 
 def calibrator_spectrum(freq_hz, flux_jy, spectral_index, ref_hz=inst.REFERENCE_FREQ_HZ):
@@ -195,6 +198,62 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
         model *= beam[tidx][:, :, None]
         t.putcol("MODEL_DATA", model)
     shutil.rmtree(cl_path)
+
+
+def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_deg):
+    """Sky-model sources to add to the calibrator model: brighter than `min_flux_jy`,
+    within `radius_deg` of the field centre, and not the calibrator itself."""
+    from .photometry import read_catalog
+
+    sky = read_catalog(sky_model)
+    if "flux_jy" not in sky:
+        raise ValueError(f"{sky_model}: sky model lacks column flux_jy")
+    if "spectral_index" not in sky:
+        sky = sky.assign(spectral_index=-0.7)
+    ra, dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
+    near = angular_separation(np.radians(ra0_deg), np.radians(dec0_deg), ra, dec)
+    off_cal = angular_separation(np.radians(calibrator["ra_deg"]), np.radians(calibrator["dec_deg"]),
+                                 ra, dec)
+    keep = ((sky.flux_jy.to_numpy() >= min_flux_jy) & (near <= np.radians(radius_deg))
+            & (off_cal > np.radians(1.0 / 60)))
+    return sky[keep].reset_index(drop=True)
+
+
+def add_field_sources(ms, sources, pointing_dec_deg, chunk_rows=20000):
+    """Add point sources x primary-beam track to MODEL_DATA by direct Fourier transform,
+    V = S(f) A(t, f) exp(+2 pi i (u l + v m + w (n - 1)) f / c) with the MS's UVW (the
+    convention CASA's ft uses for these MSs), so field sources in the calibrator's beam
+    are not absorbed into the gains."""
+    from casacore import tables
+
+    if sources.empty:
+        return 0
+    freqs = _chan_freqs(ms)
+    _, tidx = _unique_times(ms)
+    with tables.table(f"{ms}/FIELD", ack=False) as t:
+        ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
+    tracks = []
+    for src in sources.itertuples():
+        ra, dec = np.radians(src.ra_deg), np.radians(src.dec_deg)
+        l = np.cos(dec) * np.sin(ra - ra0)
+        m = np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)
+        n = np.sqrt(1.0 - l * l - m * m)
+        spectrum = calibrator_spectrum(freqs, src.flux_jy, src.spectral_index)
+        beam = primary_beam_track(ms, src.ra_deg, src.dec_deg, pointing_dec_deg)
+        tracks.append((l, m, n - 1.0, spectrum[None, :] * beam))
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        for start in range(0, t.nrows(), chunk_rows):
+            nrow = min(chunk_rows, t.nrows() - start)
+            uvw = t.getcol("UVW", startrow=start, nrow=nrow)
+            model = t.getcol("MODEL_DATA", startrow=start, nrow=nrow)
+            rows = tidx[start:start + nrow]
+            added = np.zeros(model.shape[:2], complex)
+            for l, m, n1, flux in tracks:
+                tau = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * n1) / inst.SPEED_OF_LIGHT
+                added += flux[rows] * np.exp(2j * np.pi * tau[:, None] * freqs[None, :])
+            model += added[:, :, None]
+            t.putcol("MODEL_DATA", model, startrow=start, nrow=nrow)
+    return len(tracks)
 
 
 def read_caltable(path):
@@ -364,6 +423,10 @@ def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     qa["refant"] = refant
     write_point_model(scratch, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"],
                       cal["spectral_index"], pointing_dec_deg, workdir)
+    if settings.sky_model:
+        sources = field_sources(settings.sky_model, cal["ra_deg"], cal["dec_deg"], cal,
+                                settings.sky_model_min_flux_jy, settings.sky_model_radius_deg)
+        qa["field_sources_in_model"] = add_field_sources(scratch, sources, pointing_dec_deg)
     beam = primary_beam_track(scratch, cal["ra_deg"], cal["dec_deg"], pointing_dec_deg)
     qa["pb_response_mean"] = float(beam.mean())
     common = dict(vis=str(scratch), refant=refant, minsnr=settings.minsnr,
@@ -627,6 +690,9 @@ def settings_from_config(cfg):
         max_flagged_fraction=float(qa.get("max_flagged_fraction", 0.2)),
         min_median_snr=float(qa.get("min_median_snr", 10.0)),
         max_residual_ratio=float(qa.get("max_residual_ratio", 0.2)),
+        sky_model=cfg.get("sky_model") or None,
+        sky_model_min_flux_jy=float(cfg.get("sky_model_min_flux_jy", 0.05)),
+        sky_model_radius_deg=float(cfg.get("sky_model_radius_deg", 5.0)),
     )
 
 
