@@ -2,7 +2,8 @@ rule convert:
     """One group's subband files -> one Measurement Set phased to the meridian."""
     input:
         files=group_files,
-        manifest=f"{RESULTS}/manifest/groups.parquet",
+        # ancient: a new day rewrites the manifest but leaves existing groups up to date.
+        manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
     output:
         ms=directory(f"{RESULTS}/ms/{{group}}.ms"),
     params:

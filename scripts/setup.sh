@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+# SLURM for tests/test_slurm.py (Debian slurm-wlm + munge; started by the test itself).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  scripts/slurm-local.sh install
+fi
 stamp=.venv/.installed
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
