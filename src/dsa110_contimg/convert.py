@@ -108,7 +108,15 @@ def _phased_metadata(paths, phase_center, name):
 
 
 def _read_visibilities(path):
-    """(data, flags, nsamples, header arrays) of one UVH5 file, straight from HDF5."""
+    """(data, flags, nsamples, header arrays) of one UVH5 file, straight from HDF5;
+    a damaged file raises OSError naming it."""
+    try:
+        return _read_hdf5_arrays(path)
+    except (OSError, KeyError) as err:
+        raise OSError(f"{path}: cannot read visibilities ({err})") from err
+
+
+def _read_hdf5_arrays(path):
     import h5py
 
     with h5py.File(path, "r") as fh:
