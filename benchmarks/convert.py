@@ -5,8 +5,9 @@ project's direct writer; print wall time, peak memory (whole process tree) and r
     .venv/bin/python benchmarks/convert.py [--workdir benchmarks/work] [--workers 2]
 
 The simulated group is written once to WORKDIR/archive and reused. Each writer runs in a
-fresh process; memory is the peak of the summed RSS of that process and its children,
-sampled every 50 ms (psutil comes with snakemake).
+fresh process; memory is the peak of the summed proportional set size (PSS: shared
+pages split between the processes sharing them, so forked workers are not counted twice)
+of that process and its children, sampled every 100 ms (psutil comes with snakemake).
 """
 
 import argparse
@@ -34,17 +35,17 @@ def ensure_archive(workdir):
 
 
 def measure(cmd):
-    """Run `cmd`; return (seconds, peak summed RSS of the process tree in GiB)."""
+    """Run `cmd`; return (seconds, peak summed PSS of the process tree in GiB)."""
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd)
     peak = 0
     while proc.poll() is None:
         try:
             procs = [proc] + proc.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            peak = max(peak, sum(p.memory_full_info().pss for p in procs if p.is_running()))
         except psutil.Error:
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     if proc.returncode:
         raise SystemExit(f"{cmd} failed with status {proc.returncode}")
     return time.perf_counter() - t0, peak / 2**30
