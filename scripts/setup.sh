@@ -9,6 +9,10 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   scripts/slurm-local.sh install
 fi
+# WSClean, the optional faster imager (config image.imager: wsclean).
+if ! command -v wsclean >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends wsclean >/dev/null
+fi
 stamp=.venv/.installed
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -8,6 +8,9 @@ from dsa110_contimg.casaenv import configure
 
 configure()
 
+# Simulated, converted and imaged groups shared by test_imaging/test_qa/test_mosaic.
+pytest_plugins = ["imaging_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def small_archive(tmp_path_factory):

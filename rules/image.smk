@@ -1,0 +1,36 @@
+# Imaging (DESIGN.md section 5): one calibrated group -> image.fits (flat noise),
+# residual.fits and pb.fits (Airy beam averaged over the group's drift) on one grid.
+
+
+rule image:
+    """tclean (w-projection) or WSClean (w-stacking), chosen by config image.imager."""
+    input:
+        ms=f"{RESULTS}/ms_cal/{{group}}.ms",
+    output:
+        image=f"{RESULTS}/images/{{group}}/image.fits",
+        residual=f"{RESULTS}/images/{{group}}/residual.fits",
+        pb=f"{RESULTS}/images/{{group}}/pb.fits",
+    params:
+        out_dir=lambda wc, output: str(Path(output.image).parent),
+        cfg=json_config("image"),
+        c=config["image"],
+    threads: config["image"]["threads"]
+    resources:
+        mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["image"]["runtime_min"] * attempt,
+    log:
+        f"{RESULTS}/logs/image/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/image/{{group}}.tsv"
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q}"
+        " --imager {params.c[imager]} --imsize {params.c[imsize]}"
+        " --cell-arcsec {params.c[cell_arcsec]} --weighting {params.c[weighting]}"
+        " --robust {params.c[robust]} --niter {params.c[niter]}"
+        " --threshold-jy {params.c[threshold_jy]} --nsigma {params.c[nsigma]}"
+        " --gain {params.c[gain]} --cyclefactor {params.c[cyclefactor]}"
+        " --mgain {params.c[mgain]} --max-major {params.c[max_major]}"
+        " --wprojplanes {params.c[wprojplanes]} --threads {threads}"
+        " --config-json {params.cfg:q} 2> {log:q}"

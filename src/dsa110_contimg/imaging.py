@@ -1,0 +1,457 @@
+"""Image one calibrated group: tclean (default) or WSClean, plus the primary-beam image.
+
+Products in the group's image directory, all on one grid (SIN projection about the MS
+phase centre, i.e. the meridian at the pointing declination at the group midpoint):
+
+- ``image.fits``: restored Stokes I image in Jy/beam, NOT primary-beam corrected (flat
+  noise), with BMAJ/BMIN/BPA (deg) of the restoring beam.
+- ``residual.fits``: the residual after deconvolution (Jy/beam, flat noise).
+- ``pb.fits``: the primary-beam power response of a 4.65 m Airy dish at the band's centre
+  frequency, averaged over the group's integrations: the dishes stay at one hour angle
+  and declination while the sky drifts ~1.3 deg through the beam in a group, so the
+  response a source had during the group is the mean of the Airy pattern about each
+  integration's pointing. Divide image.fits by it to correct the primary beam.
+
+Headers carry the provenance (software version, config hash, input MS), the imager and
+its settings, the observation times (MJD-OBS at the start, MJD-AVG at the midpoint) and
+the natural-weighting thermal noise expected from the radiometer equation (THERMRMS).
+
+w-terms: the field is imaged to the first null of the primary beam (~6.4 deg across at
+1.4 GHz), where the w-term phase reaches ~2 rad on the longest baselines, so tclean uses
+w-projection (explicit ``wprojplanes``; -1 fails on these MSs) and WSClean w-stacking.
+"""
+
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import instrument as inst
+from .atomic import atomic_output
+from .beam import airy_power
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+IMAGERS = ("tclean", "wsclean")
+WEIGHTINGS = ("natural", "uniform", "briggs")
+PRODUCTS = ("image.fits", "residual.fits", "pb.fits")
+CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
+"""MS keyword written by calibrate.apply_calibration (status calibrated/uncalibrated)."""
+
+
+@dataclass
+class ImagingSettings:
+    """Imaging parameters (config section `image`). Defaults suit DSA-110 at 1.4 GHz:
+    2560 x 9 arcsec pixels cover the primary beam to its first null (6.4 deg) and give
+    ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam."""
+
+    imager: str = "tclean"
+    imsize: int = 2560
+    cell_arcsec: float = 9.0
+    weighting: str = "briggs"
+    robust: float = 0.5
+    niter: int = 20000
+    threshold_jy: float = 0.0
+    nsigma: float = 4.0
+    gain: float = 0.1
+    cyclefactor: float = 0.5
+    mgain: float = 0.8
+    max_major: int = 12
+    wprojplanes: int = 16
+    datacolumn: str = "CORRECTED_DATA"
+    sefd_jy: float = inst.SEFD_JY
+    threads: int = 2
+
+    def check(self):
+        if self.imager not in IMAGERS:
+            raise ValueError(f"unknown imager {self.imager!r}; choose one of {IMAGERS}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+        if self.imsize < 16 or self.imsize % 2:
+            raise ValueError(f"imsize must be an even number >= 16, not {self.imsize}")
+        if not self.cell_arcsec > 0:
+            raise ValueError(f"cell_arcsec must be positive, not {self.cell_arcsec}")
+        if self.wprojplanes < 1:
+            raise ValueError("wprojplanes must be >= 1 (tclean's -1 fails on these MSs)")
+        return self
+
+
+@dataclass
+class MSSummary:
+    """What imaging needs to know about a Measurement Set."""
+
+    path: str
+    times_mjd: np.ndarray
+    integration_s: float
+    freqs_hz: np.ndarray
+    channel_width_hz: float
+    phase_center_rad: tuple
+    n_cross_unflagged: int
+    n_pol: int
+    flagged_fraction: float
+    calibration: str = ""
+
+    @property
+    def mid_mjd(self):
+        return 0.5 * (self.times_mjd.min() + self.times_mjd.max())
+
+    @property
+    def centre_freq_hz(self):
+        return 0.5 * (self.freqs_hz.min() + self.freqs_hz.max())
+
+
+def read_ms_summary(ms_path, datacolumn="CORRECTED_DATA", chunk=20000):
+    """Times, frequencies, phase centre and unflagged cross-correlation count of an MS."""
+    from casacore import tables
+
+    ms_path = Path(ms_path)
+    if not (ms_path / "table.dat").exists():
+        raise FileNotFoundError(f"{ms_path}: not a Measurement Set (no table.dat)")
+    with tables.table(str(ms_path), ack=False) as ms:
+        if datacolumn not in ms.colnames():
+            raise ValueError(f"{ms_path}: no {datacolumn} column to image")
+        nrow = ms.nrows()
+        if nrow == 0:
+            raise ValueError(f"{ms_path}: the main table has no rows")
+        calibration = ""
+        if CALIBRATION_KEYWORD in ms.keywordnames():
+            calibration = str(dict(ms.getkeyword(CALIBRATION_KEYWORD)).get("status", ""))
+        times = np.unique(ms.getcol("TIME"))
+        interval = float(np.median(ms.getcol("INTERVAL", nrow=min(nrow, 1000))))
+        n_good = 0
+        n_cross = 0
+        for start in range(0, nrow, chunk):
+            n = min(chunk, nrow - start)
+            cross = ms.getcol("ANTENNA1", start, n) != ms.getcol("ANTENNA2", start, n)
+            flags = ms.getcol("FLAG", start, n)[cross]
+            n_good += int(flags.size - np.count_nonzero(flags))
+            n_cross += int(flags.size)
+    with tables.table(str(ms_path / "SPECTRAL_WINDOW"), ack=False) as spw:
+        freqs = np.concatenate([np.ravel(f) for f in spw.getcol("CHAN_FREQ")])
+        widths = np.concatenate([np.ravel(w) for w in spw.getcol("CHAN_WIDTH")])
+    with tables.table(str(ms_path / "FIELD"), ack=False) as field:
+        phase_dir = field.getcol("PHASE_DIR")[0, 0]
+    with tables.table(str(ms_path / "POLARIZATION"), ack=False) as pol:
+        n_pol = int(pol.getcol("NUM_CORR")[0])
+    n_pairs = n_good // n_pol
+    return MSSummary(
+        path=str(ms_path),
+        times_mjd=times / 86400.0,
+        integration_s=interval,
+        freqs_hz=np.sort(freqs),
+        channel_width_hz=float(np.median(np.abs(widths))),
+        phase_center_rad=(float(phase_dir[0]) % (2 * np.pi), float(phase_dir[1])),
+        n_cross_unflagged=n_pairs,
+        n_pol=n_pol,
+        flagged_fraction=1.0 - n_good / max(n_cross, 1),
+        calibration=calibration,
+    )
+
+
+def natural_thermal_rms(summary, sefd_jy=inst.SEFD_JY):
+    """Stokes I image rms (Jy/beam) with natural weighting from the radiometer equation:
+    sigma_vis / sqrt(n_pol N), N the unflagged cross-correlation samples per polarization."""
+    if summary.n_cross_unflagged == 0:
+        return float("nan")
+    sigma_vis = inst.thermal_noise_sigma(summary.channel_width_hz, summary.integration_s, sefd_jy)
+    return float(sigma_vis / np.sqrt(min(summary.n_pol, 2) * summary.n_cross_unflagged))
+
+
+def pointing_of_phase_center(ra_rad, dec_rad, mjd):
+    """(hour angle, declination) in deg of an ICRS direction seen from the site at `mjd`.
+
+    convert.py phases each group to the meridian at the pointing declination at the group
+    midpoint, so at the midpoint this gives (~0, pointing declination)."""
+    from astropy import units as u
+    from astropy.coordinates import HADec, SkyCoord
+    from astropy.time import Time
+
+    frame = HADec(obstime=Time(mjd, format="mjd", scale="utc"), location=inst.site_location())
+    hadec = SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad, frame="icrs").transform_to(frame)
+    return float(hadec.ha.wrap_at(180 * u.deg).deg), float(hadec.dec.deg)
+
+
+def pointing_track(times_mjd, dec_deg):
+    """ICRS (ra, dec) in rad of the drift-scan pointing (meridian, `dec_deg`) at each time."""
+    from .convert import meridian_phase_center
+
+    jd = np.asarray(times_mjd, float) + 2400000.5
+    track = np.array([meridian_phase_center(t, dec_deg) for t in jd])
+    return track[:, 0], track[:, 1]
+
+
+def _unit_vectors(ra, dec):
+    cd = np.cos(dec)
+    return np.stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def primary_beam(wcs, shape, pointing_ra, pointing_dec, freq_hz, rows_per_chunk=256):
+    """Mean Airy power response on the (ny, nx) pixel grid of celestial `wcs` over the
+    pointings (rad); pixels without valid sky coordinates get 0."""
+    ny, nx = shape
+    pointings = _unit_vectors(np.asarray(pointing_ra), np.asarray(pointing_dec))
+    pb = np.zeros(shape, dtype=np.float64)
+    xs = np.arange(nx)
+    for y0 in range(0, ny, rows_per_chunk):
+        y1 = min(ny, y0 + rows_per_chunk)
+        px, py = np.meshgrid(xs, np.arange(y0, y1))
+        ra, dec = wcs.pixel_to_world_values(px, py)
+        valid = np.isfinite(ra) & np.isfinite(dec)
+        vec = _unit_vectors(np.radians(np.where(valid, ra, 0.0)),
+                            np.radians(np.where(valid, dec, 0.0)))
+        acc = np.zeros(px.shape)
+        for p in pointings:
+            cos_theta = np.clip(vec @ p, -1.0, 1.0)
+            acc += airy_power(np.arccos(cos_theta), freq_hz)
+        pb[y0:y1] = np.where(valid, acc / len(pointings), 0.0)
+    return pb
+
+
+def _tclean(ms, stem, settings):
+    """Run tclean and export image and residual to FITS; returns (image, residual) paths."""
+    from .casaenv import casatasks
+
+    cta = casatasks()
+    result = cta.tclean(
+        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(settings.datacolumn),
+        imsize=[settings.imsize, settings.imsize], cell=f"{settings.cell_arcsec}arcsec",
+        specmode="mfs", stokes="I", gridder="wproject", wprojplanes=settings.wprojplanes,
+        weighting=settings.weighting, robust=settings.robust, niter=settings.niter,
+        gain=settings.gain,
+        threshold=f"{settings.threshold_jy}Jy", nsigma=settings.nsigma,
+        cyclefactor=settings.cyclefactor, nmajor=settings.max_major, deconvolver="hogbom",
+        pblimit=-1e-4, pbcor=False, savemodel="none", restoration=True,
+    )
+    if isinstance(result, dict):
+        log.info("tclean: %s iterations, %s major cycles, stop: %s", result.get("iterdone"),
+                 result.get("nmajordone"), result.get("stopDescription"))
+    outputs = []
+    for kind in ("image", "residual"):
+        casa_image = Path(f"{stem}.{kind}")
+        if not casa_image.exists():
+            raise RuntimeError(f"tclean did not write {casa_image} for {ms}")
+        fits_path = Path(f"{stem}.{kind}.fits")
+        cta.exportfits(imagename=str(casa_image), fitsimage=str(fits_path), overwrite=True,
+                       velocity=False, dropstokes=False, dropdeg=False)
+        outputs.append(fits_path)
+    return tuple(outputs)
+
+
+def _tclean_column(column):
+    names = {"CORRECTED_DATA": "corrected", "DATA": "data"}
+    if column not in names:
+        raise ValueError(f"tclean images DATA or CORRECTED_DATA, not {column!r}")
+    return names[column]
+
+
+def wsclean_version():
+    """WSClean's version string, or None when it is not installed."""
+    exe = shutil.which("wsclean")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if "version" in line.lower():
+            return line.strip()
+    return "unknown"
+
+
+def _wsclean(ms, stem, settings):
+    """Run WSClean (w-stacking, without touching the MS's MODEL_DATA); returns the FITS
+    paths of the restored image and residual."""
+    exe = shutil.which("wsclean")
+    if exe is None:
+        raise FileNotFoundError("imager 'wsclean' chosen but the wsclean executable is not on "
+                                "PATH (Debian: apt-get install wsclean; see scripts/setup.sh)")
+    weight = ["briggs", str(settings.robust)] if settings.weighting == "briggs" else [settings.weighting]
+    cmd = [
+        exe, "-name", str(stem), "-temp-dir", str(Path(stem).parent),
+        "-size", str(settings.imsize), str(settings.imsize),
+        "-scale", f"{settings.cell_arcsec}asec", "-pol", "I",
+        "-weight", *weight, "-niter", str(settings.niter), "-gain", str(settings.gain),
+        "-mgain", str(settings.mgain), "-nmiter", str(settings.max_major),
+        "-auto-threshold", str(settings.nsigma),
+        "-data-column", settings.datacolumn, "-no-update-model-required", "-no-dirty",
+        "-j", str(settings.threads),
+    ]
+    if settings.threshold_jy > 0:
+        cmd += ["-threshold", str(settings.threshold_jy)]
+    cmd.append(str(ms))
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise RuntimeError(f"wsclean failed on {ms} (exit {proc.returncode}):\n{tail}")
+    for line in proc.stdout.splitlines():
+        if "major iterations were performed" in line or "Performed" in line:
+            log.info("wsclean: %s", line.strip())
+    return Path(f"{stem}-image.fits"), Path(f"{stem}-residual.fits")
+
+
+def _common_cards(header, summary, settings, prov, pointing):
+    from astropy.time import Time
+
+    header["TELESCOP"] = inst.TELESCOPE_NAME
+    header["OBSERVER"] = "dsa110-contimg"
+    header["MJD-OBS"] = (float(summary.times_mjd.min() - summary.integration_s / 172800.0),
+                         "start of the first integration")
+    header["DATE-OBS"] = Time(header["MJD-OBS"], format="mjd", scale="utc").isot
+    header["MJD-AVG"] = (float(summary.mid_mjd), "group midpoint")
+    header["DATE-AVG"] = Time(summary.mid_mjd, format="mjd", scale="utc").isot
+    header["PNTHA"] = (pointing[0], "[deg] hour angle of phase centre at MJD-AVG")
+    header["PNTDEC"] = (pointing[1], "[deg] pointing declination (apparent)")
+    header["IMAGER"] = settings.imager
+    header["CELL"] = (settings.cell_arcsec, "[arcsec] pixel size")
+    header["WEIGHT"] = settings.weighting
+    header["ROBUST"] = settings.robust
+    header["NITER"] = settings.niter
+    header["NSIGMA"] = settings.nsigma
+    header["SOFTWARE"] = prov["software"]
+    header["SWVERS"] = prov["version"]
+    header["CFGHASH"] = prov["config_hash"]
+    header["MSNAME"] = Path(summary.path).name
+    header["CALSTAT"] = (summary.calibration or "unknown", "calibration of the MS")
+    header["PROVJSON"] = json.dumps(prov, default=str)
+
+
+def _write_fits(data, header, path):
+    from astropy.io import fits
+
+    with atomic_output(path) as tmp:
+        fits.PrimaryHDU(data=data, header=header).writeto(tmp, output_verify="silentfix")
+
+
+def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None):
+    """Image one MS into `out_dir`/{image,residual,pb}.fits; returns a dict of paths and
+    facts (beam, thermal rms, seconds)."""
+    from astropy.io import fits
+
+    from .photometry import _wcs
+
+    settings = (settings or ImagingSettings()).check()
+    ms_path, out_dir = Path(ms_path), Path(out_dir)
+    t0 = time.perf_counter()
+    summary = read_ms_summary(ms_path, settings.datacolumn)
+    if summary.n_cross_unflagged == 0:
+        raise ValueError(f"{ms_path}: every cross-correlation is flagged; nothing to image")
+    ha, dec = pointing_of_phase_center(*summary.phase_center_rad, summary.mid_mjd)
+    if pointing_dec_deg is None:
+        if abs(ha) > 0.5:
+            raise ValueError(f"{ms_path}: phase centre is {ha:.2f} deg from the meridian at the "
+                             "group midpoint; give the pointing declination explicitly")
+        pointing_dec_deg = dec
+    thermal = natural_thermal_rms(summary, settings.sefd_jy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.work-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
+    try:
+        stem = work / "img"
+        if settings.imager == "tclean":
+            image_fits, residual_fits = _tclean(ms_path, stem, settings)
+            version = _casa_version()
+        else:
+            image_fits, residual_fits = _wsclean(ms_path, stem, settings)
+            version = wsclean_version()
+        t_image = time.perf_counter() - t0
+        prov = provenance([ms_path], config or asdict(settings), imager=settings.imager,
+                          imager_version=version, settings=asdict(settings))
+        with fits.open(image_fits) as hdul:
+            image_hdr, image = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
+        with fits.open(residual_fits) as hdul:
+            resid_hdr, resid = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
+        beam = _beam(image_hdr, image_fits)
+        wcs = _wcs(image_hdr).celestial
+        ny, nx = image.shape[-2:]
+        pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
+        freq = summary.centre_freq_hz
+        pb = primary_beam(wcs, (ny, nx), pra, pdec, freq).astype(np.float32)
+
+        for hdr, kind in ((image_hdr, "restored image"), (resid_hdr, "residual")):
+            _common_cards(hdr, summary, settings, prov, (ha, pointing_dec_deg))
+            hdr["BUNIT"] = "Jy/beam"
+            hdr["BMAJ"], hdr["BMIN"], hdr["BPA"] = beam
+            hdr["PBCOR"] = (False, "not primary-beam corrected (flat noise)")
+            hdr["PBFILE"] = ("pb.fits", "divide by this beam to correct")
+            hdr["THERMRMS"] = (thermal, "[Jy/beam] radiometer rms, natural weighting")
+            hdr["SEFD"] = (settings.sefd_jy, "[Jy] SEFD assumed for THERMRMS")
+            hdr["FLAGFRAC"] = (summary.flagged_fraction, "flagged cross-corr. fraction")
+            hdr["COMMENT"] = (f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
+                              "the primary beam); the beam is pb.fits.")
+        pb_hdr = image_hdr.copy()
+        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT"):
+            pb_hdr.remove(key, ignore_missing=True, remove_all=True)
+        pb_hdr["BUNIT"] = ""
+        pb_hdr["PBMODEL"] = (f"Airy {inst.DISH_DIAMETER_M} m", "uniformly lit dish")
+        pb_hdr["PBFREQ"] = (freq, "[Hz] frequency of the beam model (band centre)")
+        pb_hdr["PBNTIME"] = (len(pra), "integrations averaged over the drift")
+        pb_hdr["COMMENT"] = ("Primary-beam power response (1 on axis) at the band centre, "
+                             "averaged over the pointings (meridian, PNTDEC) of the group's "
+                             "integrations. image.fits / pb.fits = corrected sky.")
+        pb_full = pb.reshape(image.shape)
+        out = {k: out_dir / k for k in PRODUCTS}
+        _write_fits(image, image_hdr, out["image.fits"])
+        _write_fits(resid, resid_hdr, out["residual.fits"])
+        _write_fits(pb_full, pb_hdr, out["pb.fits"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    log.info("%s: %s image %dx%d, beam %.1f x %.1f arcsec, thermal rms %.3g Jy/beam, "
+             "imager %.1f s, total %.1f s -> %s", ms_path.name, settings.imager, nx, ny,
+             beam[0] * 3600, beam[1] * 3600, thermal, t_image, seconds, out_dir)
+    return {"paths": out, "beam_deg": beam, "thermal_rms_jy": thermal, "seconds": seconds,
+            "imager_seconds": t_image, "pointing_dec_deg": pointing_dec_deg}
+
+
+def _beam(header, path):
+    try:
+        beam = tuple(float(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
+    except KeyError as err:
+        raise RuntimeError(f"{path}: the imager wrote no restoring beam ({err})") from err
+    if not (beam[0] > 0 and beam[1] > 0):
+        raise RuntimeError(f"{path}: restoring beam {beam} is not positive")
+    return beam
+
+
+def _casa_version():
+    from .casaenv import casatools
+
+    return casatools().version_string()
+
+
+def settings_from_args(args):
+    """ImagingSettings from parsed CLI arguments (unset ones keep their defaults)."""
+    values = {k: getattr(args, k) for k in ImagingSettings.__dataclass_fields__
+              if getattr(args, k, None) is not None}
+    return ImagingSettings(**values)
+
+
+def _run(args):
+    settings = settings_from_args(args)
+    config = json.loads(args.config_json) if args.config_json else None
+    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config)
+
+
+def register_cli(sub):
+    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, pb.fits")
+    p.add_argument("ms", help="Measurement Set (calibrated)")
+    p.add_argument("--out-dir", required=True, help="directory for image/residual/pb.fits")
+    p.add_argument("--pointing-dec", type=float, help="pointing declination (deg); default: "
+                   "the MS phase centre's, which convert puts on the meridian")
+    p.add_argument("--config-json", help="configuration recorded in the provenance")
+    p.add_argument("--imager", choices=IMAGERS)
+    p.add_argument("--weighting", choices=WEIGHTINGS)
+    p.add_argument("--datacolumn", choices=("CORRECTED_DATA", "DATA"))
+    for name, typ in (("imsize", int), ("cell-arcsec", float), ("robust", float),
+                      ("niter", int), ("threshold-jy", float), ("nsigma", float),
+                      ("gain", float), ("cyclefactor", float), ("mgain", float), ("max-major", int),
+                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int)):
+        p.add_argument(f"--{name}", type=typ)
+    p.set_defaults(func=_run)

@@ -1,0 +1,582 @@
+"""Image and mosaic QA: noise, peak, dynamic range, beam and a catalog comparison.
+
+Per product a JSON report (``qa/{stage}/{name}.json``) and a PNG thumbnail with the
+catalog overlaid; ``summarize`` gathers every report into ``qa/summary.parquet``.
+
+Metrics
+- ``rms_jy``: robust rms, 1.4826 x median absolute deviation, of the flat-noise image
+  (images) or of the mosaic where the weight is at least half its maximum (mosaics).
+- ``peak_jy``, ``dynamic_range`` = peak / rms, ``bmaj/bmin_arcsec``, ``bpa_deg``.
+- ``rms_thermal_ratio``: rms over the radiometer-equation rms in the header (THERMRMS).
+- Catalog comparison, at catalog positions where the primary beam (images) is at least
+  ``pb_min`` or the weight (mosaics) is above the mosaic's cut: a beam-shaped Gaussian
+  with free peak and position is fitted to each source predicted above ``detect_snr``.
+  ``n_detected``: fitted peak >= detect_snr x noise within one beam of the catalog
+  position. ``detected_fraction``: detected / predicted above 2 x detect_snr.
+  ``flux_ratio``: median of (fitted peak / primary beam) / catalog flux at the image
+  frequency over bright sources (predicted >= bright_snr); ``position_offset_beam``:
+  their median offset in units of the beam's geometric-mean FWHM.
+
+Each thresholded metric gets pass / warn / fail from config ``qa.thresholds`` as
+[warn, fail] limits; the product's status is the worst, and ``failed`` names the metrics
+that failed. A metric that cannot be computed (e.g. no bright catalog source in view) is
+reported as null and not graded. Downstream rules call ``passed(report)`` to leave failed
+products out.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_output, write_parquet, write_text
+from .provenance import provenance
+
+log = logging.getLogger(__name__)
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+STATUS_RANK = {PASS: 0, WARN: 1, FAIL: 2}
+
+DEFAULT_THRESHOLDS = {
+    # metric: (kind, warn, fail); "min": value below the limit is bad, "max": above.
+    "dynamic_range": ("min", 100.0, 20.0),
+    "rms_thermal_ratio": ("max", 2.0, 5.0),
+    "flux_ratio_error": ("max", 0.1, 0.3),
+    "position_offset_beam": ("max", 0.2, 0.5),
+    "detected_fraction": ("min", 0.8, 0.5),
+    "bmaj_arcsec": ("max", 150.0, 300.0),
+}
+DEFAULT_SETTINGS = {"pb_min": 0.3, "detect_snr": 5.0, "bright_snr": 30.0}
+SPECTRAL_INDEX_DEFAULT = -0.7
+REFERENCE_FREQ_HZ = 1.4e9
+
+
+def robust_rms(values):
+    """1.4826 x the median absolute deviation of the finite values (nan when none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def image_frequency(header):
+    """Frequency (Hz) of a single-plane image: its FREQ axis, else PBFREQ / FREQ keys."""
+    for i in range(1, int(header.get("NAXIS", 0)) + 1):
+        if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
+            return float(header[f"CRVAL{i}"])
+    for key in ("FREQ", "PBFREQ", "RESTFRQ"):
+        if key in header:
+            return float(header[key])
+    raise ValueError("image header has no FREQ axis or FREQ keyword")
+
+
+def catalog_flux(catalog, freq_hz):
+    """Catalog flux densities (Jy) scaled from 1.4 GHz to `freq_hz` with each source's
+    spectral index (-0.7 when the catalog has none)."""
+    alpha = (catalog["spectral_index"].to_numpy(float) if "spectral_index" in catalog
+             else np.full(len(catalog), SPECTRAL_INDEX_DEFAULT))
+    alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
+    return catalog["flux_jy"].to_numpy(float) * (freq_hz / REFERENCE_FREQ_HZ) ** alpha
+
+
+def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
+    """Fit a Gaussian of the restoring beam's shape (free peak, position, offset) around
+    each position. Returns (peak, ra, dec) arrays; nan where the fit fails or the stamp
+    leaves the image. The stamp spans +-1 FWHM about the brightest pixel within
+    `search_beams` FWHM of the given position."""
+    from scipy.optimize import least_squares
+
+    from .photometry import beam_pixel_covariance
+
+    ra_deg, dec_deg = np.atleast_1d(ra_deg).astype(float), np.atleast_1d(dec_deg).astype(float)
+    n = ra_deg.size
+    peak, ra_fit, dec_fit = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    if n == 0:
+        return peak, ra_fit, dec_fit
+    inv_cov = beam_pixel_covariance(header, wcs, ra_deg, dec_deg)
+    x0, y0 = wcs.world_to_pixel_values(ra_deg, dec_deg)
+    ny, nx = data.shape
+    for i in range(n):
+        a = inv_cov[i]
+        cov = np.linalg.inv(a)
+        fwhm_pix = 2.3548 * np.sqrt(np.max(np.diag(cov)))
+        half = int(np.ceil(fwhm_pix))
+        search = int(np.ceil(search_beams * fwhm_pix))
+        cx, cy = int(np.round(x0[i])), int(np.round(y0[i]))
+        if not (search <= cx < nx - search and search <= cy < ny - search):
+            continue
+        box = data[cy - search:cy + search + 1, cx - search:cx + search + 1]
+        if not np.isfinite(box).all():
+            continue
+        by, bx = np.unravel_index(np.argmax(box), box.shape)
+        px, py = cx - search + bx, cy - search + by
+        if not (half <= px < nx - half and half <= py < ny - half):
+            continue
+        yy, xx = np.mgrid[py - half:py + half + 1, px - half:px + half + 1]
+        stamp = data[py - half:py + half + 1, px - half:px + half + 1]
+
+        def residual(p):
+            dx, dy = xx - p[1], yy - p[2]
+            q = a[0, 0] * dx * dx + 2 * a[0, 1] * dx * dy + a[1, 1] * dy * dy
+            return (p[0] * np.exp(-0.5 * q) + p[3] - stamp).ravel()
+
+        start = [float(data[py, px]), float(px), float(py), 0.0]
+        fit = least_squares(residual, start, method="lm")
+        amp, fx, fy = fit.x[:3]
+        if not fit.success or abs(fx - px) > half or abs(fy - py) > half:
+            continue
+        peak[i] = amp
+        ra_fit[i], dec_fit[i] = wcs.pixel_to_world_values(fx, fy)
+    return peak, ra_fit, dec_fit
+
+
+def _sep_arcsec(ra1, dec1, ra2, dec2):
+    from .beam import angular_separation
+
+    return np.degrees(angular_separation(np.radians(ra1), np.radians(dec1),
+                                         np.radians(ra2), np.radians(dec2))) * 3600.0
+
+
+def catalog_comparison(data, wcs, header, catalog, noise, gain=None, valid=None,
+                       detect_snr=5.0, bright_snr=30.0):
+    """Compare an image with a catalog (see module docstring).
+
+    `noise` is the rms of `data` (scalar, or a map on its grid); `gain` the primary-beam
+    map by which catalog fluxes are attenuated in `data` (None: already corrected);
+    `valid` a boolean map of where to compare. Returns (per-source DataFrame, metrics)."""
+    import pandas as pd
+
+    from scipy.ndimage import map_coordinates
+
+    freq = image_frequency(header)
+    ny, nx = data.shape
+    x, y = wcs.world_to_pixel_values(catalog["ra_deg"].to_numpy(float),
+                                     catalog["dec_deg"].to_numpy(float))
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
+
+    def sample(m, default):
+        out = np.full(x.size, default, dtype=float)
+        if m is None:
+            return out
+        if np.ndim(m) == 0:
+            out[inside] = float(m)
+            return out
+        out[inside] = map_coordinates(np.asarray(m, float), [y[inside], x[inside]], order=1,
+                                      mode="nearest")
+        return out
+
+    pb = sample(gain, 1.0)
+    sig = sample(noise, np.nan)
+    ok = inside & np.isfinite(sig) & (sig > 0)
+    if valid is not None:
+        ok &= sample(valid.astype(float), 0.0) > 0.5
+    true_flux = catalog_flux(catalog, freq)
+    predicted_snr = np.where(ok, true_flux * pb / np.where(ok, sig, 1.0), 0.0)
+    todo = np.flatnonzero(predicted_snr >= detect_snr)
+    peak = np.full(x.size, np.nan)
+    ra_fit, dec_fit = np.full(x.size, np.nan), np.full(x.size, np.nan)
+    if todo.size:
+        peak[todo], ra_fit[todo], dec_fit[todo] = fit_point_sources(
+            data, wcs, header, catalog["ra_deg"].to_numpy(float)[todo],
+            catalog["dec_deg"].to_numpy(float)[todo])
+    beam_arcsec = 3600.0 * np.sqrt(float(header["BMAJ"]) * float(header["BMIN"]))
+    offset = _sep_arcsec(catalog["ra_deg"].to_numpy(float), catalog["dec_deg"].to_numpy(float),
+                         ra_fit, dec_fit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = peak / pb / true_flux
+        detected = (peak >= detect_snr * sig) & (offset <= beam_arcsec)
+    table = pd.DataFrame({
+        "source_id": catalog["source_id"].astype(str).to_numpy(),
+        "ra_deg": catalog["ra_deg"].to_numpy(float),
+        "dec_deg": catalog["dec_deg"].to_numpy(float),
+        "catalog_flux_jy": true_flux,
+        "pb": pb,
+        "predicted_snr": predicted_snr,
+        "fitted_peak_jy": peak,
+        "flux_ratio": ratio,
+        "offset_arcsec": offset,
+        "offset_beam": offset / beam_arcsec,
+        "detected": detected,
+    })
+    expected = predicted_snr >= 2 * detect_snr
+    bright = (predicted_snr >= bright_snr)
+    bright_ratio = np.where(bright & np.isfinite(ratio), ratio, np.nan)
+    bright_offset = np.where(bright & detected, offset / beam_arcsec, np.nan)
+    metrics = {
+        "catalog_in_view": int(ok.sum()),
+        "n_predicted": int(expected.sum()),
+        "n_detected": int(detected.sum()),
+        "detected_fraction": (float(detected[expected].mean()) if expected.any() else None),
+        "n_bright": int(bright.sum()),
+        "flux_ratio": _nanmedian(bright_ratio) if bright.any() else None,
+        "position_offset_arcsec": (_nanmedian(bright_offset) * beam_arcsec
+                                   if np.isfinite(bright_offset).any() else None),
+        "position_offset_beam": (_nanmedian(bright_offset)
+                                 if np.isfinite(bright_offset).any() else None),
+    }
+    if bright.any():
+        # a bright source that could not be fitted at all counts as lost flux
+        filled = np.where(bright, np.nan_to_num(bright_ratio, nan=0.0), np.nan)
+        metrics["flux_ratio"] = _nanmedian(filled)
+        metrics["flux_ratio_error"] = abs(metrics["flux_ratio"] - 1.0)
+    else:
+        metrics["flux_ratio_error"] = None
+    return table, metrics
+
+
+def _nanmedian(values):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
+
+
+def grade(metrics, thresholds=None):
+    """(status, per-metric grades, failed names, warned names) from [warn, fail] limits."""
+    thresholds = _thresholds(thresholds)
+    grades = {}
+    for name, (kind, warn, fail) in thresholds.items():
+        value = metrics.get(name)
+        if value is None or not np.isfinite(value):
+            continue
+        if kind == "min":
+            grades[name] = FAIL if value < fail else WARN if value < warn else PASS
+        else:
+            grades[name] = FAIL if value > fail else WARN if value > warn else PASS
+    failed = sorted(k for k, g in grades.items() if g == FAIL)
+    warned = sorted(k for k, g in grades.items() if g == WARN)
+    status = FAIL if failed else WARN if warned else PASS
+    return status, grades, failed, warned
+
+
+def _thresholds(thresholds):
+    """Merge config thresholds ({metric: [warn, fail]}) into the defaults."""
+    merged = dict(DEFAULT_THRESHOLDS)
+    for name, limits in (thresholds or {}).items():
+        if name not in DEFAULT_THRESHOLDS:
+            raise ValueError(f"unknown QA threshold {name!r}; known: {sorted(DEFAULT_THRESHOLDS)}")
+        warn, fail = limits
+        merged[name] = (DEFAULT_THRESHOLDS[name][0], float(warn), float(fail))
+    return merged
+
+
+def _read(path):
+    from astropy.io import fits
+
+    from .photometry import _single_plane, _wcs
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such image")
+    try:
+        with fits.open(path) as hdul:
+            header = hdul[0].header.copy()
+            raw = hdul[0].data
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable FITS image ({err})") from err
+    if raw is None:
+        raise ValueError(f"{path}: primary HDU holds no image")
+    wcs = _wcs(header)
+    return _single_plane(raw, wcs, path), wcs.celestial, header
+
+
+def _beam_metrics(header, path):
+    missing = [k for k in ("BMAJ", "BMIN", "BPA") if k not in header]
+    if missing:
+        raise ValueError(f"{path}: no {missing} beam keywords in the header")
+    return {"bmaj_arcsec": float(header["BMAJ"]) * 3600, "bmin_arcsec": float(header["BMIN"]) * 3600,
+            "bpa_deg": float(header["BPA"])}
+
+
+def _load_catalog(catalog):
+    import pandas as pd
+
+    if catalog is None or isinstance(catalog, pd.DataFrame):
+        return catalog
+    from .photometry import read_catalog
+
+    cat = read_catalog(catalog)
+    if "flux_jy" not in cat.columns:
+        raise ValueError(f"{catalog}: catalog lacks the flux_jy column QA compares with")
+    return cat
+
+
+def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=None,
+             thresholds=None):
+    """QA report (dict) and catalog table of one flat-noise image with its primary beam."""
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    data, wcs, header = _read(image_path)
+    pb, _, _ = _read(pb_path)
+    if pb.shape != data.shape:
+        raise ValueError(f"{pb_path}: primary beam shape {pb.shape} differs from image "
+                         f"{image_path} {data.shape}")
+    metrics = {"rms_jy": robust_rms(data)}
+    if residual_path is not None:
+        resid, _, _ = _read(residual_path)
+        metrics["residual_rms_jy"] = robust_rms(resid)
+    metrics["peak_jy"] = float(np.nanmax(data))
+    metrics["dynamic_range"] = metrics["peak_jy"] / metrics["rms_jy"]
+    metrics.update(_beam_metrics(header, image_path))
+    thermal = header.get("THERMRMS")
+    metrics["thermal_rms_jy"] = float(thermal) if thermal else None
+    metrics["rms_thermal_ratio"] = metrics["rms_jy"] / float(thermal) if thermal else None
+    table = None
+    cat = _load_catalog(catalog)
+    if cat is not None:
+        table, cmetrics = catalog_comparison(
+            data, wcs, header, cat, metrics["rms_jy"], gain=pb, valid=pb >= settings["pb_min"],
+            detect_snr=settings["detect_snr"], bright_snr=settings["bright_snr"])
+        metrics.update(cmetrics)
+    metrics["calibration_status"] = str(header.get("CALSTAT", "unknown"))
+    report = _report("image", image_path, metrics, thresholds, settings,
+                     [image_path, pb_path] + ([residual_path] if residual_path else [])
+                     + ([catalog] if isinstance(catalog, (str, Path)) else []))
+    if metrics["calibration_status"] == "uncalibrated":
+        report["grades"]["calibration_status"] = FAIL
+        report["failed"] = sorted(report["failed"] + ["calibration_status"])
+        report["status"] = FAIL
+    return report, table, (data, wcs, header)
+
+
+def qa_mosaic(mosaic_path, weight_path, catalog=None, settings=None, thresholds=None):
+    """QA report (dict) and catalog table of a primary-beam-corrected mosaic."""
+    settings = {**DEFAULT_SETTINGS, **(settings or {})}
+    data, wcs, header = _read(mosaic_path)
+    weight, _, _ = _read(weight_path)
+    if weight.shape != data.shape:
+        raise ValueError(f"{weight_path}: weight shape {weight.shape} differs from mosaic "
+                         f"{mosaic_path} {data.shape}")
+    good = np.isfinite(data)
+    if not good.any():
+        metrics = {"rms_jy": None, "peak_jy": None, "dynamic_range": None, "n_images": 0}
+        report = _report("mosaic", mosaic_path, metrics, thresholds, settings,
+                         [mosaic_path, weight_path])
+        report["status"], report["failed"] = FAIL, ["n_images"]
+        return report, None, (data, wcs, header)
+    wmax = float(np.nanmax(weight))
+    core = good & (weight >= 0.5 * wmax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        noise_map = np.where(weight > 0, 1.0 / np.sqrt(weight), np.nan)
+    metrics = {"rms_jy": robust_rms(data[core]),
+               "noise_model_ratio": robust_rms((data * np.sqrt(np.where(good, weight, 0)))[good]),
+               "peak_jy": float(np.nanmax(data)),
+               "n_images": int(header.get("NIMAGES", 0))}
+    metrics["dynamic_range"] = metrics["peak_jy"] / metrics["rms_jy"]
+    metrics.update(_beam_metrics(header, mosaic_path))
+    table = None
+    cat = _load_catalog(catalog)
+    if cat is not None:
+        scale = metrics["noise_model_ratio"] if np.isfinite(metrics["noise_model_ratio"]) else 1.0
+        table, cmetrics = catalog_comparison(
+            data, wcs, header, cat, noise_map * scale, gain=None, valid=good,
+            detect_snr=settings["detect_snr"], bright_snr=settings["bright_snr"])
+        metrics.update(cmetrics)
+    report = _report("mosaic", mosaic_path, metrics, thresholds, settings,
+                     [mosaic_path, weight_path]
+                     + ([catalog] if isinstance(catalog, (str, Path)) else []))
+    return report, table, (data, wcs, header)
+
+
+def _report(stage, product, metrics, thresholds, settings, inputs):
+    status, grades, failed, warned = grade(metrics, thresholds)
+    limits = {k: {"kind": v[0], "warn": v[1], "fail": v[2]} for k, v in _thresholds(thresholds).items()}
+    product = Path(product)
+    name = product.parent.name
+    return {
+        "stage": stage,
+        "name": name,
+        "product": str(product),
+        "status": status,
+        "failed": failed,
+        "warned": warned,
+        "grades": grades,
+        "metrics": {k: _plain(v) for k, v in metrics.items()},
+        "thresholds": limits,
+        "settings": settings,
+        "provenance": provenance(inputs, {"thresholds": limits, "settings": settings}),
+    }
+
+
+def _plain(value):
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def thumbnail(data, wcs, path, title, table=None, max_pixels=800):
+    """PNG of the image (block-averaged to <= max_pixels a side) with catalog sources
+    marked: green circles detected, red crosses predicted but not detected."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ny, nx = data.shape
+    step = max(1, int(np.ceil(max(ny, nx) / max_pixels)))
+    trimmed = data[: ny - ny % step, : nx - nx % step]
+    small = np.nanmean(trimmed.reshape(ny // step, step, nx // step, step), axis=(1, 3))
+    finite = small[np.isfinite(small)]
+    lo, hi = (np.percentile(finite, [1, 99.8]) if finite.size else (0, 1))
+    fig = plt.figure(figsize=(7, 7 * ny / nx + 0.4))
+    ax = fig.add_subplot(111)
+    ax.imshow(small, origin="lower", cmap="gray_r", vmin=lo, vmax=max(hi, lo + 1e-12),
+              extent=(-0.5, nx - 0.5, -0.5, ny - 0.5), interpolation="nearest")
+    if table is not None and len(table):
+        x, y = wcs.world_to_pixel_values(table["ra_deg"].to_numpy(), table["dec_deg"].to_numpy())
+        det = table["detected"].to_numpy(bool)
+        missed = (table["predicted_snr"].to_numpy() > 0) & ~det
+        ax.scatter(np.asarray(x)[det], np.asarray(y)[det], s=80, facecolors="none",
+                   edgecolors="tab:green", linewidths=1.2, label="catalog, detected")
+        ax.scatter(np.asarray(x)[missed], np.asarray(y)[missed], s=60, marker="x",
+                   color="tab:red", linewidths=1.2, label="catalog, not detected")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(report, table, image, json_path, png_path):
+    """Write the JSON report and the PNG thumbnail; logs a failed product by name."""
+    data, wcs, _ = image
+    metrics = report["metrics"]
+    title = (f"{report['stage']} {report['name']}: {report['status'].upper()}"
+             + (f" ({', '.join(report['failed'])})" if report["failed"] else "")
+             + (f"\nrms {metrics['rms_jy'] * 1e3:.2f} mJy, DR {metrics['dynamic_range']:.0f}"
+                if metrics.get("rms_jy") else ""))
+    thumbnail(data, wcs, png_path, title, table)
+    report = dict(report, png=str(png_path))
+    if table is not None:
+        checked = table[table.predicted_snr > 0]
+        report["sources"] = json.loads(checked.to_json(orient="records"))
+    write_text(json.dumps(report, indent=2, default=str), json_path)
+    level = logging.WARNING if report["status"] != PASS else logging.INFO
+    log.log(level, "QA %s %s: %s%s", report["stage"], report["name"], report["status"],
+            f" (failed: {', '.join(report['failed'])})" if report["failed"] else "")
+    return report
+
+
+def load_report(path):
+    """A QA report written by `write_report` (ValueError naming the file if unreadable)."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable QA report ({err})") from err
+    for key in ("stage", "name", "status"):
+        if key not in report:
+            raise ValueError(f"{path}: QA report lacks {key!r}")
+    return report
+
+
+def passed(report_path):
+    """True unless the QA report at `report_path` says the product failed."""
+    return load_report(report_path)["status"] != FAIL
+
+
+def _summary_fields(path):
+    """(stage, name, status, failed, warned) of a QA JSON: this module's reports, or other
+    stages' records with `passed` and `reasons` (calibration solves) or a calibration
+    `status` (apply: calibrated -> pass, anything else -> warn)."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable QA report ({err})") from err
+    stage = report.get("stage") or path.parent.name
+    name = report.get("name") or path.stem
+    status = report.get("status")
+    failed = list(report.get("failed") or [])
+    if status not in STATUS_RANK:
+        if "passed" in report:
+            status = PASS if report["passed"] else FAIL
+            failed = failed or ([] if report["passed"] else list(report.get("reasons") or []))
+        else:
+            status = PASS if status == "calibrated" else WARN
+    return report, stage, name, status, failed, list(report.get("warned") or [])
+
+
+def summarize(report_paths, out_path):
+    """Gather QA reports into one Parquet table (one row per product); logs failures."""
+    import pandas as pd
+
+    rows = []
+    for path in report_paths:
+        report, stage, name, status, failed, warned = _summary_fields(path)
+        row = {"stage": stage, "name": name, "status": status, "failed": ",".join(failed),
+               "warned": ",".join(warned), "product": report.get("product"),
+               "report": str(path)}
+        for key, value in (report.get("metrics") or {}).items():
+            row[key] = value if value is None or isinstance(value, (int, float)) else str(value)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["stage", "name"]).reset_index(drop=True)
+    for r in df.itertuples() if len(df) else []:
+        if r.status == FAIL:
+            log.warning("QA failed: %s %s (%s), excluded downstream", r.stage, r.name, r.failed)
+    write_parquet(df, out_path, provenance(report_paths))
+    counts = df.status.value_counts().to_dict() if len(df) else {}
+    log.info("QA summary of %d products: %s -> %s", len(df), counts, out_path)
+    return df
+
+
+def _settings_args(args):
+    settings = {k: getattr(args, k) for k in DEFAULT_SETTINGS if getattr(args, k) is not None}
+    thresholds = json.loads(args.thresholds_json) if args.thresholds_json else None
+    return settings, thresholds
+
+
+def _run_image(args):
+    settings, thresholds = _settings_args(args)
+    report, table, image = qa_image(args.image, args.pb, args.residual, args.catalog,
+                                    settings, thresholds)
+    write_report(report, table, image, args.json, args.png)
+
+
+def _run_mosaic(args):
+    settings, thresholds = _settings_args(args)
+    report, table, image = qa_mosaic(args.mosaic, args.weight, args.catalog, settings,
+                                     thresholds)
+    write_report(report, table, image, args.json, args.png)
+
+
+def _run_summary(args):
+    summarize(args.reports, args.out)
+
+
+def register_cli(sub):
+    common = [("--catalog", dict(help="catalog CSV (source_id, ra_deg, dec_deg, flux_jy "
+                                      "[, spectral_index])")),
+              ("--json", dict(required=True, help="QA report to write")),
+              ("--png", dict(required=True, help="thumbnail to write")),
+              ("--thresholds-json", dict(help="{metric: [warn, fail]} overriding the defaults")),
+              ("--pb-min", dict(type=float, dest="pb_min")),
+              ("--detect-snr", dict(type=float, dest="detect_snr")),
+              ("--bright-snr", dict(type=float, dest="bright_snr"))]
+    p = sub.add_parser("qa-image", help="QA of one image: noise, beam, catalog comparison")
+    p.add_argument("image")
+    p.add_argument("--pb", required=True)
+    p.add_argument("--residual")
+    for flag, kw in common:
+        p.add_argument(flag, **kw)
+    p.set_defaults(func=_run_image)
+    p = sub.add_parser("qa-mosaic", help="QA of one mosaic")
+    p.add_argument("mosaic")
+    p.add_argument("--weight", required=True)
+    for flag, kw in common:
+        p.add_argument(flag, **kw)
+    p.set_defaults(func=_run_mosaic)
+    p = sub.add_parser("qa-summary", help="gather QA reports into summary.parquet")
+    p.add_argument("reports", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_summary)
