@@ -19,6 +19,10 @@ include: "rules/manifest.smk"
 include: "rules/convert.smk"
 include: "rules/calibrate.smk"
 include: "rules/report.smk"
+include: "rules/image.smk"
+include: "rules/mosaic.smk"
+include: "rules/qa.smk"
+include: "rules/photometry.smk"
 
 
 rule all:
@@ -26,4 +30,8 @@ rule all:
         all_measurement_sets,
         all_calibrated_measurement_sets,
         f"{RESULTS}/qa/manifest/timeline.png",
+        all_images,
+        all_mosaics,
+        f"{RESULTS}/qa/summary.parquet",
+        all_photometry,
     default_target: True

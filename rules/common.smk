@@ -1,5 +1,6 @@
 # Shared paths and input functions. The group list comes from the manifest checkpoint.
 import functools
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -99,3 +100,85 @@ def calibrated_groups():
 
 def all_calibrated_measurement_sets(wildcards):
     return expand(f"{RESULTS}/ms_cal/{{group}}.ms", group=calibrated_groups())
+
+
+# Images, mosaics and their QA (rules/image.smk, mosaic.smk, qa.smk).
+def all_images(wildcards):
+    return expand(f"{RESULTS}/images/{{group}}/image.fits", group=calibrated_groups())
+
+
+def mosaic_plan():
+    """{mosaic: [groups]} over the groups that are imaged (see mosaic.plan_mosaics)."""
+    from dsa110_contimg.mosaic import plan_mosaics
+
+    groups = manifest_groups()
+    groups = groups[groups.group.isin(calibrated_groups())]
+    return plan_mosaics(groups, config["mosaic"]["groups_per_mosaic"],
+                        config["mosaic"]["stride"])
+
+
+def mosaic_members(wildcards):
+    """The images, beams, residuals and QA reports of one mosaic's groups."""
+    plan = mosaic_plan()
+    if wildcards.mosaic not in plan:
+        raise ValueError(f"mosaic {wildcards.mosaic} is not in the mosaic plan")
+    members = plan[wildcards.mosaic]
+    return {
+        "images": expand(f"{RESULTS}/images/{{group}}/image.fits", group=members),
+        "pbs": expand(f"{RESULTS}/images/{{group}}/pb.fits", group=members),
+        "residuals": expand(f"{RESULTS}/images/{{group}}/residual.fits", group=members),
+        "qa": expand(f"{RESULTS}/qa/image/{{group}}.json", group=members),
+    }
+
+
+def all_mosaics(wildcards):
+    return expand(f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits", mosaic=sorted(mosaic_plan()))
+
+
+def all_qa_reports(wildcards):
+    """Every QA report qa/summary.parquet gathers: calibration, images, mosaics."""
+    reports = calibrator_qa_files(wildcards)
+    reports += expand(f"{RESULTS}/qa/apply/{{group}}.json", group=calibrated_groups())
+    reports += expand(f"{RESULTS}/qa/image/{{group}}.json", group=calibrated_groups())
+    reports += expand(f"{RESULTS}/qa/mosaic/{{mosaic}}.json", mosaic=sorted(mosaic_plan()))
+    return reports
+
+
+def json_config(section):
+    """One config section as JSON (recorded in the products' provenance)."""
+    import json
+
+    return json.dumps(config[section], sort_keys=True)
+
+
+def qa_args():
+    """Image/mosaic QA settings and thresholds (config qa) as command-line options."""
+    import json
+
+    q = config["qa"]
+    thresholds = json.dumps(q["thresholds"], sort_keys=True)
+    return (f"--pb-min {q['pb_min']} --detect-snr {q['detect_snr']} --bright-snr "
+            f"{q['bright_snr']} --thresholds-json '{thresholds}'")
+
+
+# Forced photometry and ESE detection (rules/photometry.smk).
+def photometry_catalog():
+    """Forced-photometry positions: the sky catalog (config sky_catalog)."""
+    if not SKY_CATALOG:
+        raise ValueError("forced photometry needs a sky catalog: set config sky_catalog")
+    return SKY_CATALOG
+
+
+def photometry_parquets(wildcards):
+    return expand(f"{RESULTS}/photometry/images/{{group}}.parquet", group=calibrated_groups())
+
+
+def photometry_qa_reports(wildcards):
+    return expand(f"{RESULTS}/qa/image/{{group}}.json", group=calibrated_groups())
+
+
+def all_photometry(wildcards):
+    """Per-mosaic photometry plus the whole chain to alerts."""
+    mosaics = expand(f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
+                     mosaic=sorted(mosaic_plan()))
+    return mosaics + [f"{RESULTS}/ese/alerts.last.json"]

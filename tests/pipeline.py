@@ -25,9 +25,13 @@ def env(**extra):
     return e
 
 
+FAST_IMAGING = Path(__file__).with_name("fast-imaging.yaml")
+
+
 def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
     """The pipeline command line for a test archive and results directory."""
     return [str(BIN / "snakemake"), *args, "--profile", profile, "--cores", "2",
+            "--configfile", str(FAST_IMAGING),
             "--config", f"archive_dir={archive}", f"results_dir={results}", *config]
 
 

@@ -25,6 +25,7 @@ def _env():
 def _pipeline(archive, results, **kw):
     """The README's pipeline command, pointed at a test archive and results directory."""
     cmd = [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "2",
+           "--configfile", str(REPO / "tests" / "fast-imaging.yaml"),
            "--config", f"archive_dir={archive}", f"results_dir={results}"]
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)

@@ -109,11 +109,17 @@ def normalize_timeseries(
     else:
         chosen = per_source.index[per_source.index.isin(list(references))]
     accepted = set(chosen)
+    settings = {"ref_min_snr": ref_min_snr, "ref_min_epochs": ref_min_epochs,
+                "clip_sigma": clip_sigma, "floor": floor, "eta_min": eta_min,
+                "eta_nmad": eta_nmad, "min_references": min_references}
     if len(accepted) < min_references:
-        raise ValueError(
-            f"only {len(accepted)} reference sources (need {min_references}); lower "
-            f"ref_min_snr ({ref_min_snr}) or give references"
-        )
+        log.warning("only %d reference sources (need %d; ref_min_snr %g, ref_min_epochs %d): "
+                    "fluxes left unnormalized (factor 1, flag NO_REFERENCE)",
+                    len(accepted), min_references, ref_min_snr, ref_min_epochs)
+        return _unnormalized(ts), {"epoch_column": epoch_column, "n_references": 0,
+                                   "references": [], "rejected_references": {},
+                                   "epochs_without_reference": int(ts[epoch_column].nunique()),
+                                   "settings": settings}
     rejected = {}
     for iteration in range(max_iterations):
         ref = rows[rows["source_id"].isin(accepted)]
@@ -150,13 +156,21 @@ def normalize_timeseries(
         "rejected_references": {str(k): v for k, v in rejected.items()},
         "epochs_without_reference": int(
             ts.loc[missing, epoch_column].nunique()) if missing.any() else 0,
-        "settings": {
-            "ref_min_snr": ref_min_snr, "ref_min_epochs": ref_min_epochs,
-            "clip_sigma": clip_sigma, "floor": floor, "eta_min": eta_min,
-            "eta_nmad": eta_nmad, "min_references": min_references,
-        },
+        "settings": settings,
     }
     return ts, info
+
+
+def _unnormalized(ts):
+    """The time series with factor 1 (no usable references): flux_norm = flux, flagged."""
+    ts["norm_factor"] = 1.0
+    ts["norm_factor_err"] = 0.0
+    ts["flux_norm_jy"] = ts["flux_jy"]
+    ts["flux_norm_err_jy"] = ts["flux_err_jy"]
+    ts["n_references"] = np.int64(0)
+    ts["is_reference"] = False
+    ts["flags"] = ts["flags"].astype(np.int64) | NO_REFERENCE
+    return ts
 
 
 def _reference_eta(ref, factors, epoch_column, floor):

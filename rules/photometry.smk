@@ -1,0 +1,118 @@
+# Forced photometry per image and per mosaic -> time series -> normalization ->
+# variability and ESE candidates -> alerts: all chained in the DAG once images exist.
+
+
+rule photometry_image:
+    """Forced photometry of one group's image at catalog positions."""
+    input:
+        image=f"{RESULTS}/images/{{group}}/image.fits",
+        pb=f"{RESULTS}/images/{{group}}/pb.fits",
+        catalog=photometry_catalog(),
+    output:
+        f"{RESULTS}/photometry/images/{{group}}.parquet",
+    params:
+        pb_cut=config["photometry"]["pb_cut"],
+        error_model=config["photometry"]["error_model"],
+    log:
+        f"{RESULTS}/logs/photometry_image/{{group}}.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg photometry {input.image:q} --pb {input.pb:q} --catalog {input.catalog:q}"
+        " --out {output:q} --pb-cut {params.pb_cut} --error-model {params.error_model}"
+        " --image-id {wildcards.group} > {log:q} 2>&1"
+
+
+rule photometry_mosaic:
+    """Forced photometry of one mosaic (already primary-beam corrected)."""
+    input:
+        image=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
+        catalog=photometry_catalog(),
+    output:
+        f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
+    params:
+        error_model=config["photometry"]["error_model"],
+    log:
+        f"{RESULTS}/logs/photometry_mosaic/{{mosaic}}.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg photometry {input.image:q} --no-pb-correct --catalog {input.catalog:q}"
+        " --out {output:q} --error-model {params.error_model}"
+        " --image-id {wildcards.mosaic} > {log:q} 2>&1"
+
+
+rule gather_timeseries:
+    """All per-image photometry as one time series, without images that failed QA."""
+    input:
+        photometry=photometry_parquets,
+        qa=photometry_qa_reports,
+    output:
+        f"{RESULTS}/photometry/timeseries.parquet",
+    log:
+        f"{RESULTS}/logs/gather_timeseries/gather.log",
+    conda:
+        "../envs/contimg.yaml"
+    script:
+        "../scripts/gather_timeseries.py"
+
+
+rule normalize:
+    """Per-epoch relative flux normalization against stable bright reference sources."""
+    input:
+        f"{RESULTS}/photometry/timeseries.parquet",
+    output:
+        f"{RESULTS}/photometry/normalized.parquet",
+    params:
+        min_snr=config["photometry"]["reference_min_snr"],
+    log:
+        f"{RESULTS}/logs/normalize/normalize.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg normalize {input:q} {output:q} --ref-min-snr {params.min_snr}"
+        " > {log:q} 2>&1"
+
+
+rule ese_detect:
+    """Variability statistics and ESE candidates from the normalized light curves."""
+    input:
+        f"{RESULTS}/photometry/normalized.parquet",
+    output:
+        stats=f"{RESULTS}/ese/variability_stats.parquet",
+        candidates=f"{RESULTS}/ese/ese_candidates.parquet",
+        csv=f"{RESULTS}/ese/ese_candidates.csv",
+    params:
+        outdir=lambda wildcards, output: str(Path(output.stats).parent),
+        min_sigma=config["ese"]["min_sigma"],
+    log:
+        f"{RESULTS}/logs/ese_detect/ese_detect.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
+        " --min-sigma {params.min_sigma} --recompute > {log:q} 2>&1"
+
+
+rule alerts:
+    """Append candidates not alerted before to ese/alerts.jsonl (a ledger kept across
+    runs, so it is not a rule output Snakemake would delete); alerts.last.json says what
+    this run added."""
+    input:
+        f"{RESULTS}/ese/ese_candidates.parquet",
+    output:
+        f"{RESULTS}/ese/alerts.last.json",
+    params:
+        ledger=lambda wildcards, output: str(Path(output[0]).with_name("alerts.jsonl")),
+        command=(
+            f"--command {shlex.quote(config['ese']['alert_command'])}"
+            if config["ese"]["alert_command"]
+            else ""
+        ),
+    log:
+        f"{RESULTS}/logs/alerts/alerts.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg alerts --candidates {input:q} --out {params.ledger:q} {params.command}"
+        " > {output:q} 2> {log:q}"
