@@ -35,3 +35,9 @@ rule all:
         f"{RESULTS}/qa/summary.parquet",
         all_photometry,
     default_target: True
+
+
+rule calibrated:
+    """Stop at calibrated Measurement Sets (results/ms_cal): `snakemake calibrated`."""
+    input:
+        all_calibrated_measurement_sets,

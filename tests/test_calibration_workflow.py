@@ -32,7 +32,8 @@ def _snakemake(archive, results, tmp_path, **calibrate):
     overrides.write_text(yaml.safe_dump({"archive_dir": str(archive), "results_dir": str(results),
                                          "calibrate": calibrate}))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    out = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", str(overrides)],
+    out = subprocess.run([str(BIN / "snakemake"), "calibrated", "--cores", "2",
+                          "--configfile", str(overrides)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return out.stdout + out.stderr
