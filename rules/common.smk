@@ -1,6 +1,8 @@
 # Shared paths and input functions. The group list comes from the manifest checkpoint.
 import functools
 import shlex
+
+from snakemake.logging import logger
 from pathlib import Path
 
 import pandas as pd
@@ -162,7 +164,7 @@ def qa_args():
 
 
 # Forced photometry and ESE detection (rules/photometry.smk).
-def photometry_catalog():
+def photometry_catalog(wildcards):
     """Forced-photometry positions: the sky catalog (config sky_catalog)."""
     if not SKY_CATALOG:
         raise ValueError("forced photometry needs a sky catalog: set config sky_catalog")
@@ -178,7 +180,11 @@ def photometry_qa_reports(wildcards):
 
 
 def all_photometry(wildcards):
-    """Per-mosaic photometry plus the whole chain to alerts."""
+    """Per-mosaic photometry plus the whole chain to alerts (none without a sky catalog)."""
+    if not SKY_CATALOG:
+        logger.warning("no sky catalog (config sky_catalog, or the archive's sky_catalog.csv): "
+                       "forced photometry and ESE detection are not run")
+        return []
     mosaics = expand(f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
                      mosaic=sorted(mosaic_plan()))
     return mosaics + [f"{RESULTS}/ese/alerts.last.json"]

@@ -7,7 +7,7 @@ rule photometry_image:
     input:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
-        catalog=photometry_catalog(),
+        catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/images/{{group}}.parquet",
     params:
@@ -27,7 +27,7 @@ rule photometry_mosaic:
     """Forced photometry of one mosaic (already primary-beam corrected)."""
     input:
         image=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
-        catalog=photometry_catalog(),
+        catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
     params:
