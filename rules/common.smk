@@ -1,11 +1,10 @@
 # Shared paths and input functions. The group list comes from the manifest checkpoint.
 import functools
 import shlex
-
-from snakemake.logging import logger
 from pathlib import Path
 
 import pandas as pd
+from snakemake.logging import logger
 
 RESULTS = config["results_dir"]
 ARCHIVE = config["archive_dir"]
