@@ -263,23 +263,13 @@ def _thresholds(thresholds):
 
 
 def _read(path):
-    from astropy.io import fits
-
-    from .photometry import _single_plane, _wcs
+    """(2-D plane, celestial WCS, header) of a FITS image; errors name the file."""
+    from .photometry import _read_plane
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image")
-    try:
-        with fits.open(path) as hdul:
-            header = hdul[0].header.copy()
-            raw = hdul[0].data
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable FITS image ({err})") from err
-    if raw is None:
-        raise ValueError(f"{path}: primary HDU holds no image")
-    wcs = _wcs(header)
-    return _single_plane(raw, wcs, path), wcs.celestial, header
+    return _read_plane(path)
 
 
 def _beam_metrics(header, path):
