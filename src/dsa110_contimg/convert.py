@@ -353,7 +353,9 @@ def read_group_pyuvdata(files, treat_as_zenith=False):
         part.uvw_array = part.uvw_array.astype(np.float64)  # float32 in the files
         part.channel_width = np.abs(part.channel_width)
         parts.append(part)
-    uvd = parts[0].fast_concat(parts[1:], axis="freq", run_check=False) if len(parts) > 1 else parts[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The uvw_array does not match the expected values")
+        uvd = parts[0].fast_concat(parts[1:], axis="freq", run_check=False) if len(parts) > 1 else parts[0]
     del parts
     uvd.reorder_freqs(channel_order="freq")
     _use_station_table(uvd)
