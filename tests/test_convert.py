@@ -112,7 +112,7 @@ def test_only_correlated_antennas_are_in_the_main_table(ms_pair, small_archive):
     with tables.table(f"{ms_pair[0]}/ANTENNA", ack=False) as t:
         assert t.nrows() == 117
         names = t.getcol("NAME")
-        assert [names[s - 1] for s in stations] == [str(s) for s in stations]
+        assert [names[s - 1] for s in stations] == [f"DSA-{s:03d}" for s in stations]
 
 
 def _damage(files, n_bls):

@@ -41,7 +41,7 @@ import numpy as np
 from .astrometry import meridian_altaz, meridian_phase_center, site_ecef
 from .atomic import atomic_output
 from .instrument import SPEED_OF_LIGHT
-from .stations import itrf_positions
+from .stations import itrf_positions, load_stations
 from .uvh5 import read_header, read_visibilities
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,21 @@ def _read_uvh5(path, read_data=True):
 
 
 def _use_station_table(uvd):
-    """Antenna positions (ECEF relative to the array centre) from the station table."""
+    """Antenna positions (ECEF relative to the array centre) and names from the station
+    table. The MS names stations DSA-NNN rather than the files' "1".."117": CASA would
+    otherwise read a purely numeric antenna name (e.g. refant="1") as an index."""
     telescope = uvd.telescope
+    table = load_stations()
+    if not np.array_equal(np.asarray(telescope.antenna_names, dtype=str),
+                          table.station.astype(str).to_numpy()[telescope.antenna_numbers]):
+        raise ValueError(f"antenna names {telescope.antenna_names[:3]}... are not station numbers")
+    telescope.antenna_names = table.name.to_numpy()[telescope.antenna_numbers].astype(str)
     centre = np.array([telescope.location.x.to_value("m"), telescope.location.y.to_value("m"),
                        telescope.location.z.to_value("m")])
-    table = itrf_positions()
+    positions = itrf_positions()
     if not np.allclose(centre, site_ecef(), atol=1.0):
         raise ValueError(f"telescope location {centre} m is not the DSA-110 site")
-    telescope.antenna_positions = table[telescope.antenna_numbers] - centre
+    telescope.antenna_positions = positions[telescope.antenna_numbers] - centre
 
 
 def _conjugate_rows(uvd):

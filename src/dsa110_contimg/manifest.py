@@ -226,7 +226,7 @@ def register_cli(sub):
     p.add_argument("--out", required=True, help="groups Parquet to write")
     p.add_argument("--rejected", required=True, help="Parquet listing files left out and why")
     p.add_argument("--tolerance-s", type=float, default=60.0,
-                   help="files whose name times are within this of a group's first file join it")
+                   help="files whose first integration starts within this of a group's first file join it")
     p.add_argument("--n-subbands", type=int, default=16, help="subbands a complete group has")
     p.add_argument("--start", help="keep groups starting at or after this ISO time")
     p.add_argument("--end", help="keep groups starting before this ISO time")
