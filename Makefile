@@ -11,7 +11,7 @@ setup:
 
 $(DEMO)/archive/truth/simulation.json: | setup
 	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive \
-	    --calibrator 3C48:1 --calibrator-catalog config/calibrators.csv
+	    --dec-deg 54.5734 --calibrator J0834+555:1 --calibrator-catalog config/calibrators.csv
 
 demo: setup $(DEMO)/archive/truth/simulation.json
 	$(VENV)/dsa110-contimg run -- --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results

@@ -29,9 +29,9 @@ def _bright_sources(settings):
 def _simulate_and_convert(out, gains, n_groups):
     from dsa110_contimg.convert import convert_group
     from dsa110_contimg.manifest import build_manifest
-    from dsa110_contimg.simulate import SimulationSettings, simulate_archive
+    from dsa110_contimg.simulate import PRESETS, SimulationSettings, simulate_archive
 
-    settings = SimulationSettings(n_groups=n_groups, gains=gains)
+    settings = SimulationSettings(**PRESETS["demo"], n_groups=n_groups, gains=gains)
     settings.extra_sources = _bright_sources(settings)
     archive = out / "archive"
     simulate_archive(archive, settings)
@@ -45,7 +45,7 @@ def _simulate_and_convert(out, gains, n_groups):
 
 @pytest.fixture(scope="session")
 def calibrated_images(tmp_path_factory):
-    """Three consecutive demo-size groups (20 antennas, 16 x 4 channels, 24 integrations)
+    """Three consecutive demo-size groups (20 stations, 16 x 4 channels, 24 integrations)
     simulated without gains, converted, and imaged with tclean."""
     out = tmp_path_factory.mktemp("imaging")
     archive, groups, mss = _simulate_and_convert(out, gains=False, n_groups=3)

@@ -130,7 +130,9 @@ def test_calibrated_calibrator_matches_model_chi_square(solved, cal_archive, cat
         corrected, model = t.getcol("CORRECTED_DATA"), t.getcol("MODEL_DATA")
     cross = a1 != a2
     amp = np.abs(truth["bandpass"])
-    sigma = meta["noise_sigma_jy"] / (amp[a1[cross] - 1] * amp[a2[cross] - 1])
+    index = {a: k for k, a in enumerate(truth["antenna_numbers"])}  # MS antenna -> truth row
+    k1, k2 = (np.array([index[a] for a in ants]) for ants in (a1[cross], a2[cross]))
+    sigma = meta["noise_sigma_jy"] / (amp[k1] * amp[k2])
     r = (corrected[cross] - model[cross]) / sigma
     n_data = 2 * r.size
     n_ant, n_chan, n_pol = 20, 64, 2

@@ -1,6 +1,13 @@
-"""The simulator's visibilities follow pyuvdata's conventions: a direct Fourier
-transform of a converted group finds the injected source at its true position and flux."""
+"""The simulator writes the telescope's raw layout, and its visibilities mean what the
+telescope's do: converted to an MS, a direct Fourier transform finds every injected
+source at its true position and beam-attenuated flux (Dec +54.57, real station positions
+with outriggers, the correlator's mixed baseline conjugation)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 from astropy import units as u
@@ -12,11 +19,13 @@ from dsa110_contimg import instrument as inst
 from dsa110_contimg.beam import airy_power
 from dsa110_contimg.convert import convert_group, meridian_phase_center
 from dsa110_contimg.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulate import SimulationSettings, group_start_times, simulate_archive
+from dsa110_contimg.simulate import (POINTING_DEC_DEG, SimulationSettings, group_start_times,
+                                     simulate_archive)
 
-FLUX_JY = 5.0
+CHECK_LAYOUT = Path("/work/shared/dsa110/check_layout.py")
 ALPHA = -0.7
-DEC0 = 33.0
+# (name, east offset deg, north offset deg, flux Jy) from the meridian at the group midpoint
+SOURCES = [("SRC_C", 0.4, 0.3, 5.0), ("SRC_N", -0.2, 1.0, 3.0), ("SRC_E", 1.1, -0.4, 4.0)]
 
 
 def _read_ms(ms):
@@ -25,10 +34,12 @@ def _read_ms(ms):
         data = t.getcol("DATA")[keep]
         uvw = t.getcol("UVW")[keep]
         time_s = t.getcol("TIME")[keep]
+        flag = t.getcol("FLAG")[keep]
     with tables.table(f"{ms}/SPECTRAL_WINDOW", ack=False) as t:
         freqs = t.getcol("CHAN_FREQ")[0]
     with tables.table(f"{ms}/FIELD", ack=False) as t:
         ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
+    assert not flag.any()
     stokes_i = 0.5 * (data[..., 0] + data[..., -1])
     return stokes_i, uvw, time_s, freqs, ra0, dec0
 
@@ -39,70 +50,149 @@ def _lmn(ra, dec, ra0, dec0):
     return l, m, np.sqrt(1 - l**2 - m**2)
 
 
-def _fringe(uvw, freqs, l, m, n):
-    """exp(+2 pi i (u l + v m + w (n - 1)) / lambda): the response to a unit source."""
+def _fringe(uvw, freqs, l, m):
+    """exp(+2 pi i (u l + v m + w (n - 1)) / lambda): the MS response to a unit source."""
+    n = np.sqrt(1 - l * l - m * m)
     tau = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * (n - 1)) / inst.SPEED_OF_LIGHT
     return np.exp(2j * np.pi * tau[:, None] * freqs[None, :])
 
 
-@pytest.fixture(scope="module")
-def one_source_ms(tmp_path_factory):
-    """One bright source 0.4 deg east of the meridian and 0.3 deg north of the pointing
-    at the group midpoint; no gains; thermal noise on."""
-    tmp = tmp_path_factory.mktemp("onesource")
-    settings = SimulationSettings(n_antennas=16, n_channels=2, n_integrations=12, n_groups=1,
-                                  n_sources=0, dec_deg=DEC0, gains=False, noise=True, seed=5)
-    start = group_start_times(settings)[0]
-    mid = start + settings.group_duration_s / 2 * u.s
-    ra_mid, dec_mid = meridian_phase_center(mid.jd, DEC0)
-    ra = np.degrees(ra_mid) + 0.4 / np.cos(np.radians(DEC0))
-    dec = np.degrees(dec_mid) + 0.3
-    settings.extra_sources = [dict(source_id="BRIGHT", ra_deg=ra, dec_deg=dec,
-                                   flux_jy=FLUX_JY, spectral_index=ALPHA)]
-    simulate_archive(tmp / "archive", settings)
-    groups, _ = build_manifest(find_archive_files(tmp / "archive"))
-    ms = tmp / "group.ms"
-    convert_group(list(groups.files[0]), ms, groups.group[0])
-    return ms, ra, dec, settings
-
-
-def test_dft_finds_source_at_true_position(one_source_ms):
-    ms, ra, dec, _ = one_source_ms
-    vis, uvw, _, freqs, ra0, dec0 = _read_ms(ms)
-    l0, m0, _ = _lmn(np.radians(ra), np.radians(dec), ra0, dec0)
-    uv_max = np.max(np.hypot(uvw[:, 0], uvw[:, 1])) * freqs.mean() / inst.SPEED_OF_LIGHT
-    beam = 1.0 / uv_max
-    offsets = np.linspace(-2 * beam, 2 * beam, 41)
-    image = np.zeros((offsets.size, offsets.size))
-    for i, dm in enumerate(offsets):
-        for j, dl in enumerate(offsets):
-            l, m = l0 + dl, m0 + dm
-            image[i, j] = np.mean(vis * np.conj(_fringe(uvw, freqs, l, m, np.sqrt(1 - l * l - m * m)))).real
-    i, j = np.unravel_index(np.argmax(image), image.shape)
-    error = np.hypot(offsets[i], offsets[j])
-    assert error < 0.2 * beam, f"peak {error / beam:.2f} beams from the true position"
-    mirrored = np.mean(vis * _fringe(uvw, freqs, l0, m0, np.sqrt(1 - l0**2 - m0**2))).real
-    assert image[i, j] > 10 * abs(mirrored)
-
-
-def test_flux_per_integration_matches_truth(one_source_ms):
-    ms, ra, dec, settings = one_source_ms
-    vis, uvw, time_s, freqs, ra0, dec0 = _read_ms(ms)
-    l, m, n = _lmn(np.radians(ra), np.radians(dec), ra0, dec0)
-    aligned = vis * np.conj(_fringe(uvw, freqs, l, m, n))
-    times = np.unique(time_s)
-    measured = np.array([aligned[time_s == t].mean().real for t in times])
-    obstime = Time(times / 86400.0, format="mjd", scale="utc")
+def _expected_apparent(ra, dec, flux, times_s, freqs, dec0_deg):
+    """Beam-attenuated flux (Jy) per integration and channel, from astropy's HADec."""
+    obstime = Time(times_s / 86400.0, format="mjd", scale="utc")
     frame = HADec(obstime=obstime, location=inst.site_location())
     source = SkyCoord(ra * u.deg, dec * u.deg).transform_to(frame)
-    pointing = SkyCoord(ha=np.zeros(times.size) * u.hourangle, dec=np.full(times.size, DEC0) * u.deg,
-                        frame=frame)
+    pointing = SkyCoord(ha=np.zeros(times_s.size) * u.hourangle,
+                        dec=np.full(times_s.size, dec0_deg) * u.deg, frame=frame)
     theta = source.separation(pointing).rad
-    spectrum = FLUX_JY * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
-    expected = np.mean(spectrum[None, :] * airy_power(theta[:, None], freqs[None, :]), axis=1)
-    ratio = measured / expected
-    assert np.all(np.abs(ratio - 1) < 0.02), ratio
-    assert expected.min() < 0.9 * FLUX_JY, "the source should drift through the beam"
+    spectrum = flux * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
+    return spectrum[None, :] * airy_power(theta[:, None], freqs[None, :])
+
+
+@pytest.fixture(scope="module")
+def sky_ms(tmp_path_factory):
+    """Three bright sources around the pointing (Dec +54.57), 24 real stations including
+    outriggers (baselines to 2.6 km), no gains, thermal noise on."""
+    tmp = tmp_path_factory.mktemp("threesources")
+    settings = SimulationSettings(n_antennas=24, n_channels=2, n_integrations=12, n_groups=1,
+                                  n_sources=0, gains=False, noise=True, seed=5)
+    assert settings.dec_deg == pytest.approx(54.5734, abs=1e-4)
+    start = group_start_times(settings)[0]
+    mid = start + settings.group_duration_s / 2 * u.s
+    ra_mid, dec_mid = np.degrees(meridian_phase_center(mid.jd, settings.dec_deg))
+    sources = [dict(source_id=name, ra_deg=ra_mid + de / np.cos(np.radians(dec_mid + dn)),
+                    dec_deg=dec_mid + dn, flux_jy=flux, spectral_index=ALPHA)
+               for name, de, dn, flux in SOURCES]
+    settings.extra_sources = sources
+    simulate_archive(tmp / "archive", settings)
+    groups, rejected = build_manifest(find_archive_files(tmp / "archive"))
+    assert len(groups) == 1 and rejected.empty
+    ms = tmp / "group.ms"
+    convert_group(list(groups.files[0]), ms, groups.group[0])
+    return {"ms": ms, "sources": sources, "settings": settings, "archive": tmp / "archive"}
+
+
+@pytest.mark.skipif(not CHECK_LAYOUT.exists(), reason="the layout checker is not on this machine")
+def test_files_have_the_telescope_layout(sky_ms):
+    archive = sky_ms["archive"]
+    out = subprocess.run([sys.executable, str(CHECK_LAYOUT), str(archive)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout
+    assert "16 files, 16 subbands, 0 departures from the real layout" in out.stdout
+    with h5py.File(sorted(archive.glob("*_sb00.hdf5"))[0], "r") as fh:
+        h = fh["Header"]
+        a1, a2 = h["ant_1_array"][()], h["ant_2_array"][()]
+        assert h["extra_keywords/phase_center_dec"][()] == pytest.approx(0.952486, abs=1e-9)
+        assert int(h["Nbls"][()]) == 24 * 25 // 2 and int(h["Nants_telescope"][()]) == 117
+        assert (a1 > a2).sum() > 50 and (a1 < a2).sum() > 50, "mixed conjugation"
+        assert set(np.unique(np.concatenate([a1, a2])) + 1) == set(sky_ms["settings"].stations)
+        assert fh["Data/visdata"].shape == (12 * 300, 1, 2, 2)
+    names = sorted(p.name for p in archive.glob("*.hdf5"))
+    assert len({n.split("_sb")[0] for n in names}) > 3, "file names jittered between subbands"
+
+
+def _joint_fit(vis, uvw, time_s, freqs, ra0, dec0, sources):
+    """Least-squares amplitude of every source at every integration (Stokes I, Jy at each
+    channel relative to its spectrum), given the true positions."""
+    times = np.unique(time_s)
+    amps = np.zeros((times.size, len(sources)))
+    for k, t in enumerate(times):
+        rows = time_s == t
+        design = []
+        for s in sources:
+            l, m, _ = _lmn(np.radians(s["ra_deg"]), np.radians(s["dec_deg"]), ra0, dec0)
+            design.append((_fringe(uvw[rows], freqs, l, m)
+                           * (freqs / inst.REFERENCE_FREQ_HZ)[None, :] ** ALPHA).ravel())
+        design = np.array(design).T
+        x, *_ = np.linalg.lstsq(np.vstack([design.real, design.imag]),
+                                np.concatenate([vis[rows].ravel().real, vis[rows].ravel().imag]),
+                                rcond=None)
+        amps[k] = x
+    return times, amps
+
+
+def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
+    vis, uvw, time_s, freqs, ra0, dec0 = _read_ms(sky_ms["ms"])
+    sources = sky_ms["sources"]
+    uv_max = np.max(np.hypot(uvw[:, 0], uvw[:, 1])) * freqs.mean() / inst.SPEED_OF_LIGHT
+    beam = 1.0 / uv_max
+    assert np.degrees(beam) * 3600 < 25, "outriggers give a ~20 arcsec synthesized beam"
+    times, amps = _joint_fit(vis, uvw, time_s, freqs, ra0, dec0, sources)
+    for k, s in enumerate(sources):
+        # flux: fitted spectrum amplitude vs the true beam-attenuated flux, per integration
+        expected = _expected_apparent(s["ra_deg"], s["dec_deg"], s["flux_jy"], times, freqs,
+                                      POINTING_DEC_DEG)
+        expected_amp = np.mean(expected / (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA, axis=1)
+        ratio = amps[:, k] / expected_amp
+        assert np.all(np.abs(ratio - 1) < 0.01), (s["source_id"], ratio)
+        # position: DFT of the data with the other sources subtracted, peak near the truth
+        others = np.zeros_like(vis)
+        for j, o in enumerate(sources):
+            if j != k:
+                l, m, _ = _lmn(np.radians(o["ra_deg"]), np.radians(o["dec_deg"]), ra0, dec0)
+                a = amps[np.searchsorted(times, time_s), j]
+                others += a[:, None] * _fringe(uvw, freqs, l, m) * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
+        resid = vis - others
+        l0, m0, _ = _lmn(np.radians(s["ra_deg"]), np.radians(s["dec_deg"]), ra0, dec0)
+        offsets = np.linspace(-0.5 * beam, 0.5 * beam, 41)
+        image = np.array([[np.mean(resid * np.conj(_fringe(uvw, freqs, l0 + dl, m0 + dm))).real
+                           for dl in offsets] for dm in offsets])
+        i, j = np.unravel_index(np.argmax(image), image.shape)
+        assert 0 < i < offsets.size - 1 and 0 < j < offsets.size - 1, "peak inside the search box"
+        error = np.hypot(offsets[i], offsets[j]) / beam
+        print(f"{s['source_id']}: offset {error:.3f} beam, flux ratio {ratio.min():.4f}-{ratio.max():.4f}")
+        assert error < 0.1, f"{s['source_id']}: peak {error:.2f} beams from the true position"
+    assert amps[:, 2].min() < 0.9 * sources[2]["flux_jy"], "the sources drift through the beam"
+
+
+def test_truth_records_faults_and_stations(tmp_path):
+    from dsa110_contimg.simulate import load_truth
+
+    settings = SimulationSettings(n_antennas=6, n_channels=2, n_integrations=4, n_groups=2,
+                                  n_sources=2, dropped=[[1, 2]], zero_nsamples=0.1, seed=3)
+    simulate_archive(tmp_path, settings)
+    meta, gains, _ = load_truth(tmp_path)
+    assert meta["correlated_stations"] == settings.stations and len(settings.stations) == 6
+    assert list(gains["antenna_numbers"]) == [s - 1 for s in settings.stations]
+    faults = meta["faults"]
+    assert sum(f["nan_rows"] for f in faults) == 16 * 2 * 21
+    assert sum(f["zero_nsamples_rows"] for f in faults) > 0
+    for f in faults:
+        with h5py.File(tmp_path / f["file"], "r") as fh:
+            vis, ns = fh["Data/visdata"][()], fh["Data/nsamples"][()]
+            assert np.isnan(vis).any(axis=(1, 2, 3)).sum() == f["nan_rows"]
+            assert (ns == 0).all(axis=(1, 2, 3)).sum() == f["zero_nsamples_rows"]
+            assert not fh["Data/flags"][()].any()
+
+
+def test_placed_3c48_points_at_its_declination():
+    from dsa110_contimg.calibrate import read_calibrator_catalog
+    from dsa110_contimg.simulate import calibrator_placement
+
+    cals = read_calibrator_catalog(Path(__file__).resolve().parents[1] / "config" / "calibrators.csv")
+    assert SimulationSettings(calibrators=[calibrator_placement(cals, "3C48", 0)]).dec_deg == 33.0
+    near = SimulationSettings(calibrators=[calibrator_placement(cals, "J0834+555", 0)])
+    assert near.dec_deg == pytest.approx(POINTING_DEC_DEG)
 
 
 def test_ese_sources_follow_their_light_curve():

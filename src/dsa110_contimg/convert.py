@@ -1,13 +1,29 @@
-"""Convert one group of UVH5 subband files into one CASA Measurement Set.
+"""Convert one group of raw UVH5 subband files into one CASA Measurement Set.
 
-The subbands are combined in ascending frequency order into one spectral window and
-phased to the meridian (hour angle 0 at the pointing declination) at the group
-midpoint. The MS has DATA, MODEL_DATA (1+0j, as CASA's clearcal sets it),
-CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM.
+The raw files (uvh5.py) are fringe-stopped by the correlator at every integration toward
+s_m = (hour angle 0, phase_center_dec): V_file = S A exp(+2 pi i b.(s - s_m) f / c), with
+b = x_ant2 - x_ant1 (pyuvdata's convention) and w_m = b.s_m. The MS is phased to one ICRS
+centre s0, the meridian at the group midpoint (astrometry.meridian_phase_center):
+
+    V_ms = V_file exp(-2 pi i (w_new(t) - w_m) f / c),   w_new(t) = b.s0_app(t),
+
+with UVW toward s0. Both w come from pyuvdata's own geometry: the file's rows get a
+driftscan (azimuth/elevation) phase centre at the meridian of the pointing declination,
+their uvw are recomputed from the station table (the file's antenna positions and float32
+uvw are not trusted), and pyuvdata's `phase` gives w_new. Treating the files as
+unprojected (zenith) drift data would take w_m = 0 and apply the w-term twice.
+
+Rows the correlator wrote with ant_1 > ant_2 are first conjugated (data conjugated,
+antennas swapped, uvw negated), as pyuvdata's `conjugate_bls("ant1<ant2")` does.
+NaN/Inf visibilities and nsamples <= 0 are flagged with zero weight (their DATA set to
+0): an MS never carries a NaN or negative weight. The subbands are combined in ascending
+frequency order into one spectral window. The MS has DATA, MODEL_DATA (1+0j, as CASA's
+clearcal sets it), CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM (= nsamples).
 
 Two writers give the same MS:
-- `write_ms_pyuvdata`: pyuvdata reads all subbands, phases and calls `write_ms`; the
-  reference for correctness, but it holds the whole group (several copies) in memory.
+- `write_ms_pyuvdata`: pyuvdata reads all subbands, is told the true phase centre,
+  phases and calls `write_ms`; the reference for correctness, but it holds the whole
+  group (several copies) in memory.
 - `write_ms_direct` (default): builds the MS skeleton and subtables from the group's
   metadata with pyuvdata's MS helpers, then reads and phases the subbands in parallel
   worker processes and writes each one's channels straight into the main table with
@@ -16,33 +32,24 @@ Two writers give the same MS:
 
 import logging
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from .astrometry import meridian_altaz, meridian_phase_center, site_ecef
 from .atomic import atomic_output
 from .instrument import SPEED_OF_LIGHT
-from .manifest import read_header
+from .stations import itrf_positions, load_stations
+from .uvh5 import read_header, read_visibilities
 
 log = logging.getLogger(__name__)
 
 WRITERS = ("direct", "pyuvdata")
+MERIDIAN_CAT = "correlator meridian"
 
-
-def meridian_phase_center(mid_jd, dec_deg):
-    """ICRS (ra, dec) in radians of hour angle 0 at apparent declination `dec_deg`,
-    seen from the site at Julian date `mid_jd`."""
-    from astropy import units as u
-    from astropy.coordinates import ICRS, HADec, SkyCoord
-    from astropy.time import Time
-
-    from .instrument import site_location
-
-    obstime = Time(mid_jd, format="jd", scale="utc")
-    frame = HADec(obstime=obstime, location=site_location())
-    icrs = SkyCoord(ha=0 * u.hourangle, dec=dec_deg * u.deg, frame=frame).transform_to(ICRS())
-    return float(icrs.ra.rad), float(icrs.dec.rad)
+__all__ = ["convert_group", "meridian_phase_center", "write_ms_direct", "write_ms_pyuvdata"]
 
 
 def _group_files_in_frequency_order(files):
@@ -54,6 +61,9 @@ def _group_files_in_frequency_order(files):
         if h["n_times"] != ref["n_times"] or abs(h["start_jd"] - ref["start_jd"]) * 86400 > 1.0:
             raise ValueError(f"{h['path']}: times do not match {ref['path']} "
                              f"(Ntimes {h['n_times']} vs {ref['n_times']})")
+        if abs(h["dec_rad"] - ref["dec_rad"]) > 1e-9:
+            raise ValueError(f"{h['path']}: phase_center_dec {h['dec_deg']:.4f} deg differs from "
+                             f"{ref['path']} ({ref['dec_deg']:.4f} deg)")
     _check_same_baselines([h["path"] for h in headers])
     return headers
 
@@ -76,99 +86,117 @@ def _check_same_baselines(paths):
                              f"subbands (first: {paths[0]})")
 
 
-def _phase_to_meridian(uvd, phase_center, name):
-    ra, dec = phase_center
-    uvd.phase(ra=ra, dec=dec, epoch="J2000", cat_name=name)
+def _read_uvh5(path, read_data=True):
+    """pyuvdata's reading of one raw file. Its warning that the file's uvw (toward the
+    meridian) do not match zenith uvw from the antenna positions is expected here."""
+    from pyuvdata import UVData
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The uvw_array does not match the expected values")
+        return UVData.from_file(str(path), file_type="uvh5", read_data=read_data, run_check=False)
 
 
-def _phased_metadata(paths, phase_center, name):
-    """Metadata-only UVData of the whole group (ascending frequency), phased.
+def _use_station_table(uvd):
+    """Antenna positions (ECEF relative to the array centre) and names from the station
+    table. The MS names stations DSA-NNN rather than the files' "1".."117": CASA would
+    otherwise read a purely numeric antenna name (e.g. refant="1") as an index."""
+    telescope = uvd.telescope
+    table = load_stations()
+    if not np.array_equal(np.asarray(telescope.antenna_names, dtype=str),
+                          table.station.astype(str).to_numpy()[telescope.antenna_numbers]):
+        raise ValueError(f"antenna names {telescope.antenna_names[:3]}... are not station numbers")
+    telescope.antenna_names = table.name.to_numpy()[telescope.antenna_numbers].astype(str)
+    centre = np.array([telescope.location.x.to_value("m"), telescope.location.y.to_value("m"),
+                       telescope.location.z.to_value("m")])
+    positions = itrf_positions()
+    if not np.allclose(centre, site_ecef(), atol=1.0):
+        raise ValueError(f"telescope location {centre} m is not the DSA-110 site")
+    telescope.antenna_positions = positions[telescope.antenna_numbers] - centre
+
+
+def _conjugate_rows(uvd):
+    """Indices of the rows with ant_1 > ant_2; swaps their antennas and negates their
+    uvw in place (metadata only: the caller conjugates the visibilities)."""
+    rows = np.nonzero(uvd.ant_1_array > uvd.ant_2_array)[0]
+    uvd.ant_1_array[rows], uvd.ant_2_array[rows] = uvd.ant_2_array[rows], uvd.ant_1_array[rows]
+    uvd.uvw_array[rows] *= -1
+    uvd.baseline_array = uvd.antnums_to_baseline(uvd.ant_1_array, uvd.ant_2_array)
+    return rows
+
+
+def set_meridian_phase_center(uvd, dec_rad):
+    """Tell pyuvdata what the correlator did: every row is phased to the driftscan
+    direction azimuth/elevation of (hour angle 0, `dec_rad`), without touching the data;
+    uvw are recomputed toward it from the antenna positions. Returns w_m (m)."""
+    az, el = meridian_altaz(dec_rad, uvd.telescope.location.lat.rad)
+    cat_id = uvd._add_phase_center(MERIDIAN_CAT, cat_type="driftscan", cat_lon=az, cat_lat=el,
+                                   cat_frame="altaz")
+    uvd.phase_center_id_array = np.full(uvd.Nblts, cat_id, dtype=int)
+    uvd._set_app_coords_helper()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recalculating uvw_array without adjusting")
+        uvd.set_uvws_from_antenna_positions(update_vis=False)
+    return uvd.uvw_array[:, 2].copy()
+
+
+def _phased_metadata(paths, headers, phase_center, name):
+    """Metadata-only UVData of the whole group (ascending frequency), phased to the ICRS
+    `phase_center`; returns it with w_m and the rows conjugated.
 
     All subbands share their baseline-time metadata (checked beforehand), so it is read
     from the first file and only the frequency axis is gathered from every header.
     """
     import h5py
-    from pyuvdata import UVData
 
-    meta = UVData.from_file(str(paths[0]), file_type="uvh5", read_data=False, run_check=False)
+    meta = _read_uvh5(paths[0], read_data=False)
     freqs, widths = [], []
     for path in paths:
         with h5py.File(path, "r") as fh:
             freqs.append(np.ravel(fh["Header/freq_array"][()]))
-            widths.append(np.ravel(fh["Header/channel_width"][()]) * np.ones(freqs[-1].size))
+            widths.append(np.abs(np.ravel(fh["Header/channel_width"][()])) * np.ones(freqs[-1].size))
     freqs, widths = np.concatenate(freqs), np.concatenate(widths)
     order = np.argsort(freqs, kind="stable")
     meta.freq_array = freqs[order]
     meta.channel_width = widths[order]
     meta.Nfreqs = freqs.size
     meta.flex_spw_id_array = np.full(freqs.size, meta.spw_array[0], dtype=int)
-    _phase_to_meridian(meta, phase_center, name)
+    _use_station_table(meta)
+    conj_rows = _conjugate_rows(meta)
+    w_m = set_meridian_phase_center(meta, headers[0]["dec_rad"])
+    meta.phase(ra=phase_center[0], dec=phase_center[1], epoch="J2000", cat_name=name)
     meta.scan_number_array = np.ones(meta.Nblts, dtype=int)
-    return meta
+    return meta, w_m, conj_rows
 
 
-def _read_visibilities(path):
-    """(data, flags, nsamples, header arrays) of one UVH5 file, straight from HDF5;
-    a damaged file raises OSError naming it."""
-    try:
-        return _read_hdf5_arrays(path)
-    except (OSError, KeyError) as err:
-        raise OSError(f"{path}: cannot read visibilities ({err})") from err
+def flag_bad_samples(data, flag, nsample):
+    """Flag NaN/Inf visibilities and nsamples <= 0 (or NaN) with zero weight, in place:
+    their data become 0 and their nsamples 0. Returns the number of samples flagged."""
+    bad = ~np.isfinite(data) | ~(nsample > 0)
+    data[bad] = 0
+    flag |= bad
+    nsample[bad] = 0
+    return int(bad.sum())
 
 
-def _read_hdf5_arrays(path):
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        vis = fh["Data/visdata"]
-        if vis.dtype.names:
-            raw = vis[()]
-            data = raw["r"].astype(np.float32) + 1j * raw["i"].astype(np.float32)
-        else:
-            data = vis[()]
-        hdr = fh["Header"]
-        return {
-            "data": data,
-            "flag": fh["Data/flags"][()],
-            "nsample": fh["Data/nsamples"][()],
-            "freq_hz": np.ravel(hdr["freq_array"][()]),
-            "ant_1": hdr["ant_1_array"][()],
-            "ant_2": hdr["ant_2_array"][()],
-            "time": hdr["time_array"][()],
-            "w": 0.0 if _unprojected(hdr) else hdr["uvw_array"][:, 2],
-        }
-
-
-def _unprojected(header):
-    """True when a UVH5 header says its data are unprojected (drift scan); pyuvdata then
-    treats their w-term as 0 when phasing."""
-    catalog = header.get("phase_center_catalog")
-    if catalog is None:
-        return not bool(header["phase_type"][()] == b"phased") if "phase_type" in header else True
-    types = {catalog[k]["cat_type"][()] for k in catalog}
-    return types == {b"unprojected"}
-
-
-def _subband_job(path, new_w, pol_order, flip_conj):
-    """Worker: read one subband and phase it, as pyuvdata's `phase` does: the data are
-    multiplied by exp(-2 pi i (w_new - w_old) f / c). Channels come out ascending."""
-    sub = _read_visibilities(path)
+def _subband_job(path, conj_rows, delta_w, pol_order, flip_conj):
+    """Worker: read one subband, conjugate the correlator's ant_1 > ant_2 rows, rephase
+    by exp(-2 pi i (w_new - w_m) f / c) and flag bad samples. Channels come out ascending."""
+    sub = read_visibilities(path)
     order = np.argsort(sub["freq_hz"], kind="stable")
     freqs = sub["freq_hz"][order]
-    delta_w = (np.asarray(new_w, dtype=np.float64) - sub["w"]).reshape(-1, 1)
-    turns = delta_w * (1.0 / SPEED_OF_LIGHT) * freqs.reshape(1, -1)
     data = sub["data"][:, order, :]
+    data[conj_rows] = np.conj(data[conj_rows])
+    turns = np.asarray(delta_w, dtype=np.float64).reshape(-1, 1) * (1.0 / SPEED_OF_LIGHT) * freqs.reshape(1, -1)
     data *= np.exp((-1j * 2 * np.pi) * turns[:, :, None])
     data = data[:, :, pol_order]
     if flip_conj:
         data = np.conj(data)
-    return {
-        "path": str(path),
-        "freq_hz": freqs,
-        "data": data.astype(np.complex64, copy=False),
-        "flag": sub["flag"][:, order, :][:, :, pol_order],
-        "nsample": sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32, copy=False),
-    }
+    data = data.astype(np.complex64, copy=False)
+    flag = sub["flag"][:, order, :][:, :, pol_order]
+    nsample = sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32)
+    n_bad = flag_bad_samples(data, flag, nsample)
+    return {"path": str(path), "freq_hz": freqs, "data": data, "flag": flag, "nsample": nsample,
+            "n_bad": n_bad}
 
 
 def _put_channels(ms, column, values, chan0):
@@ -245,9 +273,8 @@ def _init_ms(path, nchan, npol, chan_per_tile, cache_bytes=64 * 2**20):
     return tables.default_ms(str(path), desc, tables.makedminfo(desc, spec))
 
 
-def _subbands(paths, new_w, pol_order, flip_conj, workers):
+def _subbands(paths, args, workers):
     """Yield each subband's phased arrays in order; in `workers` processes when > 1."""
-    args = (new_w, pol_order, flip_conj)
     if workers <= 1:
         for p in paths:
             yield _subband_job(p, *args)
@@ -261,6 +288,11 @@ def _subbands(paths, new_w, pol_order, flip_conj, workers):
             yield result
 
 
+def _group_phase_center(headers):
+    mid_jd = (min(h["start_jd"] for h in headers) + max(h["end_jd"] for h in headers)) / 2
+    return meridian_phase_center(mid_jd, headers[0]["dec_deg"])
+
+
 def write_ms_direct(files, ms_path, group_name, workers=2):
     """Write the group's MS subband by subband (see module docstring)."""
     from casacore import tables
@@ -269,26 +301,27 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
 
     headers = _group_files_in_frequency_order(files)
     paths = [h["path"] for h in headers]
-    mid_jd = (min(h["start_jd"] for h in headers) + max(h["end_jd"] for h in headers)) / 2
-    phase_center = meridian_phase_center(mid_jd, headers[0]["dec_deg"])
-    meta = _phased_metadata(paths, phase_center, group_name)
+    meta, w_m, conj_rows = _phased_metadata(paths, headers, _group_phase_center(headers), group_name)
     pol_order = uvutils.pol.determine_pol_order(meta.polarization_array, order="CASA")
-    flip_conj = bool(np.all(meta.ant_1_array <= meta.ant_2_array))
-    if not flip_conj and np.any(meta.ant_1_array > meta.ant_2_array) and np.any(meta.ant_1_array < meta.ant_2_array):
-        raise ValueError(f"{paths[0]}: baselines mix conjugation states; not supported")
+    flip_conj = True  # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
     chan0 = {p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)}
-
+    args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, flip_conj)
+    n_bad = 0
     with atomic_output(ms_path) as tmp:
         with _init_ms(tmp, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
             ms.addrows(meta.Nblts)
             _write_main_rows(ms, meta, flip_conj)
-            for sub in _subbands(paths, meta.uvw_array[:, 2], pol_order, flip_conj, workers):
+            for sub in _subbands(paths, args, workers):
                 c0 = chan0[sub["path"]]
                 _put_channels(ms, "DATA", sub["data"], c0)
                 _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
                 _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
                 _put_channels(ms, "FLAG", sub["flag"], c0)
                 _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
+                n_bad += sub["n_bad"]
+                if sub["n_bad"]:
+                    log.warning("%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
+                                group_name, sub["path"], sub["n_bad"])
                 log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
                          c0, c0 + sub["data"].shape[1] - 1)
             _write_weights(ms, meta.Nblts)
@@ -312,16 +345,43 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     return ms_path
 
 
-def write_ms_pyuvdata(files, ms_path, group_name):
-    """Reference writer: pyuvdata reads all subbands, phases and writes the MS."""
-    from pyuvdata import UVData
+def read_group_pyuvdata(files, treat_as_zenith=False):
+    """The group as one pyuvdata UVData (ascending frequency), told the truth about the
+    data: station-table positions, rows conjugated to ant_1 <= ant_2 by pyuvdata, and the
+    correlator's meridian phase centre (`set_meridian_phase_center`). With
+    `treat_as_zenith` the files are left as pyuvdata reads them (unprojected drift data):
+    the wrong treatment, kept to show what it costs. Returns (uvd, headers)."""
 
     headers = _group_files_in_frequency_order(files)
     paths = [h["path"] for h in headers]
-    uvd = UVData.from_file(paths, file_type="uvh5", axis="freq", run_check=False)
+    parts = []
+    for path in paths:
+        part = _read_uvh5(path)
+        part.uvw_array = part.uvw_array.astype(np.float64)  # float32 in the files
+        part.channel_width = np.abs(part.channel_width)
+        parts.append(part)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The uvw_array does not match the expected values")
+        uvd = parts[0].fast_concat(parts[1:], axis="freq", run_check=False) if len(parts) > 1 else parts[0]
+    del parts
     uvd.reorder_freqs(channel_order="freq")
-    mid_jd = (min(h["start_jd"] for h in headers) + max(h["end_jd"] for h in headers)) / 2
-    _phase_to_meridian(uvd, meridian_phase_center(mid_jd, headers[0]["dec_deg"]), group_name)
+    _use_station_table(uvd)
+    uvd.conjugate_bls("ant1<ant2")
+    if treat_as_zenith:
+        uvd.set_uvws_from_antenna_positions()
+    else:
+        set_meridian_phase_center(uvd, headers[0]["dec_rad"])
+    return uvd, headers
+
+
+def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
+    """Reference writer: pyuvdata reads all subbands (`read_group_pyuvdata`), phases to
+    the group's meridian and calls `write_ms`; bad samples flagged as the direct writer
+    does."""
+    uvd, headers = read_group_pyuvdata(files, treat_as_zenith)
+    flag_bad_samples(uvd.data_array, uvd.flag_array, uvd.nsample_array)
+    ra, dec = _group_phase_center(headers)
+    uvd.phase(ra=ra, dec=dec, epoch="J2000", cat_name=group_name)
     uvd.scan_number_array = np.ones(uvd.Nblts, dtype=int)
     with atomic_output(ms_path) as tmp:
         uvd.write_ms(str(tmp), model_data=np.ones_like(uvd.data_array),

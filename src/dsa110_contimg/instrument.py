@@ -1,4 +1,4 @@
-"""DSA-110 numbers (DESIGN.md section 2): site, array, band, time sampling, dish."""
+"""DSA-110 numbers: site, array, band, time sampling, dish (station positions: stations.py)."""
 
 import numpy as np
 
@@ -9,17 +9,16 @@ TELESCOPE_NAME = "DSA-110"
 
 N_ANTENNAS = 96
 DISH_DIAMETER_M = 4.65
-EW_ARM_M = 1200.0
-NS_ARM_M = 450.0
 
 N_SUBBANDS = 16
 CHANNELS_PER_SUBBAND = 48
 CHANNEL_WIDTH_HZ = 244140.625
 SUBBAND_WIDTH_HZ = CHANNELS_PER_SUBBAND * CHANNEL_WIDTH_HZ
-BAND_TOP_HZ = 1498.75e6
+# Upper edge of subband 00 (its first channel is centred at 1498.643188 MHz).
+BAND_TOP_HZ = 1498.6431884765625e6 + CHANNEL_WIDTH_HZ / 2
 REFERENCE_FREQ_HZ = 1.4e9
 
-INTEGRATION_S = 12.885
+INTEGRATION_S = 12.884902
 INTEGRATIONS_PER_GROUP = 24
 
 SEFD_JY = 5800.0
@@ -34,26 +33,6 @@ def site_location():
     return EarthLocation.from_geodetic(
         SITE_LON_DEG * u.deg, SITE_LAT_DEG * u.deg, SITE_HEIGHT_M * u.m
     )
-
-
-def antenna_layout(n_antennas=N_ANTENNAS, seed=0):
-    """East-north-up antenna positions (m) of a T-shaped array.
-
-    Roughly 60% of the dishes lie on the long east-west arm and the rest on the shorter
-    north-south arm, with a few metres of jitter so no two baselines are redundant.
-    """
-    rng = np.random.default_rng(seed)
-    n_ew = max(2, int(round(0.6 * n_antennas)))
-    n_ns = n_antennas - n_ew
-    east = np.linspace(-EW_ARM_M / 2, EW_ARM_M / 2, n_ew)
-    enu = [np.column_stack([east, np.zeros(n_ew), np.zeros(n_ew)])]
-    if n_ns:
-        north = np.linspace(NS_ARM_M / n_ns, NS_ARM_M, n_ns)
-        enu.append(np.column_stack([np.zeros(n_ns), north, np.zeros(n_ns)]))
-    enu = np.vstack(enu)
-    enu[:, :2] += rng.normal(0.0, 3.0, size=(n_antennas, 2))
-    enu[:, 2] += rng.normal(0.0, 0.3, size=n_antennas)
-    return enu
 
 
 def subband_frequencies(subband, n_channels=CHANNELS_PER_SUBBAND):

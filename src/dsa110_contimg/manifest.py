@@ -1,15 +1,18 @@
 """Group manifest: which raw UVH5 subband files make up each ~5-minute observation.
 
-Reads only the UVH5 headers (h5py), clusters files into groups by the timestamp in their
-names, and records per group its time and LST range, pointing declination and subbands.
-Files that cannot be used (unreadable, truncated, duplicate subband, inconsistent with
-their group) and groups missing subbands are listed with a reason and left out; the
-run goes on.
+Reads only the UVH5 headers (h5py, uvh5.read_header) and groups files by the times of
+their integrations (`time_array`), not by their names: the correlator nodes name their
+files by the wall-clock time they opened them, which differs between the subbands of one
+group by up to about a minute. Records per group its time and LST range, pointing
+declination (`phase_center_dec`, radians in the files, degrees here) and subbands.
+Files still being written (`*_incomplete.hdf5`) are ignored. Files that cannot be used
+(unreadable, truncated, no pointing declination, inconsistent shapes, frequencies that are
+not their subband's, duplicate subband, times inconsistent with their group) and groups
+missing subbands are listed with a reason and left out; the run goes on.
 """
 
 import logging
-import re
-from datetime import datetime
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,14 @@ import pandas as pd
 
 from .atomic import write_parquet
 from .provenance import provenance
+from .uvh5 import FILENAME_RE, INCOMPLETE_SUFFIX, HeaderError, parse_filename, read_header
 
 log = logging.getLogger(__name__)
 
-FILENAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
 GROUP_ID_FORMAT = "%Y-%m-%dT%H%M%S"
+
+__all__ = ["FILENAME_RE", "HeaderError", "build_manifest", "find_archive_files", "parse_filename",
+           "read_groups", "read_header", "write_manifest"]
 
 GROUP_COLUMNS = [
     "group", "start_time", "end_time", "start_mjd", "end_mjd", "mid_mjd",
@@ -34,88 +40,35 @@ GROUP_COLUMNS = [
 REJECT_COLUMNS = ["path", "group", "subband", "reason"]
 
 
-class HeaderError(ValueError):
-    """A UVH5 file whose header cannot be used; the message names the file."""
-
-
-def parse_filename(path):
-    """(file time as datetime, subband number) from `YYYY-MM-DDTHH:MM:SS_sbNN.hdf5`."""
-    match = FILENAME_RE.match(Path(path).name)
-    if not match:
-        raise HeaderError(f"{path}: name is not YYYY-MM-DDTHH:MM:SS_sbNN.hdf5")
-    return datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"), int(match.group(2))
-
-
-def read_header(path):
-    """Header summary of one UVH5 file (no visibilities are read).
-
-    Raises HeaderError naming the file when it is unreadable, truncated, or its header
-    is incomplete or inconsistent with the shape of its data.
-    """
-    import h5py
-
-    file_time, subband = parse_filename(path)
-    try:
-        with h5py.File(path, "r") as fh:
-            if "Header" not in fh or "Data/visdata" not in fh:
-                raise HeaderError(f"{path}: not a UVH5 file (no Header or Data/visdata)")
-            hdr = fh["Header"]
-            try:
-                n_blts = int(hdr["Nblts"][()])
-                n_freqs = int(hdr["Nfreqs"][()])
-                n_pols = int(hdr["Npols"][()])
-                times = hdr["time_array"][()]
-                lsts = hdr["lst_array"][()]
-                freqs = np.ravel(hdr["freq_array"][()])
-                integration = hdr["integration_time"][()]
-                n_ants = int(hdr["Nants_data"][()])
-                n_times = int(hdr["Ntimes"][()])
-                extra = hdr["extra_keywords"] if "extra_keywords" in hdr else {}
-                dec = float(extra["pointing_dec_deg"][()]) if "pointing_dec_deg" in extra else np.nan
-            except KeyError as err:
-                raise HeaderError(f"{path}: header field missing: {err}") from None
-            shape = fh["Data/visdata"].shape
-            if tuple(shape) != (n_blts, n_freqs, n_pols):
-                raise HeaderError(f"{path}: visdata shape {tuple(shape)} does not match header "
-                                  f"(Nblts, Nfreqs, Npols) = {(n_blts, n_freqs, n_pols)}")
-    except HeaderError:
-        raise
-    except OSError as err:
-        reason = "truncated file" if "truncated" in str(err) else "unreadable HDF5"
-        raise HeaderError(f"{path}: {reason} ({err})") from None
-    half_int = np.median(integration) / 2.0 / 86400.0
-    return {
-        "path": str(path),
-        "file_time": file_time,
-        "subband": subband,
-        "start_jd": float(times.min() - half_int),
-        "end_jd": float(times.max() + half_int),
-        "lst_start_deg": float(np.degrees(lsts[np.argmin(times)])),
-        "lst_end_deg": float(np.degrees(lsts[np.argmax(times)])),
-        "dec_deg": dec,
-        "freq_min_hz": float(freqs.min()),
-        "freq_max_hz": float(freqs.max()),
-        "n_freqs": n_freqs,
-        "n_times": n_times,
-        "n_antennas": n_ants,
-        "integration_s": float(np.median(integration)),
-    }
-
-
 def find_archive_files(archive_dir):
-    """All `*_sbNN.hdf5` files under `archive_dir` (sorted)."""
+    """All `*_sbNN.hdf5` files under `archive_dir` (sorted); files still being written
+    (`*_incomplete.hdf5`) are not part of the archive."""
     archive = Path(archive_dir)
     if not archive.is_dir():
         raise FileNotFoundError(f"archive directory {archive} does not exist")
-    return sorted(p for p in archive.rglob("*.hdf5") if "_sb" in p.name)
+    return sorted(p for p in archive.rglob("*.hdf5")
+                  if "_sb" in p.name and not p.name.endswith(INCOMPLETE_SUFFIX))
+
+
+def group_id(start_jd):
+    """Group name: the first whole second at or after the group's first integration
+    starts (1 ms tolerance), as YYYY-MM-DDTHHMMSS. It comes from the header times, so
+    it does not depend on which subband's file name is earliest."""
+    from astropy.time import Time
+
+    t = Time(start_jd, format="jd", scale="utc")
+    seconds = t.unix
+    whole = math.ceil(seconds - 1e-3)
+    return Time(whole, format="unix", scale="utc").datetime.strftime(GROUP_ID_FORMAT)
 
 
 def _cluster(headers, tolerance_s):
-    """Split headers (sorted by file time) where the gap to a cluster's first file
-    exceeds the tolerance."""
+    """Split headers (sorted by header start time) where the gap to a cluster's first file
+    exceeds `tolerance_s` or half the file's duration, whichever is smaller."""
     clusters = []
-    for h in sorted(headers, key=lambda h: (h["file_time"], h["path"])):
-        if clusters and (h["file_time"] - clusters[-1][0]["file_time"]).total_seconds() <= tolerance_s:
+    for h in sorted(headers, key=lambda h: (h["start_jd"], h["path"])):
+        limit = min(tolerance_s, 0.5 * (h["end_jd"] - h["start_jd"]) * 86400.0)
+        if clusters and (h["start_jd"] - clusters[-1][0]["start_jd"]) * 86400.0 <= limit:
             clusters[-1].append(h)
         else:
             clusters.append([h])
@@ -124,9 +77,10 @@ def _cluster(headers, tolerance_s):
 
 def _check_group(members, expected_subbands):
     """Split a cluster into accepted files (one per subband) and rejections."""
-    group = members[0]["file_time"].strftime(GROUP_ID_FORMAT)
+    ref = float(np.median([h["start_jd"] for h in members]))
+    group = group_id(min((h["start_jd"] for h in members), key=lambda t: abs(t - ref)))
     rejects, by_subband = [], {}
-    for h in members:
+    for h in sorted(members, key=lambda h: (h["file_time"], h["path"])):
         sb = h["subband"]
         if sb in by_subband:
             rejects.append((h["path"], group, sb,
@@ -171,7 +125,7 @@ def _group_row(group, by_subband):
         "mid_mjd": t[2].mjd,
         "lst_start_deg": hs[0]["lst_start_deg"],
         "lst_end_deg": hs[0]["lst_end_deg"],
-        "dec_deg": float(np.nanmedian([h["dec_deg"] for h in hs])),
+        "dec_deg": float(np.median([h["dec_deg"] for h in hs])),
         "n_subbands": len(hs),
         "subbands": [h["subband"] for h in hs],
         "files": [h["path"] for h in hs],
@@ -193,6 +147,9 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
     """
     headers, rejects = [], []
     for path in paths:
+        if Path(path).name.endswith(INCOMPLETE_SUFFIX):
+            log.info("ignoring %s: still being written", path)
+            continue
         try:
             headers.append(read_header(path))
         except HeaderError as err:
@@ -269,7 +226,7 @@ def register_cli(sub):
     p.add_argument("--out", required=True, help="groups Parquet to write")
     p.add_argument("--rejected", required=True, help="Parquet listing files left out and why")
     p.add_argument("--tolerance-s", type=float, default=60.0,
-                   help="files whose name times are within this of a group's first file join it")
+                   help="files whose first integration starts within this of a group's first file join it")
     p.add_argument("--n-subbands", type=int, default=16, help="subbands a complete group has")
     p.add_argument("--start", help="keep groups starting at or after this ISO time")
     p.add_argument("--end", help="keep groups starting before this ISO time")

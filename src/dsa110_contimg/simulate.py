@@ -1,18 +1,19 @@
-"""Simulated DSA-110 raw archive: UVH5 subband files of drift-scan point-source skies.
+"""Simulated DSA-110 raw archive, written exactly as the telescope's correlator writes it.
 
-Writes files named like the telescope's (`YYYY-MM-DDTHH:MM:SS_sbNN.hdf5`, per-file
-timestamps jittered by a few seconds), with visibilities of catalog point sources seen
-through the Airy primary beam of a dish fixed at one declination, per-antenna complex
-gains with bandpass structure, and thermal noise. The truth (sky catalog, gains,
-settings) is written beside the data so tests can compare what the pipeline recovers
-with what went in.
+Each group is 16 subband files (`YYYY-MM-DDTHH:MM:SS_sbNN.hdf5`, the name being the
+wall-clock time the correlator node opened the file, so names differ between the
+subbands of a group by up to `jitter_s`) in the correlator's layout (see uvh5.py): all
+117 stations in the header, `n_antennas` of the active ones correlated (the 96 active
+stations by default), baselines in correlator order with mixed conjugation, and
+visibilities fringe-stopped at every integration toward hour angle 0 at the pointing
+declination (`phase_center_dec`, default +54.57 deg), with the constant uvw toward that
+direction. The sky is catalog point sources seen through the Airy primary beam of a dish
+fixed at that declination, times per-antenna complex gains with bandpass structure, plus
+thermal noise. On request the last integrations of chosen groups are NaN (a dropped
+correlator stream) and a fraction of rows has nsamples 0.
 
-Conventions: visibilities follow pyuvdata's. The files are unprojected (drift scan), which
-pyuvdata treats as carrying the full geometric phase: with its zenith-pointing
-`uvw_array`, a point source at direction cosines (l, m, n) is
-V = S exp(+2 pi i (u l + v m + w n) / lambda); once phased, (n - 1) replaces n. The
-stored gains G are those CASA solves for once the data are written to an MS, i.e. the
-MS row (i, j) holds G_i conj(G_j) times the model.
+The truth (settings, sky catalog, gains, files and their faults) is written beside the
+data so tests can compare what the pipeline recovers with what went in.
 """
 
 import json
@@ -24,39 +25,68 @@ import numpy as np
 import pandas as pd
 
 from . import instrument as inst
+from .astrometry import (apparent_hadec, direction_enu, enu_from_ecef, hour_angle_deg, lst_deg,
+                         lst_rad, meridian_uvw_basis, site_ecef)
 from .atomic import atomic_output, write_text
-from .beam import airy_power, angular_separation
+from .beam import airy_power, angular_separation, fwhm_rad
+from .stations import N_STATIONS, itrf_positions, select_stations
+from .uvh5 import archive_filename, write_raw_file
 
 log = logging.getLogger(__name__)
 
-FILE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 SIDEREAL_DAY_S = 86164.0905
+POINTING_DEC_RAD = 0.952486
+"""The pointing of most of the real archive (Oct 2025 - Jan 2026): Dec +54.5734."""
+POINTING_DEC_DEG = float(np.degrees(POINTING_DEC_RAD))
 
 
 @dataclass
 class SimulationSettings:
-    """Everything that defines a simulated archive (recorded in truth/simulation.json)."""
+    """Everything that defines a simulated archive (recorded in truth/simulation.json).
+
+    `dec_deg` None means the real archive's pointing, Dec +54.57, unless the first placed
+    calibrator lies more than half a primary-beam FWHM (1.4 GHz) from it: then the whole
+    degree nearest that calibrator's declination (3C48: +33). `stations` None means
+    `n_antennas` active stations spread over the array (stations.select_stations).
+    `dropped` lists [group, n] pairs: the last n integrations of that group are NaN.
+    `zero_nsamples` is the fraction of rows per file with nsamples 0.
+    """
 
     start: str = "2026-01-01T00:00:00"
     n_days: int = 1
     n_groups: int = 4
-    n_antennas: int = 20
+    n_antennas: int = inst.N_ANTENNAS
     n_subbands: int = inst.N_SUBBANDS
     n_channels: int = 4
     n_integrations: int = inst.INTEGRATIONS_PER_GROUP
     integration_s: float = inst.INTEGRATION_S
-    dec_deg: float = 33.0
+    dec_deg: float | None = None
     sefd_jy: float = inst.SEFD_JY
     noise: bool = True
     gains: bool = True
     gain_drift_deg_per_hour: float = 2.0
-    jitter_s: float = 5.0
+    jitter_s: float = 60.0
     n_sources: int = 40
     seed: int = 1
     extra_sources: list = field(default_factory=list)
     # Catalog calibrators to place (see `calibrator_placement`): the first one's transit
     # sets the start time so that it happens mid-way through its group.
     calibrators: list = field(default_factory=list)
+    stations: list | None = None
+    dropped: list = field(default_factory=list)
+    zero_nsamples: float = 0.0
+
+    def __post_init__(self):
+        if self.dec_deg is None:
+            self.dec_deg = POINTING_DEC_DEG
+            if self.calibrators:
+                cal_dec = float(self.calibrators[0]["dec_deg"])
+                if abs(cal_dec - POINTING_DEC_DEG) > 0.5 * np.degrees(fwhm_rad(inst.REFERENCE_FREQ_HZ)):
+                    self.dec_deg = float(round(cal_dec))
+        if self.stations is None:
+            self.stations = [int(s) for s in select_stations(self.n_antennas)]
+        self.stations = sorted(int(s) for s in self.stations)
+        self.n_antennas = len(self.stations)
 
     @property
     def group_duration_s(self):
@@ -64,16 +94,12 @@ class SimulationSettings:
 
 
 PRESETS = {
-    "demo": {},
-    "test": dict(n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10),
+    "demo": dict(n_antennas=20),
+    "test": dict(n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10,
+                 jitter_s=5.0),
     "full": dict(n_antennas=inst.N_ANTENNAS, n_channels=inst.CHANNELS_PER_SUBBAND,
                  n_groups=1, n_sources=15),
 }
-
-
-def archive_filename(time, subband):
-    """`YYYY-MM-DDTHH:MM:SS_sbNN.hdf5` for an astropy Time and a subband number."""
-    return f"{time.datetime.strftime(FILE_TIME_FORMAT)}_sb{subband:02d}.hdf5"
 
 
 def group_start_times(settings):
@@ -89,11 +115,6 @@ def group_start_times(settings):
             offset = day * SIDEREAL_DAY_S + g * settings.group_duration_s
             starts.append(t0 + offset * u.s)
     return starts
-
-
-def lst_deg(times):
-    """Local apparent sidereal time (deg) at the site for astropy Times."""
-    return times.sidereal_time("apparent", longitude=inst.SITE_LON_DEG).deg
 
 
 def make_sky_catalog(ra_min_deg, ra_max_deg, dec_deg, n_sources, seed,
@@ -171,144 +192,139 @@ def make_gains(settings, freqs_hz):
     return bandpass, drift
 
 
-def _telescope(settings):
-    from pyuvdata import Telescope
-    from pyuvdata.utils import ECEF_from_ENU
-
-    location = inst.site_location()
-    enu = inst.antenna_layout(settings.n_antennas, seed=settings.seed)
-    ecef = ECEF_from_ENU(enu, center_loc=location)
-    xyz = np.array([location.x.to_value("m"), location.y.to_value("m"), location.z.to_value("m")])
-    numbers = np.arange(1, settings.n_antennas + 1)
-    return Telescope.new(
-        name=inst.TELESCOPE_NAME,
-        instrument=inst.TELESCOPE_NAME,
-        location=location,
-        antenna_positions=ecef - xyz,
-        antenna_names=[f"DSA-{n:03d}" for n in numbers],
-        antenna_numbers=numbers,
-        antenna_diameters=np.full(settings.n_antennas, inst.DISH_DIAMETER_M),
-        feeds=["x", "y"],
-        mount_type="alt-az",
-        x_orientation="east",
-        update_from_known=False,
-    )
+def correlator_inputs(stations):
+    """The correlated stations in correlator input order: the stations are cabled to the
+    SNAP boards three at a time, so inputs run through every third station of the list,
+    then the next third, then the last (stations[0::3], stations[1::3], stations[2::3])."""
+    stations = np.asarray(stations)
+    return np.concatenate([stations[k::3] for k in range(3)])
 
 
-def _source_geometry(catalog, times_jd, lsts_rad, dec0_rad, telescope_loc):
-    """Per source and integration: direction cosines (l, m, n) relative to zenith in
-    pyuvdata's unprojected uvw frame, and angle from the pointing centre (rad)."""
-    from pyuvdata.utils.phasing import calc_app_coords
+def correlator_baselines(stations):
+    """(ant_1, ant_2) in correlator order: input pairs (i, j) with i <= j, autos
+    included, as station number - 1. Because the inputs are not in station order, some
+    rows have ant_1 > ant_2 (the correlator's mixed conjugation)."""
+    inputs = correlator_inputs(stations) - 1
+    i, j = np.triu_indices(inputs.size)
+    return inputs[i], inputs[j]
 
-    lat = np.radians(inst.SITE_LAT_DEG)
-    geometry = []
+
+def station_enu(stations):
+    """ENU positions (m) relative to the site of the given station numbers."""
+    return enu_from_ecef(itrf_positions()[np.asarray(stations) - 1] - site_ecef())
+
+
+def _source_directions(catalog, times_jd, dec0_rad):
+    """Per source: ENU unit vectors toward it at each time (Ntimes, 3) and its angle from
+    the pointing (hour angle 0, dec0) in rad."""
+    directions = []
     for row in catalog.itertuples():
-        app_ra, app_dec = calc_app_coords(
-            lon_coord=np.full(times_jd.size, np.radians(row.ra_deg)),
-            lat_coord=np.full(times_jd.size, np.radians(row.dec_deg)),
-            coord_frame="icrs",
-            coord_epoch=2000.0,
-            time_array=times_jd,
-            lst_array=lsts_rad,
-            telescope_loc=telescope_loc,
-        )
-        hour_angle = lsts_rad - app_ra
-        l = -np.cos(app_dec) * np.sin(hour_angle)
-        m = np.sin(app_dec) * np.cos(lat) - np.cos(app_dec) * np.sin(lat) * np.cos(hour_angle)
-        n = np.sin(app_dec) * np.sin(lat) + np.cos(app_dec) * np.cos(lat) * np.cos(hour_angle)
-        theta = angular_separation(lsts_rad, np.full_like(lsts_rad, dec0_rad), app_ra, app_dec)
-        geometry.append((l, m, n, theta))
-    return geometry
+        ha, dec = apparent_hadec(row.ra_deg, row.dec_deg, times_jd)
+        theta = angular_separation(0.0, dec0_rad, ha, dec)
+        directions.append((direction_enu(ha, dec), theta))
+    return directions
 
 
-def _visibilities(uvd, catalog, geometry, tidx, bandpass_sb, drift, t_ref_jd, settings, rng):
-    """Model + gains + noise for one subband object `uvd` (pyuvdata conventions)."""
-    freqs = uvd.freq_array
-    nblts, npol = uvd.Nblts, 2
-    u, v, w = uvd.uvw_array.T
-    vis = np.zeros((nblts, freqs.size), complex)
-    auto_power = np.zeros((nblts, freqs.size))
-    for row, (l, m, n, theta) in zip(catalog.itertuples(), geometry):
-        beam = airy_power(theta[tidx][:, None], freqs[None, :])
+def _visibilities(freqs, catalog, directions, baselines, n_times, gains_t, settings, rng):
+    """Model + gains + noise of one subband, rows time-major (Ntimes x Nbls).
+
+    A source at ENU direction s(t) gives V = S(f) A(theta, f) exp(+2 pi i b.(s - s_m) f / c)
+    with b = x_ant2 - x_ant1 and s_m the meridian at the pointing declination, toward
+    which the correlator fringe-stops every integration. The stored row (i, j) is
+    conj(G_i) G_j V: once the converter conjugates and writes the MS row it is
+    G_i conj(G_j) times the model, the convention CASA solves for.
+    """
+    b_enu, s_m, a1, a2 = baselines
+    n_bls = a1.size
+    vis = np.zeros((n_times, n_bls, freqs.size), complex)
+    auto_power = np.zeros((n_times, freqs.size))
+    for row, (s, theta) in zip(catalog.itertuples(), directions):
+        beam = airy_power(theta[:, None], freqs[None, :])
         spectrum = row.flux_jy * (freqs / inst.REFERENCE_FREQ_HZ) ** row.spectral_index
-        tau = (u * l[tidx] + v * m[tidx] + w * n[tidx]) / inst.SPEED_OF_LIGHT
         apparent = spectrum[None, :] * beam
-        vis += apparent * np.exp(2j * np.pi * tau[:, None] * freqs[None, :])
+        tau = (s - s_m) @ b_enu.T / inst.SPEED_OF_LIGHT
+        vis += apparent[:, None, :] * np.exp(2j * np.pi * tau[:, :, None] * freqs[None, None, :])
         auto_power += apparent
-    a1 = uvd.ant_1_array - 1
-    a2 = uvd.ant_2_array - 1
-    dt_s = (uvd.time_array - t_ref_jd) * 86400.0
-    data = np.empty((nblts, freqs.size, npol), np.complex64)
-    sigma = inst.thermal_noise_sigma(uvd.channel_width[0], settings.integration_s, settings.sefd_jy)
-    autos = a1 == a2
-    for p in range(npol):
-        g1 = bandpass_sb[a1, :, p] * np.exp(1j * drift[a1, p] * dt_s)[:, None]
-        g2 = bandpass_sb[a2, :, p] * np.exp(1j * drift[a2, p] * dt_s)[:, None]
+    vis = vis.reshape(n_times * n_bls, freqs.size)
+    auto_power = np.repeat(auto_power, n_bls, axis=0)
+    row_a1, row_a2 = np.tile(a1, n_times), np.tile(a2, n_times)
+    autos = row_a1 == row_a2
+    sigma = inst.thermal_noise_sigma(inst.channel_width(settings.n_channels), settings.integration_s,
+                                     settings.sefd_jy)
+    data = np.empty((vis.shape[0], freqs.size, 2), np.complex64)
+    for p in range(2):
+        g1, g2 = gains_t(row_a1, p), gains_t(row_a2, p)
         model = np.conj(g1) * g2 * vis
         model[autos] = np.abs(g1[autos]) ** 2 * (settings.sefd_jy + auto_power[autos])
         if settings.noise:
-            noise = rng.normal(0, sigma, (nblts, freqs.size)) + 1j * rng.normal(0, sigma, (nblts, freqs.size))
+            noise = rng.normal(0, sigma, vis.shape) + 1j * rng.normal(0, sigma, vis.shape)
             noise[autos] = noise[autos].real * sigma / settings.sefd_jy
             model = model + noise
         data[:, :, p] = model
     return data, sigma
 
 
-def simulate_group(out_dir, start, settings, telescope, catalog, bandpass, drift, band_freqs,
-                   t_ref_jd, group_index):
-    """Write the subband files of one group; returns the list of paths written."""
+def _dropped(settings, group_index):
+    """Number of final integrations of group `group_index` whose data are NaN."""
+    return sum(int(n) for g, n in settings.dropped if int(g) == group_index)
+
+
+def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_jd, group_index):
+    """Write the subband files of one group in the telescope's layout; returns a list of
+    per-file truth records (name, NaN rows, zero-nsamples rows)."""
     from astropy import units as u
     from astropy.time import Time
-    from pyuvdata import UVData
 
     rng = np.random.default_rng(settings.seed * 7919 + group_index)
     dt = settings.integration_s
     times = start + (np.arange(settings.n_integrations) + 0.5) * dt * u.s
     times_jd = times.jd
-    lsts = np.radians(lst_deg(times))
     dec0 = np.radians(settings.dec_deg)
-    mid_lst = lsts[lsts.size // 2]
+    mid = times[times.size // 2]
+    mid_lst = lst_rad(mid.jd)[0]
     sep = angular_separation(mid_lst, dec0, np.radians(catalog.ra_deg.to_numpy()),
                              np.radians(catalog.dec_deg.to_numpy()))
-    visible = fluxes_at(catalog[sep < np.radians(10.0)], times[times.size // 2].mjd)
-    geometry = _source_geometry(visible, times_jd, lsts, dec0, telescope.location)
-    antpairs = [(i, j) for i in telescope.antenna_numbers for j in telescope.antenna_numbers if i <= j]
-    paths = []
+    visible = fluxes_at(catalog[sep < np.radians(10.0)], mid.mjd)
+    directions = _source_directions(visible, times_jd, dec0)
+    a1, a2 = correlator_baselines(settings.stations)
+    enu = station_enu(np.arange(1, N_STATIONS + 1))
+    b_enu = enu[a2] - enu[a1]
+    u_hat, v_hat, w_hat = meridian_uvw_basis(dec0)
+    uvw = np.column_stack([b_enu @ u_hat, b_enu @ v_hat, b_enu @ w_hat])
+    positions = itrf_positions() - site_ecef()
+    bandpass, drift = gains
+    index = np.full(N_STATIONS, -1)
+    index[np.asarray(settings.stations) - 1] = np.arange(len(settings.stations))
+    dt_s = np.repeat((times_jd - t_ref_jd) * 86400.0, a1.size)
+    n_drop = min(_dropped(settings, group_index), settings.n_integrations)
+    records = []
     for sb in range(settings.n_subbands):
         freqs = inst.subband_frequencies(sb, settings.n_channels)
-        uvd = UVData.new(
-            freq_array=freqs,
-            polarization_array=["xx", "yy"],
-            times=times_jd,
-            telescope=telescope.copy(),
-            antpairs=antpairs,
-            do_blt_outer=True,
-            integration_time=dt,
-            channel_width=inst.channel_width(settings.n_channels),
-            vis_units="Jy",
-            empty=True,
-        )
-        tidx = np.searchsorted(times_jd, uvd.time_array)
         chan = np.searchsorted(band_freqs, freqs)
-        data, sigma = _visibilities(uvd, visible, geometry, tidx, bandpass[:, chan, :], drift,
-                                    t_ref_jd, settings, rng)
-        uvd.data_array = data
-        uvd.extra_keywords = {
-            "pointing_dec_deg": float(settings.dec_deg),
-            "subband": sb,
-            "simulated": True,
-            "noise_sigma_jy": float(sigma) if settings.noise else 0.0,
-        }
-        uvd.history = "Simulated by dsa110-contimg simulate."
-        jitter = rng.uniform(0.0, settings.jitter_s)
-        file_time = Time(start + jitter * u.s, precision=0)
+
+        def gains_t(ants, pol):
+            k = index[ants]
+            return bandpass[k][:, chan, pol] * np.exp(1j * drift[k, pol] * dt_s)[:, None]
+
+        data, sigma = _visibilities(freqs, visible, directions, (b_enu, w_hat, a1, a2),
+                                    times.size, gains_t, settings, rng)
+        nsamples = np.ones(data.shape, np.float32)
+        zero = rng.random(data.shape[0]) < settings.zero_nsamples
+        nsamples[zero] = 0.0
+        if n_drop:
+            data[-n_drop * a1.size:] = np.complex64(complex(np.nan, np.nan))
+        file_time = Time(start + rng.uniform(0.0, settings.jitter_s) * u.s, precision=0)
         path = Path(out_dir) / archive_filename(file_time, sb)
-        with atomic_output(path) as tmp:
-            uvd.write_uvh5(str(tmp), run_check=False)
-        paths.append(path)
+        write_raw_file(path, times_jd=times_jd, ant_1=a1, ant_2=a2, uvw=uvw, freqs_hz=freqs,
+                       channel_width_hz=inst.channel_width(settings.n_channels), dec_rad=dec0,
+                       antenna_positions=positions, visdata=data, nsamples=nsamples,
+                       integration_s=dt, fs_table=f"fs_table_dec{settings.dec_deg:.2f}.npz",
+                       history="Simulated by dsa110-contimg simulate in the correlator's layout.")
+        records.append({"file": path.name, "group": group_index, "subband": sb,
+                        "nan_rows": int(n_drop * a1.size), "zero_nsamples_rows": int(zero.sum())})
     log.info("group %d: %d subband files, %d sources in view, start %s",
-             group_index, len(paths), len(visible), start.isot)
-    return paths
+             group_index, len(records), len(visible), start.isot)
+    return records
 
 
 def calibrator_placement(calibrators, name, group, flux_scale=1.0):
@@ -325,16 +341,6 @@ def calibrator_placement(calibrators, name, group, flux_scale=1.0):
             "flux_jy": float(row.flux_jy), "spectral_index": float(row.spectral_index)}
 
 
-def _hour_angle_deg(ra_deg, dec_deg, times):
-    """Apparent hour angle (deg, -180..180) of an ICRS direction at the site."""
-    from astropy import units as u
-    from astropy.coordinates import HADec, SkyCoord
-
-    coord = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs")
-    ha = coord.transform_to(HADec(obstime=times, location=inst.site_location())).ha.deg
-    return (np.asarray(ha) + 180.0) % 360.0 - 180.0
-
-
 def place_calibrators(settings):
     """Settings whose start makes the first placed calibrator transit at the middle of its
     group (the first transit at or after `settings.start`); later placements must
@@ -349,7 +355,7 @@ def place_calibrators(settings):
     first = settings.calibrators[0]
     t = Time(settings.start, format="isot", scale="utc")
     for step in range(3):
-        ha = _hour_angle_deg(first["ra_deg"], first["dec_deg"], t)
+        ha = hour_angle_deg(first["ra_deg"], first["dec_deg"], t)
         t = t + ((-ha) % 360.0 if step == 0 else -ha) / 360.0 * SIDEREAL_DAY_S * u.s
     start = t - (first["group"] + 0.5) * settings.group_duration_s * u.s
     placed = replace(settings, start=start.isot)
@@ -359,7 +365,7 @@ def place_calibrators(settings):
             raise ValueError(f"calibrator {cal['name']}: group {cal['group']} does not exist "
                              f"({len(starts)} groups)")
         t0 = starts[cal["group"]]
-        ha0, ha1 = _hour_angle_deg(cal["ra_deg"], cal["dec_deg"],
+        ha0, ha1 = hour_angle_deg(cal["ra_deg"], cal["dec_deg"],
                                    Time([t0, t0 + settings.group_duration_s * u.s]))
         if not ha0 <= 0.0 < ha1:
             raise ValueError(f"calibrator {cal['name']} does not transit in group {cal['group']} "
@@ -392,14 +398,13 @@ def simulate_archive(out_dir, settings=None, catalog=None):
         catalog = pd.concat([catalog, pd.DataFrame(settings.extra_sources)], ignore_index=True)
     if settings.calibrators:
         catalog = pd.concat([catalog, pd.DataFrame(_calibrator_sources(settings))], ignore_index=True)
-    telescope = _telescope(settings)
     band_freqs = band_frequencies(settings)
     bandpass, drift = make_gains(settings, band_freqs)
     t_ref_jd = starts[0].jd
-    paths = []
+    records = []
     for i, start in enumerate(starts):
-        paths += simulate_group(out, start, settings, telescope, catalog, bandpass, drift,
-                                band_freqs, t_ref_jd, i)
+        records += simulate_group(out, start, settings, catalog, (bandpass, drift), band_freqs,
+                                  t_ref_jd, i)
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
     with atomic_output(out / "sky_catalog.csv") as tmp:
@@ -407,7 +412,7 @@ def simulate_archive(out_dir, settings=None, catalog=None):
     with atomic_output(truth / "gains.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, freq_hz=band_freqs, bandpass=bandpass, drift_rad_per_s=drift,
-                     antenna_numbers=telescope.antenna_numbers, t_ref_jd=t_ref_jd,
+                     antenna_numbers=np.asarray(settings.stations) - 1, t_ref_jd=t_ref_jd,
                      polarizations=np.array(["XX", "YY"]))
     sigma = inst.thermal_noise_sigma(inst.channel_width(settings.n_channels),
                                      settings.integration_s, settings.sefd_jy)
@@ -415,9 +420,17 @@ def simulate_archive(out_dir, settings=None, catalog=None):
         "settings": asdict(settings),
         "noise_sigma_jy": sigma if settings.noise else 0.0,
         "group_starts": [s.isot for s in starts],
+        "phase_center_dec_rad": float(np.radians(settings.dec_deg)),
+        "layout": "correlator UVH5 (uvh5.py): fringe-stopped at hour angle 0 and phase_center_dec "
+                  "each integration; antenna number = station - 1",
+        "correlated_stations": list(settings.stations),
+        "baseline_order": "correlator inputs stations[0::3] + stations[1::3] + stations[2::3]; "
+                          "rows = input pairs (i, j), i <= j (simulate.correlator_baselines)",
         "gain_convention": "MS row (ANTENNA1=i, ANTENNA2=j) = G_i conj(G_j) model; "
-                           "G(t, f) = bandpass[i, f, pol] * exp(1j drift[i, pol] (t - t_ref))",
-        "files": [p.name for p in paths],
+                           "G(t, f) = bandpass[k, f, pol] * exp(1j drift[k, pol] (t - t_ref)), "
+                           "k = index of the antenna in antenna_numbers",
+        "files": [r["file"] for r in records],
+        "faults": [r for r in records if r["nan_rows"] or r["zero_nsamples_rows"]],
     }
     write_text(json.dumps(meta, indent=2, default=str), truth / "simulation.json")
     return meta
@@ -442,7 +455,7 @@ def _placement_arg(text):
 def _run(args):
     overrides = dict(PRESETS[args.preset])
     for key in ("n_antennas", "n_channels", "n_integrations", "n_groups", "n_days",
-                "dec_deg", "seed", "start", "n_sources", "jitter_s", "sefd_jy"):
+                "dec_deg", "seed", "start", "n_sources", "jitter_s", "sefd_jy", "zero_nsamples"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -450,6 +463,8 @@ def _run(args):
         overrides["noise"] = False
     if args.no_gains:
         overrides["gains"] = False
+    if args.drop:
+        overrides["dropped"] = [[int(x) for x in d.split(":")] for d in args.drop]
     if args.calibrator:
         if not args.calibrator_catalog:
             raise ValueError("--calibrator needs --calibrator-catalog")
@@ -459,8 +474,9 @@ def _run(args):
     settings = SimulationSettings(**overrides)
     catalog = pd.read_csv(args.catalog) if args.catalog else None
     meta = simulate_archive(args.out, settings, catalog)
-    log.info("wrote %d files to %s (noise sigma %.3g Jy per visibility)",
-             len(meta["files"]), args.out, meta["noise_sigma_jy"])
+    log.info("wrote %d files to %s (Dec %+.4f, %d of %d stations; noise sigma %.3g Jy per visibility)",
+             len(meta["files"]), args.out, settings.dec_deg, settings.n_antennas, N_STATIONS,
+             meta["noise_sigma_jy"])
 
 
 def register_cli(sub):
@@ -470,8 +486,11 @@ def register_cli(sub):
     p.add_argument("--catalog", help="sky catalog CSV (source_id, ra_deg, dec_deg, flux_jy, spectral_index)")
     for name, typ in (("n-antennas", int), ("n-channels", int), ("n-integrations", int),
                       ("n-groups", int), ("n-days", int), ("dec-deg", float), ("seed", int),
-                      ("start", str), ("n-sources", int), ("jitter-s", float), ("sefd-jy", float)):
+                      ("start", str), ("n-sources", int), ("jitter-s", float), ("sefd-jy", float),
+                      ("zero-nsamples", float)):
         p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--drop", action="append",
+                   help="GROUP:N: the last N integrations of group GROUP are NaN (repeatable)")
     p.add_argument("--no-noise", action="store_true")
     p.add_argument("--no-gains", action="store_true")
     p.add_argument("--calibrator", action="append",
