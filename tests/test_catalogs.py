@@ -267,3 +267,30 @@ def test_normalization_skips_near_edge_measurements():
     # good rows) is unchanged, so every factor matches the run without that row
     assert f[4] == pytest.approx(c[4], rel=1e-12)
     assert np.allclose(f, c, rtol=1e-12)
+
+
+def test_normalize_cli_reads_the_catalog_flags(tmp_path):
+    """`dsa110-contimg normalize --catalog`: the source with a catalog neighbour 30 arcsec
+    away is not a reference; the five isolated ones are. Without the catalog it is one."""
+    from dsa110_contimg import cli
+
+    ts = _timeseries()
+    bad = ts.source_id == "bad"
+    ts.loc[bad, "flux_jy"] = ts[~bad].groupby("image_id").flux_jy.mean()[ts[bad].image_id].to_numpy()
+    pos = {f"ref{i}": (150.0 + i, 55.0) for i in range(5)} | {"bad": (156.0, 55.0)}
+    ts["ra"] = ts.source_id.map(lambda s: pos[s][0])
+    ts["dec"] = ts.source_id.map(lambda s: pos[s][1])
+    ts.to_parquet(tmp_path / "ts.parquet")
+    cat = pd.DataFrame([(s, ra, dec, 1.0) for s, (ra, dec) in pos.items()]
+                       + [("neighbour", 156.0, 55.0 + 30 / 3600, 0.05), ("far", 10.0, -30.0, 1.0)],
+                       columns=["source_id", "ra_deg", "dec_deg", "flux_jy"])
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    assert cli.main(["normalize", str(tmp_path / "ts.parquet"), str(tmp_path / "norm.parquet"),
+                     "--ref-min-snr", "10", "--catalog", str(tmp_path / "cat.csv")]) in (0, None)
+    norm = pd.read_parquet(tmp_path / "norm.parquet")
+    refs = sorted(norm[norm.is_reference].source_id.unique())
+    assert refs == ["ref0", "ref1", "ref2", "ref3", "ref4"]
+    cli.main(["normalize", str(tmp_path / "ts.parquet"), str(tmp_path / "plain.parquet"),
+              "--ref-min-snr", "10"])
+    plain = pd.read_parquet(tmp_path / "plain.parquet")
+    assert sorted(plain[plain.is_reference].source_id.unique()) == ["bad"] + refs
