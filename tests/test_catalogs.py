@@ -294,3 +294,20 @@ def test_normalize_cli_reads_the_catalog_flags(tmp_path):
               "--ref-min-snr", "10"])
     plain = pd.read_parquet(tmp_path / "plain.parquet")
     assert sorted(plain[plain.is_reference].source_id.unique()) == ["bad"] + refs
+
+
+def test_catalog_cli_writes_a_parquet_strip_that_stages_read(tmp_path):
+    from dsa110_contimg import cli
+
+    tsv = _vizier_tsv(tmp_path / "nvss.tsv")
+    out = tmp_path / "strip.parquet"
+    assert cli.main(["catalog", str(tsv), "--out", str(out), "--dec", "55", "--halfwidth",
+                     "3"]) in (0, None)
+    stored = pd.read_parquet(out)
+    assert list(stored.source_id) == ["NVSS J083454+553421", "NVSS J084012+541502"]
+    assert stored.resolved.tolist() == [False, True]  # 58.2 arcsec > 40
+    assert stored.reference_unfit.tolist() == [False, True]
+    cat = read_catalog(out, dec_range=(55.0, 56.0))
+    assert list(cat.source_id) == ["NVSS J083454+553421"]
+    full = read_sky_catalog(tsv, dec_range=(52.0, 58.0))
+    assert np.allclose(read_catalog(out).ra_deg, full.ra_deg, rtol=0, atol=1e-12)
