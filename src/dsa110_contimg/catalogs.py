@@ -190,6 +190,8 @@ def _read_vizier_text(path, sep, header, dec_range):
         dec = _sexagesimal(path, "DEJ2000", chunk.DEJ2000, hours=False)
         keep = np.ones(len(chunk), bool) if dec_range is None else (
             (dec >= dec_range[0]) & (dec <= dec_range[1]))
+        if not keep.any():
+            continue
         chunk = chunk[keep].apply(lambda col: col.str.strip())
         ra = _sexagesimal(path, "RAJ2000", chunk.RAJ2000, hours=True)
         chunks.append(_nvss_frame(path, chunk, ra, dec[keep], flux_scale=1e-3))
@@ -242,7 +244,7 @@ def _nvss_frame(path, rows, ra_deg, dec_deg, flux_scale):
     if "NVSS" in rows:
         ids = ["NVSS J" + str(n).strip() for n in rows["NVSS"]]
     else:
-        ids = [f"NVSS{i:07d}" for i in range(len(rows))]
+        ids = [f"NVSS J{r:09.5f}{d:+09.5f}" for r, d in zip(ra_deg, dec_deg)]
     out = pd.DataFrame({"source_id": ids, "ra_deg": np.asarray(ra_deg, float),
                         "dec_deg": np.asarray(dec_deg, float), "flux_jy": flux * flux_scale,
                         "spectral_index": DEFAULT_SPECTRAL_INDEX})
