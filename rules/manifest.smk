@@ -6,6 +6,7 @@ checkpoint manifest:
     output:
         groups=f"{RESULTS}/manifest/groups.parquet",
         rejected=f"{RESULTS}/manifest/rejected.parquet",
+        pointings=f"{RESULTS}/manifest/pointings.parquet",
     params:
         tolerance=config["manifest"]["tolerance_s"],
         n_subbands=config["manifest"]["n_subbands"],

@@ -60,18 +60,22 @@ rule gather_timeseries:
 rule normalize:
     """Per-epoch relative flux normalization against stable bright reference sources."""
     input:
-        f"{RESULTS}/photometry/timeseries.parquet",
+        timeseries=f"{RESULTS}/photometry/timeseries.parquet",
+        catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/normalized.parquet",
     params:
         min_snr=config["photometry"]["reference_min_snr"],
+        max_size=config["photometry"]["reference_max_size_arcsec"],
+        confusion=config["photometry"]["reference_confusion_arcsec"],
     log:
         f"{RESULTS}/logs/normalize/normalize.log",
     conda:
         "../envs/contimg.yaml"
     shell:
-        "dsa110-contimg normalize {input:q} {output:q} --ref-min-snr {params.min_snr}"
-        " > {log:q} 2>&1"
+        "dsa110-contimg normalize {input.timeseries:q} {output:q} --ref-min-snr {params.min_snr}"
+        " --catalog {input.catalog:q} --beam-arcsec {params.max_size}"
+        " --confusion-arcsec {params.confusion} > {log:q} 2>&1"
 
 
 rule ese_detect:

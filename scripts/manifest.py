@@ -4,10 +4,11 @@ input (no command-line length limit for a month of archive)."""
 import logging
 
 from dsa110_contimg.manifest import write_manifest
+from dsa110_contimg.pointings import write_pointings
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-write_manifest(
+groups, _ = write_manifest(
     snakemake.input.files,
     snakemake.output.groups,
     snakemake.output.rejected,
@@ -18,3 +19,5 @@ write_manifest(
     calibrators=snakemake.input.calibrators,
     beam_fraction=snakemake.params.beam_fraction,
 )
+write_pointings(groups, snakemake.input.calibrators, snakemake.output.pointings,
+                snakemake.params.beam_fraction)

@@ -53,8 +53,9 @@ class CalibrationError(RuntimeError):
 
 
 def read_calibrator_catalog(path):
-    """Calibrator catalog CSV (name, ra_deg, dec_deg, flux_jy at 1.4 GHz, spectral_index);
-    '#' lines are comments. Raises ValueError naming the file and the problem."""
+    """Calibrator catalog CSV (name, ra_deg, dec_deg, flux_jy at 1.4 GHz, spectral_index,
+    optional `reference`: where the numbers come from); '#' lines are comments. Raises
+    ValueError naming the file and the problem."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"calibrator catalog {path} does not exist")
@@ -63,6 +64,8 @@ def read_calibrator_catalog(path):
     if missing:
         raise ValueError(f"{path}: calibrator catalog lacks columns {missing} "
                          f"(needs {CATALOG_COLUMNS})")
+    reference = (cat["reference"].fillna("").astype(str) if "reference" in cat.columns
+                 else pd.Series("", index=cat.index))
     cat = cat[CATALOG_COLUMNS].copy()
     numeric = CATALOG_COLUMNS[1:]
     bad = cat[numeric].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
@@ -74,6 +77,7 @@ def read_calibrator_catalog(path):
     if ((cat.dec_deg.abs() > 90) | (cat.flux_jy <= 0)).any():
         raise ValueError(f"{path}: declination outside +-90 deg or flux <= 0")
     cat["name"] = cat.name.astype(str)
+    cat["reference"] = reference
     return cat.reset_index(drop=True)
 
 

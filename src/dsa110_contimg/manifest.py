@@ -186,6 +186,11 @@ def _add_calibrator_transits(groups, calibrators, beam_fraction):
     for g in groups[groups.has_calibrator].itertuples():
         log.info("group %s: calibrator %s transits %.2f deg from the pointing (beam %.2f)",
                  g.group, g.calibrator, g.calibrator_offset_deg, g.calibrator_pb_response)
+    groups["pointing_calibrator"] = ""
+    if calibrators is not None:
+        from .pointings import check_pointings
+
+        groups["pointing_calibrator"] = check_pointings(groups, catalog, beam_fraction)
     return groups
 
 

@@ -13,7 +13,9 @@ the scatter of the references about it. Normalized fluxes are S_it / c_t with
     sigma_norm^2 = (sigma_it / c_t)^2 + (S_it sigma_c / c_t^2)^2.
 
 References start as the sources with median SNR >= `ref_min_snr` over at least
-`ref_min_epochs` epochs (or a given list); a reference whose normalized light curve varies
+`ref_min_epochs` epochs (or a given list), never one in `unfit` (the catalog's resolved,
+confused or near-edge sources, catalogs.reference_flags), and never a measurement flagged
+NEAR_EDGE by photometry; a reference whose normalized light curve varies
 (reduced chi^2 about its mean an outlier among the references: above
 max(`eta_min`, median + `eta_nmad` x scaled MAD)) is rejected and c_t recomputed, until no
 more are rejected.
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_parquet
-from .photometry import read_table
+from .photometry import NEAR_EDGE, read_table
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def normalize_timeseries(
     eta_nmad=5.0,
     min_references=3,
     max_iterations=20,
+    unfit=None,
 ):
     """Normalize a photometry time series; returns (table with added columns, info dict)."""
     ts = ts.copy()
@@ -108,7 +111,12 @@ def normalize_timeseries(
                                   & (per_source["n"] >= ref_min_epochs)]
     else:
         chosen = per_source.index[per_source.index.isin(list(references))]
+    if unfit is not None:
+        chosen = chosen[~chosen.isin(list(unfit))]
     accepted = set(chosen)
+    flags = (ts["flags"].fillna(0).to_numpy(np.int64) if "flags" in ts
+             else np.zeros(len(ts), np.int64))
+    ref_rows = rows[(flags[np.asarray(good)] & NEAR_EDGE) == 0]
     settings = {"ref_min_snr": ref_min_snr, "ref_min_epochs": ref_min_epochs,
                 "clip_sigma": clip_sigma, "floor": floor, "eta_min": eta_min,
                 "eta_nmad": eta_nmad, "min_references": min_references}
@@ -122,7 +130,7 @@ def normalize_timeseries(
                                    "settings": settings}
     rejected = {}
     for iteration in range(max_iterations):
-        ref = rows[rows["source_id"].isin(accepted)]
+        ref = ref_rows[ref_rows["source_id"].isin(accepted)]
         factors, ref = epoch_factors(ref, epoch_column, clip_sigma, floor)
         eta = _reference_eta(ref, factors, epoch_column, floor)
         cut = max(eta_min, float(np.median(eta)) + eta_nmad * _robust_sigma(eta))
@@ -223,14 +231,36 @@ def register_cli(subparsers):
     p.add_argument("--ref-min-epochs", type=int, default=5)
     p.add_argument("--floor", type=float, default=0.005,
                    help="fractional error floor of a reference measurement (0.005)")
+    p.add_argument("--catalog", help="sky catalog: its resolved or confused sources (and "
+                   "those flagged near_edge / reference_unfit) are never references")
+    p.add_argument("--beam-arcsec", type=float, default=40.0,
+                   help="a source with a larger deconvolved size is resolved (40)")
+    p.add_argument("--confusion-arcsec", type=float, default=80.0,
+                   help="a source with a neighbour closer than this is confused (80)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
     refs = _read_reference_list(args.references) if args.references else None
+    unfit = None
+    if args.catalog:
+        from .catalogs import reference_flags
+        from .photometry import read_catalog
+
+        dec = read_table(args.input, select=["dec"]).get("dec")
+        strip = None
+        if dec is not None and np.isfinite(dec).any():
+            margin = 2.0 * args.confusion_arcsec / 3600.0
+            strip = (float(np.nanmin(dec)) - margin, float(np.nanmax(dec)) + margin)
+        cat = reference_flags(read_catalog(args.catalog, strip), args.beam_arcsec,
+                              args.confusion_arcsec)
+        unfit = cat.source_id[cat.reference_unfit].tolist()
+        log.info("%s: %d of %d sources unfit as references (resolved %d, confused %d, "
+                 "near an edge %d)", args.catalog, len(unfit), len(cat), int(cat.resolved.sum()),
+                 int(cat.confused.sum()), int(cat.near_edge.sum()))
     _, info = run_normalize(args.input, args.output, epoch_column=args.epoch_column,
                             references=refs, ref_min_snr=args.ref_min_snr,
-                            ref_min_epochs=args.ref_min_epochs, floor=args.floor)
+                            ref_min_epochs=args.ref_min_epochs, floor=args.floor, unfit=unfit)
     print(json.dumps({"references": info["n_references"],
                       "rejected": len(info["rejected_references"]),
                       "epochs_without_reference": info["epochs_without_reference"]}))

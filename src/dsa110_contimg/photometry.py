@@ -98,19 +98,13 @@ def read_table(path, columns=None, select=None, categorical=()):
     return df
 
 
-def read_catalog(path):
-    """Read a source catalog CSV (source_id, ra_deg, dec_deg, ...), checking its columns."""
-    import pandas as pd
+def read_catalog(path, dec_range=None):
+    """Read a sky catalog: the project's CSV (source_id, ra_deg, dec_deg, ...) or NVSS from
+    VizieR (FITS or TSV), optionally only the strip `dec_range` = (dec_min, dec_max) deg
+    (see catalogs.read_sky_catalog). Raises ValueError naming the file and the column."""
+    from .catalogs import read_sky_catalog
 
-    path = Path(path)
-    try:
-        cat = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{path}: not a readable catalog CSV ({err})") from err
-    missing = [c for c in CATALOG_COLUMNS if c not in cat.columns]
-    if missing:
-        raise ValueError(f"{path}: catalog lacks columns {missing}")
-    return cat
+    return read_sky_catalog(path, dec_range)
 
 
 def _single_plane(data, wcs, path):
