@@ -279,6 +279,7 @@ def make_test_image(
     seed=0,
     correlated_noise=False,
     beam_keywords=True,
+    subband_freqs_hz=None,
 ):
     """Write a synthetic restored image (and optionally its pb.fits); returns the pixel rms.
 
@@ -287,8 +288,15 @@ def make_test_image(
     evaluated in sky offsets at every pixel, on top of Gaussian noise of rms `rms_jy`
     (independent per pixel, or with `correlated_noise` correlated over the beam the way
     a restored image's noise is). The image has degenerate FREQ and STOKES axes like a
-    CASA export.
+    CASA export. With `subband_freqs_hz` (K equally spaced frequencies) it is a cube of K
+    planes instead: each source has flux_jy (nu / freq_hz)^spectral_index (catalog
+    column, 0 without it) and the primary beam of that frequency, and each plane its own
+    noise of rms `rms_jy`; the pb.fits is that of `freq_hz`.
     """
+    if subband_freqs_hz is not None:
+        return _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
+                               beam_arcsec, rms_jy, freq_hz, date_obs, seed,
+                               np.asarray(subband_freqs_hz, dtype=float))
     from astropy.wcs import WCS
     from scipy.signal import fftconvolve
 
@@ -346,6 +354,36 @@ def make_test_image(
             pb_header.remove(key, ignore_missing=True)
         _write_fits(pb[None, None], pb_header, pb_path)
     return float(np.std(noise))
+
+
+def _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
+                    beam_arcsec, rms_jy, freq_hz, date_obs, seed, freqs):
+    """Cube of single-plane test images stacked along FREQ (see make_test_image)."""
+    import tempfile
+
+    from astropy.io import fits
+
+    alpha = catalog["spectral_index"].to_numpy(float) if "spectral_index" in catalog \
+        else np.zeros(len(catalog))
+    planes, rms = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, nu in enumerate(freqs):
+            cat = catalog.assign(flux_jy=catalog["flux_jy"].to_numpy(float)
+                                 * (nu / freq_hz) ** alpha)
+            plane = Path(tmp) / f"plane{k}.fits"
+            rms.append(make_test_image(plane, cat, None, npix, cell_arcsec, centre_deg,
+                                       beam_arcsec, rms_jy, nu, date_obs, seed + 1000 * k))
+            planes.append(fits.getdata(plane)[0, 0])
+        if pb_path is not None:
+            make_test_image(Path(tmp) / "wide.fits", catalog.iloc[:0], pb_path, npix,
+                            cell_arcsec, centre_deg, beam_arcsec, rms_jy, freq_hz,
+                            date_obs, seed)
+    header = _image_header(npix, cell_arcsec / 3600.0, centre_deg, freqs[0], date_obs,
+                           (beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0,
+                            beam_arcsec[2]))
+    header["CDELT3"] = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 187.5e6
+    _write_fits(np.stack(planes)[None], header, image_path)
+    return float(np.mean(rms))
 
 
 def _pixel_beam(sig_maj_pix, sig_min_pix, pa_rad, half):
