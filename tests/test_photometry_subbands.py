@@ -14,7 +14,7 @@ NU0 = 1405e6
 
 @pytest.fixture(scope="module")
 def catalog():
-    return lcsim.grid_catalog(25, CENTRE, 0.35, 0.12, flux_range=(0.05, 0.5), seed=51,
+    return lcsim.grid_catalog(16, CENTRE, 0.25, 0.1, flux_range=(0.05, 0.5), seed=51,
                               spectral_index=-0.7)
 
 
@@ -27,7 +27,7 @@ def _apparent(catalog, nu):
 
 def test_cube_planes_are_measured_per_subband(tmp_path, catalog):
     cube = tmp_path / "cube.fits"
-    lcsim.make_test_image(cube, catalog, npix=160, cell_arcsec=12.0, centre_deg=CENTRE,
+    lcsim.make_test_image(cube, catalog, npix=200, cell_arcsec=12.0, centre_deg=CENTRE,
                           rms_jy=1e-3, freq_hz=NU0, seed=52, subband_freqs_hz=FREQS)
     table, meta = photometry.forced_photometry(cube, catalog, error_model="white")
     assert meta["subbands_hz"] == pytest.approx(list(FREQS))
@@ -54,12 +54,12 @@ def test_cube_planes_are_measured_per_subband(tmp_path, catalog):
 
 def test_separate_subband_images_and_gather(tmp_path, catalog):
     wide = tmp_path / "image.fits"
-    lcsim.make_test_image(wide, catalog, npix=160, centre_deg=CENTRE, freq_hz=NU0, seed=53)
+    lcsim.make_test_image(wide, catalog, npix=200, centre_deg=CENTRE, freq_hz=NU0, seed=53)
     subs = []
     for k, nu in enumerate(FREQS):
         cat = catalog.assign(flux_jy=catalog["flux_jy"] * (nu / NU0) ** -0.7)
         subs.append(tmp_path / f"sb{k}.fits")
-        lcsim.make_test_image(subs[-1], cat, npix=160, centre_deg=CENTRE, freq_hz=nu,
+        lcsim.make_test_image(subs[-1], cat, npix=200, centre_deg=CENTRE, freq_hz=nu,
                               seed=60 + k)
     out = tmp_path / "phot.parquet"
     table = photometry.run_photometry(wide, catalog, out, subband_images=[str(p) for p in subs])

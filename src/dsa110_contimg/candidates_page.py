@@ -112,13 +112,14 @@ def subband_figure(row):
     return _png(fig)
 
 
-def cutout_figure(image_path, ra, dec, label, half=CUTOUT_HALF_PIX):
-    """PNG data URI: a cutout of the image around (ra, dec), or None when off the image."""
-    import matplotlib.pyplot as plt
+def cutout(image_path, ra, dec, half=CUTOUT_HALF_PIX):
+    """(stamp, (x, y) of the source in it) around (ra, dec), or None when off the image.
 
-    from .photometry import read_image
+    A cube is shown as the mean of its planes (the wide band)."""
+    from .photometry import read_subbands
 
-    data, wcs, _ = read_image(image_path)
+    planes, _, wcs, _ = read_subbands(image_path)
+    data = planes.mean(axis=0)
     x, y = wcs.world_to_pixel_values(ra, dec)
     if not (np.isfinite(x) and np.isfinite(y)):
         return None
@@ -128,11 +129,16 @@ def cutout_figure(image_path, ra, dec, label, half=CUTOUT_HALF_PIX):
         min(yi + half + 1, ny)
     if x0 >= x1 or y0 >= y1:
         return None
-    stamp = data[y0:y1, x0:x1]
+    return data[y0:y1, x0:x1], (float(x) - x0, float(y) - y0)
+
+
+def cutout_figure(stamp, xy, label, vmin, vmax):
+    """PNG data URI of one cutout (mJy/beam, a colour scale shared by the three epochs)."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(2.4, 2.6))
-    lo, hi = np.nanpercentile(stamp, [1, 99.5])
-    ax.imshow(stamp * 1e3, origin="lower", cmap="inferno", vmin=lo * 1e3, vmax=hi * 1e3)
-    ax.plot(float(x) - x0, float(y) - y0, "+", color="cyan", ms=10)
+    ax.imshow(stamp * 1e3, origin="lower", cmap="inferno", vmin=vmin * 1e3, vmax=vmax * 1e3)
+    ax.plot(xy[0], xy[1], "+", color="cyan", ms=10)
     ax.set_title(label, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -195,14 +201,18 @@ def build_page(candidates, timeseries, images_dir=None, max_candidates=100, tren
         cutouts = []
         if images_dir is not None and lc is not None and "image_id" in lc:
             t0, fwhm = _centre(row)
+            stamps = []
             for label, image_id, mjd in _epochs(lc, t0, fwhm):
                 path = Path(images_dir) / image_id / "image.fits"
-                if not path.exists():
-                    continue
-                uri = cutout_figure(path, float(row["ra"]), float(row["dec"]),
-                                    f"{label}: {image_id} (MJD {mjd:.1f})")
-                if uri:
-                    cutouts.append(uri)
+                if path.exists():
+                    got = cutout(path, float(row["ra"]), float(row["dec"]))
+                    if got is not None:
+                        stamps.append((got, f"{label}: {image_id} (MJD {mjd:.1f})"))
+            if stamps:
+                values = np.concatenate([st[0][0].ravel() for st in stamps])
+                vmin, vmax = np.nanpercentile(values, [1, 99.8])
+                cutouts = [cutout_figure(st[0], st[1], label, vmin, vmax)
+                           for st, label in stamps]
         imgs = "".join(f"<img class='fig' src='{u}' alt='figure'>" for u in figs + cutouts)
         parts.append(
             f"<section id='{html.escape(sid)}'><h2>{html.escape(sid)}</h2>{''.join(flags)}"
