@@ -206,7 +206,7 @@ def _dip_evidence(out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma,
 def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_cells,
                length, n_cells, min_dip_epochs, min_baseline_epochs, min_side_epochs):
     """Grid search over centres and durations for one block of sources (in place)."""
-    rfft, irfft = np.fft.rfft, np.fft.irfft
+    from scipy.fft import irfft, rfft
     f_x = [rfft(a, length, axis=1) for a in [weight] + wtau]
     f_wf = rfft(wflux, length, axis=1)
     present = (weight > 0).astype(float)
@@ -235,15 +235,23 @@ def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_
     centres = np.arange(n_cells)
     with np.errstate(invalid="ignore", divide="ignore"):
         for (k_d, k_b, k_dd, k_bb, k_db, k_box), fwhm in zip(spectra, fwhm_cells):
-            u_d = np.stack([corr(f, k_d) for f in f_x])
-            u_b = np.stack([corr(f, k_b) for f in f_x])
-            p_d = np.einsum("nab,bnc->anc", minv, u_d)
-            p_b = np.einsum("nab,bnc->anc", minv, u_b)
-            a11 = corr(f_x[0], k_dd) - np.einsum("anc,anc->nc", u_d, p_d)
-            a22 = corr(f_x[0], k_bb) - np.einsum("anc,anc->nc", u_b, p_b)
-            a12 = corr(f_x[0], k_db) - np.einsum("anc,anc->nc", u_d, p_b)
-            b1 = corr(f_wf, k_d) - np.einsum("anc,na->nc", u_d, beta0)
-            b2 = corr(f_wf, k_b) - np.einsum("anc,na->nc", u_b, beta0)
+            u_d = [corr(f, k_d) for f in f_x]
+            u_b = [corr(f, k_b) for f in f_x]
+            p_d = [sum(minv[:, a, b, None] * u_d[b] for b in range(k_par))
+                   for a in range(k_par)]
+            p_b = [sum(minv[:, a, b, None] * u_b[b] for b in range(k_par))
+                   for a in range(k_par)]
+            a11 = corr(f_x[0], k_dd)
+            a22 = corr(f_x[0], k_bb)
+            a12 = corr(f_x[0], k_db)
+            b1 = corr(f_wf, k_d)
+            b2 = corr(f_wf, k_b)
+            for a in range(k_par):
+                a11 -= u_d[a] * p_d[a]
+                a22 -= u_b[a] * p_b[a]
+                a12 -= u_d[a] * p_b[a]
+                b1 -= u_d[a] * beta0[:, a, None]
+                b2 -= u_b[a] * beta0[:, a, None]
             in_dip = np.rint(corr(f_m, k_box))
             lag = int(np.ceil(fwhm))
             before = np.where(centres >= lag, cum[:, np.maximum(centres - lag, 0)], 0.0)
@@ -263,7 +271,9 @@ def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_
             if better.any():
                 bd = np.where(use2, beta_d2, b1 / a11)[rows, idx]
                 bb = np.where(use2, beta_b2, 0.0)[rows, idx]
-                coef = beta0 - p_d[:, rows, idx].T * bd[:, None] - p_b[:, rows, idx].T * bb[:, None]
+                pd_at = np.stack([p[rows, idx] for p in p_d], axis=1)
+                pb_at = np.stack([p[rows, idx] for p in p_b], axis=1)
+                coef = beta0 - pd_at * bd[:, None] - pb_at * bb[:, None]
                 best[better] = peak[better]
                 best_c[better] = idx[better]
                 best_fwhm[better] = fwhm
@@ -333,18 +343,61 @@ def fit_at(t, flux, err, t0, fwhm, trend_degree=1, constrained=True):
     }
 
 
+def _chi2_function(t, flux, w, trend_degree):
+    """chi2(t0, fwhm) of the constrained ESE fit, with the null's sums precomputed."""
+    tau = (t - 0.5 * (t[0] + t[-1])) / max(0.5 * (t[-1] - t[0]), 1.0)
+    xn = np.vstack([tau**p for p in range(trend_degree + 1)])
+    xnw = xn * w
+    k = xn.shape[0]
+    ata = np.zeros((k + 2, k + 2))
+    ata[:k, :k] = xnw @ xn.T
+    atb = np.zeros(k + 2)
+    atb[:k] = xnw @ flux
+    yy = float(np.sum(w * flux**2))
+
+    def chi2(t0, fwhm):
+        dip, shoulder = lens_templates(t, t0, fwhm)
+        temp = np.vstack([dip, shoulder])
+        tw = temp * w
+        ata[:k, k:] = (xnw @ temp.T)
+        ata[k:, :k] = ata[:k, k:].T
+        ata[k:, k:] = tw @ temp.T
+        atb[k:] = tw @ flux
+        try:
+            beta = np.linalg.solve(ata, atb)
+            if beta[-1] < 0:
+                beta = np.linalg.solve(ata[:-1, :-1], atb[:-1])
+                return yy - float(atb[:-1] @ beta)
+            return yy - float(atb @ beta)
+        except np.linalg.LinAlgError:
+            return np.inf
+
+    return chi2
+
+
 def refine(t, flux, err, t0, fwhm, trend_degree=1):
-    """(t0, fwhm) refined off the search grid by minimising the ESE fit's chi^2."""
+    """(t0, fwhm) refined off the search grid by minimising the ESE fit's chi^2.
+
+    Uses the data within 4 durations (at least 10 days) of the dip, sorted in time.
+    """
     from scipy.optimize import minimize
 
-    def chi2(p):
-        if p[1] <= 0.5:
-            return np.inf
-        return fit_at(t, flux, err, p[0], p[1], trend_degree)["chi2"]
+    t, flux, err = (np.asarray(a, dtype=float) for a in (t, flux, err))
+    near = np.abs(t - t0) <= max(4.0 * fwhm, 10.0)
+    order = np.argsort(t[near])
+    t, flux, w = t[near][order], flux[near][order], 1.0 / err[near][order] ** 2
+    if t.size < trend_degree + 4:
+        return float(t0), float(fwhm)
 
+    at = _chi2_function(t, flux, w, trend_degree)
+
+    def chi2(p):
+        return np.inf if p[1] <= 0.5 else at(p[0], p[1])
+
+    start = chi2([t0, fwhm])
     res = minimize(chi2, [t0, fwhm], method="Nelder-Mead",
-                   options={"xatol": 0.01, "fatol": 0.01, "maxiter": 400})
-    if not np.isfinite(res.fun) or res.fun > chi2([t0, fwhm]):
+                   options={"xatol": 0.02, "fatol": 0.01, "maxiter": 300})
+    if not np.isfinite(res.fun) or res.fun > start:
         return float(t0), float(fwhm)
     return float(res.x[0]), float(res.x[1])
 

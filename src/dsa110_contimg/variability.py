@@ -75,9 +75,23 @@ def variability_stats(src, mjd, flux, err, n_sources):
     return table
 
 
+def time_order(src, mjd):
+    """Indices sorting measurements by (source, time); a cheap check first, since
+    time series are usually stored in that order already."""
+    ds = np.diff(src)
+    if np.all((ds > 0) | ((ds == 0) & (np.diff(mjd) >= 0))):
+        return np.arange(src.size)
+    return np.lexsort((mjd, src))
+
+
+def _order_within(groups, values):
+    """Indices sorting by group, then by a non-negative value (one float argsort)."""
+    return np.argsort(groups + values / (1.0 + values), kind="stable")
+
+
 def two_epoch_metrics(src, mjd, flux, err, n_sources):
     """Vs and m of each source's most significant consecutive pair (dict of arrays)."""
-    order = np.lexsort((mjd, src))
+    order = time_order(src, mjd)
     s, t, f, e = src[order], mjd[order], flux[order], err[order]
     same = s[1:] == s[:-1]
     vs = (f[:-1] - f[1:]) / np.sqrt(e[:-1] ** 2 + e[1:] ** 2)
@@ -89,7 +103,7 @@ def two_epoch_metrics(src, mjd, flux, err, n_sources):
     if idx.size == 0:
         return out
     # per source, the pair with the largest |Vs| (last of a sort by source, |Vs|)
-    pick = idx[np.lexsort((np.abs(vs[idx]), s[idx]))]
+    pick = idx[_order_within(s[idx], np.abs(vs[idx]))]
     last = np.r_[s[pick][1:] != s[pick][:-1], True]
     best = pick[last]
     who = s[best]
@@ -106,7 +120,7 @@ def error_scale(src, mjd, flux, err, n_sources):
     Robust rms (scaled MAD about zero) of (S_j+1 - S_j) / sqrt(s_j^2 + s_j+1^2) over
     consecutive measurements; 1 where fewer than 5 differences exist.
     """
-    order = np.lexsort((mjd, src))
+    order = time_order(src, mjd)
     s, f, e = src[order], flux[order], err[order]
     same = s[1:] == s[:-1]
     z = np.abs(np.diff(f)) / np.sqrt(e[1:] ** 2 + e[:-1] ** 2)
@@ -114,7 +128,7 @@ def error_scale(src, mjd, flux, err, n_sources):
     scale = np.ones(n_sources)
     if z.size == 0:
         return scale
-    order = np.lexsort((z, s_pair))
+    order = _order_within(s_pair, z)
     z, s_pair = z[order], s_pair[order]
     counts = np.bincount(s_pair, minlength=n_sources)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -183,7 +197,7 @@ def isolated_outliers(src, mjd, dev, outlier_sigma=5.0, support=0.5):
     or next measurement of the same source) deviates in the same direction by at least
     max(3, support * |dev|).
     """
-    order = np.lexsort((mjd, src))
+    order = time_order(src, mjd)
     s, d = src[order], dev[order]
     n = d.size
     prev_ok = np.zeros(n, dtype=bool)
