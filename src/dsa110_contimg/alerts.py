@@ -89,6 +89,8 @@ def update_alerts(candidates_path, alerts_path, command=None, timeout_s=60):
 
 
 def _json_default(value):
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):

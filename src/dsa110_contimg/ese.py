@@ -276,7 +276,7 @@ def _parquet_columns(path):
 
     try:
         return pq.read_schema(path).names
-    except (OSError, ValueError, Exception) as err:  # corrupt files: read_table names them
+    except Exception as err:  # pyarrow's errors on a corrupt file
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such file") from err
         raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
