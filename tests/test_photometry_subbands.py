@@ -85,7 +85,7 @@ def test_lambda2_ese_from_subband_images_end_to_end(tmp_path):
     time series -> ese-detect: the candidate's depth grows with lambda^2."""
     from dsa110_contimg import ese
 
-    catalog = lcsim.grid_catalog(9, CENTRE, 0.06, 0.04, flux_range=(0.2, 0.5), seed=90,
+    catalog = lcsim.grid_catalog(9, CENTRE, 0.085, 0.04, flux_range=(0.2, 0.5), seed=90,
                                  spectral_index=-0.7)
     lam2 = (299792458.0 / FREQS) ** 2
     mjd = 60000.0 + np.arange(40)
@@ -99,12 +99,12 @@ def test_lambda2_ese_from_subband_images_end_to_end(tmp_path):
             cat = catalog.assign(flux_jy=catalog["flux_jy"] * (nu / NU0) ** -0.7 * lens)
             band_flux.append(cat["flux_jy"].to_numpy())
             subs.append(tmp_path / f"e{j}" / f"sb{k}.fits")
-            lcsim.make_test_image(subs[-1], cat, npix=64, centre_deg=CENTRE, freq_hz=nu,
+            lcsim.make_test_image(subs[-1], cat, npix=80, centre_deg=CENTRE, freq_hz=nu,
                                   seed=1000 * j + k, date_obs="2025-01-01T00:00:00")
         # the wide-band image: the sub-band mean sky, noise / sqrt(4)
         wide = tmp_path / f"e{j}" / "image.fits"
         lcsim.make_test_image(wide, catalog.assign(flux_jy=np.mean(band_flux, axis=0)),
-                              npix=64, centre_deg=CENTRE, freq_hz=NU0, rms_jy=5e-4, seed=j)
+                              npix=80, centre_deg=CENTRE, freq_hz=NU0, rms_jy=5e-4, seed=j)
         table, _ = photometry.forced_photometry(wide, catalog, image_id=f"e{j}",
                                                 subband_images=subs, box_size=32)
         table["mjd"] = t
