@@ -418,7 +418,7 @@ def lambda2_slope(freqs_hz, depths, depth_errs):
 def subband_depths(t, flux_sb, err_sb, t0, fwhm, trend_degree=1):
     """Depth and its error per sub-band (free linear fits at the wide-band t0, fwhm).
 
-    Each sub-band's errors are first scaled like the wide band's (`error_scale`).
+    Each error is scaled up (never down) by sqrt(chi^2 / dof) of that sub-band's fit.
     """
     depths, errs = [], []
     for k in range(flux_sb.shape[1]):
@@ -428,9 +428,9 @@ def subband_depths(t, flux_sb, err_sb, t0, fwhm, trend_degree=1):
             depths.append(np.nan)
             errs.append(np.nan)
             continue
-        zero = np.zeros(int(ok.sum()), dtype=np.int64)
-        scale = var.error_scale(zero, t[ok], f[ok], e[ok], 1)[0]
-        fit = fit_at(t[ok], f[ok], e[ok] * scale, t0, fwhm, trend_degree, constrained=False)
+        fit = fit_at(t[ok], f[ok], e[ok], t0, fwhm, trend_degree, constrained=False)
+        dof = int(ok.sum()) - (trend_degree + 3)
+        scale = max(1.0, np.sqrt(fit["chi2"] / dof)) if dof > 0 else np.nan
         depths.append(fit["depth"])
-        errs.append(fit["depth_err"])
+        errs.append(fit["depth_err"] * scale)
     return np.array(depths), np.array(errs)
