@@ -203,4 +203,4 @@ def all_photometry(wildcards):
         return []
     mosaics = expand(f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
                      mosaic=sorted(mosaic_plan()))
-    return mosaics + [f"{RESULTS}/ese/alerts.last.json"]
+    return mosaics + [f"{RESULTS}/ese/alerts.last.json", f"{RESULTS}/ese/candidates.html"]

@@ -89,19 +89,49 @@ rule ese_detect:
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
         min_sigma=config["ese"]["min_sigma"],
+        min_dip_epochs=config["ese"]["min_dip_epochs"],
+        low_sigma=config["ese"]["low_sigma"],
+        trend_degree=config["ese"]["trend_degree"],
+        outlier_sigma=config["ese"]["outlier_sigma"],
     log:
         f"{RESULTS}/logs/ese_detect/ese_detect.log",
     conda:
         "../envs/contimg.yaml"
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
-        " --min-sigma {params.min_sigma} --recompute > {log:q} 2>&1"
+        " --min-sigma {params.min_sigma} --min-dip-epochs {params.min_dip_epochs}"
+        " --low-sigma {params.low_sigma} --trend-degree {params.trend_degree}"
+        " --outlier-sigma {params.outlier_sigma} --recompute > {log:q} 2>&1"
+
+
+rule ese_candidates_page:
+    """A page to vet the candidates: light curve with the ESE and null models, depth per
+    sub-band, image cutouts before/during/after the dip, the table row."""
+    input:
+        candidates=f"{RESULTS}/ese/ese_candidates.parquet",
+        timeseries=f"{RESULTS}/photometry/normalized.parquet",
+    output:
+        report(
+            f"{RESULTS}/ese/candidates.html",
+            caption="../report/ese_candidates.rst",
+            category="ESE",
+        ),
+    params:
+        images=f"{RESULTS}/images",
+    log:
+        f"{RESULTS}/logs/ese_candidates_page/page.log",
+    conda:
+        "../envs/contimg.yaml"
+    shell:
+        "dsa110-contimg ese-page --candidates {input.candidates:q}"
+        " --timeseries {input.timeseries:q} --images-dir {params.images:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule alerts:
     """Append candidates not alerted before to ese/alerts.jsonl (a ledger kept across
-    runs, so it is not a rule output Snakemake would delete); alerts.last.json says what
-    this run added."""
+    runs, so it is not a rule output Snakemake would delete) and write each as a VOEvent
+    2.0 packet in ese/voevents/; alerts.last.json says what this run added."""
     input:
         f"{RESULTS}/ese/ese_candidates.parquet",
     output:

@@ -13,6 +13,10 @@ fi
 if ! command -v wsclean >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends wsclean >/dev/null
 fi
+# Chromium, the headless browser that tests the ESE candidates page (tests/test_candidates_page.py).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends chromium >/dev/null
+fi
 stamp=.venv/.installed
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -21,7 +25,10 @@ fi
 echo "setup: creating .venv with $($PY --version)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q uv
-.venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+# voevent-parse is published only as an sdist with ':' in file names, which uv refuses to
+# unpack: pip builds its wheel and uv installs it from there.
+.venv/bin/python -m pip wheel -q --no-deps -w .venv/wheels "$(grep '^voevent-parse==' requirements.lock)"
+.venv/bin/uv pip sync -q --python .venv/bin/python --find-links .venv/wheels requirements.lock
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
 .venv/bin/python -c "import dsa110_contimg.casaenv as c; c.check_casa()"
 echo "$want" > "$stamp"

@@ -45,6 +45,16 @@ def simulate_lightcurves(
     ese_fwhm_days=(5.0, 60.0),
     ese_shoulder=(0.0, 0.3),
     missing_fraction=0.0,
+    outliers_per_source=0,
+    outlier_sigma=10.0,
+    outlier_sign="both",
+    trend=(0.0, 0.0),
+    n_box=0,
+    box_epochs=3,
+    box_depth=(0.3, 0.6),
+    subband_freqs_hz=None,
+    ese_chromatic=False,
+    spectral_index=-0.7,
 ):
     """Simulated light curves as arrays: dict with mjd (M,), flux, flux_err (N, M), truth.
 
@@ -56,6 +66,21 @@ def simulate_lightcurves(
     measurements (random, `missing_fraction`) are NaN. `truth` is a DataFrame per
     source: source_id, true_flux_jy, ese (bool), ese_mjd, ese_fwhm_days, ese_depth,
     ese_shoulder.
+
+    Things that are not ESEs, for testing the null models: `outliers_per_source`
+    single-epoch outliers of `outlier_sigma` times the error ("low", "high" or "both":
+    random sign) at random epochs of every source without an ESE; a linear trend whose
+    total fractional change over the span is uniform in `trend` (random sign); and, for
+    the `n_box` sources after the ESEs, a box-shaped dip of `box_epochs` consecutive
+    epochs with depth uniform in `box_depth`.
+
+    With `subband_freqs_hz` (K frequencies) every source is also measured in K
+    sub-bands: flux_sb (N, M, K) and flux_err_sb, with the source's spectrum
+    S (nu / nu_mean)^spectral_index and sub-band noise sqrt(K) times the wide-band
+    noise; the wide-band flux is the sub-band mean. With `ese_chromatic` the ESE depth
+    and shoulder scale as lambda^2 / lambda_mean^2 (a refractive plasma lens), else they
+    are the same in every sub-band. truth gets ese_lambda2_slope, the true slope of
+    depth against lambda^2 (per m^2).
     """
     import pandas as pd
 
@@ -78,12 +103,56 @@ def simulate_lightcurves(
         margin = min(1.5 * fwhm[i], 0.4 * span)
         t0[i] = rng.uniform(mjd[0] + margin, mjd[-1] - margin)
         shape[i] = ese_profile(mjd, t0[i], fwhm[i], depth[i], shoulder[i])
+    n_ese_done = min(n_ese, n_sources)
+    for i in range(n_ese_done, min(n_ese_done + n_box, n_sources)):
+        start = rng.integers(n_epochs // 4, 3 * n_epochs // 4)
+        shape[i, start:start + box_epochs] *= 1.0 - rng.uniform(*box_depth)
+    slope = np.zeros(n_sources)
+    if np.any(trend):
+        slope = rng.uniform(*trend, n_sources) * rng.choice([-1.0, 1.0], n_sources)
+        shape *= 1.0 + slope[:, None] * ((mjd - mjd[0]) / max(span, 1.0) - 0.5)[None, :]
     err = np.broadcast_to(rms_t, (n_sources, n_epochs)).copy()
-    flux = s_true[:, None] * shape * gain[None, :] + rng.normal(0.0, 1.0, err.shape) * err
+    mean_shape = s_true[:, None] * gain[None, :]
+    out = {}
+    if subband_freqs_hz is None:
+        flux = mean_shape * shape + rng.normal(0.0, 1.0, err.shape) * err
+        lambda2_slope = np.zeros(n_sources)
+    else:
+        nu = np.asarray(subband_freqs_hz, dtype=float)
+        k = len(nu)
+        lam2 = (299792458.0 / nu) ** 2
+        ratio = lam2 / np.mean(lam2) if ese_chromatic else np.ones(k)
+        lambda2_slope = np.where(np.isfinite(depth), depth, 0.0) * (
+            1.0 / np.mean(lam2) if ese_chromatic else 0.0)
+        x_t = [(mjd - t0[i]) / (fwhm[i] * FWHM_TO_SIGMA) for i in range(n_sources)]
+        flux_sb = np.empty((n_sources, n_epochs, k))
+        err_sb = np.broadcast_to(err[..., None] * np.sqrt(k), flux_sb.shape).copy()
+        for j in range(k):
+            shape_j = shape.copy()
+            for i in np.flatnonzero(np.isfinite(t0)):
+                g = np.exp(-0.5 * x_t[i] ** 2)
+                lens = 1.0 - depth[i] * g + shoulder[i] * 0.5 * np.e * x_t[i] ** 2 * g
+                lens_j = 1.0 - ratio[j] * depth[i] * g \
+                    + ratio[j] * shoulder[i] * 0.5 * np.e * x_t[i] ** 2 * g
+                shape_j[i] = shape[i] / lens * lens_j
+            spec = (nu[j] / nu.mean()) ** spectral_index
+            flux_sb[..., j] = mean_shape * spec * shape_j \
+                + rng.normal(0.0, 1.0, err.shape) * err_sb[..., j]
+        flux = flux_sb.mean(axis=2)
+        out.update(flux_sb=flux_sb, flux_err_sb=err_sb, subband_freqs_hz=nu)
+    for _ in range(outliers_per_source):
+        plain = np.flatnonzero(~np.isfinite(t0))
+        epoch = rng.integers(0, n_epochs, plain.size)
+        sign = {"low": -1.0, "high": 1.0}.get(outlier_sign)
+        sign = rng.choice([-1.0, 1.0], plain.size) if sign is None else sign
+        flux[plain, epoch] += sign * outlier_sigma * err[plain, epoch]
     if missing_fraction > 0:
         miss = rng.random(flux.shape) < missing_fraction
         flux[miss] = np.nan
         err[miss] = np.nan
+        if "flux_sb" in out:
+            out["flux_sb"][miss] = np.nan
+            out["flux_err_sb"][miss] = np.nan
     truth = pd.DataFrame({
         "source_id": np.array([f"S{i:05d}" for i in range(n_sources)]),
         "true_flux_jy": s_true,
@@ -92,14 +161,19 @@ def simulate_lightcurves(
         "ese_fwhm_days": fwhm,
         "ese_depth": depth,
         "ese_shoulder": shoulder,
+        "ese_lambda2_slope": lambda2_slope,
+        "trend": slope,
     })
-    return {"mjd": mjd, "flux": flux, "flux_err": err, "gain": gain, "truth": truth}
+    out.update(mjd=mjd, flux=flux, flux_err=err, gain=gain, truth=truth)
+    return out
 
 
 def lightcurves_to_table(sim):
     """Long time-series table (photometry schema) from `simulate_lightcurves` output.
 
-    Missing measurements are left out; image_id is a categorical epoch label.
+    Missing measurements are left out; image_id is a categorical epoch label. With
+    sub-bands, the photometry's sub-band columns flux_sb<k>_jy, flux_err_sb<k>_jy and
+    freq_sb<k>_hz are added.
     """
     import pandas as pd
 
@@ -110,7 +184,7 @@ def lightcurves_to_table(sim):
     labels = np.array([f"epoch{j:05d}" for j in range(n_ep)])
     f = flux[src_idx, ep_idx]
     e = err[src_idx, ep_idx]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "source_id": pd.Categorical.from_codes(src_idx, categories=ids),
         "ra": np.zeros(len(f)),
         "dec": np.zeros(len(f)),
@@ -123,6 +197,12 @@ def lightcurves_to_table(sim):
         "pb_response": np.ones(len(f)),
         "flags": np.zeros(len(f), dtype=np.int64),
     })
+    if "flux_sb" in sim:
+        for k, nu in enumerate(sim["subband_freqs_hz"]):
+            table[f"flux_sb{k}_jy"] = sim["flux_sb"][src_idx, ep_idx, k]
+            table[f"flux_err_sb{k}_jy"] = sim["flux_err_sb"][src_idx, ep_idx, k]
+            table[f"freq_sb{k}_hz"] = float(nu)
+    return table
 
 
 def grid_catalog(
@@ -199,6 +279,7 @@ def make_test_image(
     seed=0,
     correlated_noise=False,
     beam_keywords=True,
+    subband_freqs_hz=None,
 ):
     """Write a synthetic restored image (and optionally its pb.fits); returns the pixel rms.
 
@@ -207,8 +288,15 @@ def make_test_image(
     evaluated in sky offsets at every pixel, on top of Gaussian noise of rms `rms_jy`
     (independent per pixel, or with `correlated_noise` correlated over the beam the way
     a restored image's noise is). The image has degenerate FREQ and STOKES axes like a
-    CASA export.
+    CASA export. With `subband_freqs_hz` (K equally spaced frequencies) it is a cube of K
+    planes instead: each source has flux_jy (nu / freq_hz)^spectral_index (catalog
+    column, 0 without it) and the primary beam of that frequency, and each plane its own
+    noise of rms `rms_jy`; the pb.fits is that of `freq_hz`.
     """
+    if subband_freqs_hz is not None:
+        return _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
+                               beam_arcsec, rms_jy, freq_hz, date_obs, seed,
+                               np.asarray(subband_freqs_hz, dtype=float))
     from astropy.wcs import WCS
     from scipy.signal import fftconvolve
 
@@ -266,6 +354,36 @@ def make_test_image(
             pb_header.remove(key, ignore_missing=True)
         _write_fits(pb[None, None], pb_header, pb_path)
     return float(np.std(noise))
+
+
+def _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
+                    beam_arcsec, rms_jy, freq_hz, date_obs, seed, freqs):
+    """Cube of single-plane test images stacked along FREQ (see make_test_image)."""
+    import tempfile
+
+    from astropy.io import fits
+
+    alpha = catalog["spectral_index"].to_numpy(float) if "spectral_index" in catalog \
+        else np.zeros(len(catalog))
+    planes, rms = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, nu in enumerate(freqs):
+            cat = catalog.assign(flux_jy=catalog["flux_jy"].to_numpy(float)
+                                 * (nu / freq_hz) ** alpha)
+            plane = Path(tmp) / f"plane{k}.fits"
+            rms.append(make_test_image(plane, cat, None, npix, cell_arcsec, centre_deg,
+                                       beam_arcsec, rms_jy, nu, date_obs, seed + 1000 * k))
+            planes.append(fits.getdata(plane)[0, 0])
+        if pb_path is not None:
+            make_test_image(Path(tmp) / "wide.fits", catalog.iloc[:0], pb_path, npix,
+                            cell_arcsec, centre_deg, beam_arcsec, rms_jy, freq_hz,
+                            date_obs, seed)
+    header = _image_header(npix, cell_arcsec / 3600.0, centre_deg, freqs[0], date_obs,
+                           (beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0,
+                            beam_arcsec[2]))
+    header["CDELT3"] = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 187.5e6
+    _write_fits(np.stack(planes)[None], header, image_path)
+    return float(np.mean(rms))
 
 
 def _pixel_beam(sig_maj_pix, sig_min_pix, pa_rad, half):

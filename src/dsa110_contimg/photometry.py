@@ -21,6 +21,11 @@ With a primary-beam image on the same grid, sources where the beam response is b
 the beam response (``pb_correct=True``), i.e. the input image is the apparent (flat-noise)
 sky as tclean writes it. Use ``pb_correct=False`` for images already corrected.
 
+Sub-bands: a cube image (FREQ axis of K > 1 planes), or K single-plane sub-band images
+given beside the wide-band one, is also measured plane by plane into the columns
+flux_sb<k>_jy, flux_err_sb<k>_jy and freq_sb<k>_hz (wide format: one row per source and
+image as before), which the in-band ESE test uses.
+
 Output: one Parquet table per image, one row per catalog source, never dropping a source:
 sources off the image or below the primary-beam cut are rows with NaN flux and a flag.
 Columns: source_id, ra, dec (deg), image_id, mjd, flux_jy, flux_err_jy, local_rms_jy (the
@@ -32,6 +37,7 @@ settings) is stored as JSON in the Parquet schema metadata under the key
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +71,8 @@ COLUMNS = [
     "local_rms_jy", "snr", "pb_response", "flags",
 ]
 CATALOG_COLUMNS = ["source_id", "ra_deg", "dec_deg"]
+SUBBAND_COLUMN = re.compile(r"^(flux_sb|flux_err_sb|freq_sb)\d+_(jy|hz)$")
+"""Per-sub-band columns: flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz (k = 0..K-1)."""
 
 
 def describe_flags(flags):
@@ -256,6 +264,7 @@ def forced_photometry(
     error_model="white",
     image_id=None,
     mask_sources=True,
+    subband_images=None,
 ):
     """Measure every catalog source on one image; returns (DataFrame, metadata dict).
 
@@ -263,6 +272,13 @@ def forced_photometry(
     `mask_sources` the background and rms are estimated a second time with the catalog
     sources (at their first-pass fluxes) masked, so that source wings do not bias the
     background upwards in crowded fields.
+
+    Sub-bands: when the image is a cube whose FREQ axis has K > 1 planes, flux_jy is
+    measured on the mean of the planes (the wide band) and every plane k is measured
+    the same way into flux_sb<k>_jy, flux_err_sb<k>_jy, with its frequency in
+    freq_sb<k>_hz (planes in the cube's order). `subband_images` (a list of single-plane
+    FITS files on the image's grid, one per sub-band) does the same from separate files.
+    Sub-band fluxes are divided by the same primary-beam response as the wide band.
     """
     import pandas as pd
 
@@ -271,14 +287,79 @@ def forced_photometry(
     image_path = Path(image_path)
     if not isinstance(catalog, pd.DataFrame):
         catalog = read_catalog(catalog)
-    data, wcs, header = read_image(image_path)
+    planes, freqs, wcs, header = read_subbands(image_path)
+    data = planes[0] if len(planes) == 1 else np.mean(planes, axis=0)
+    if subband_images:
+        if len(planes) > 1:
+            raise ValueError(f"{image_path}: a cube and separate sub-band images were both "
+                             "given; use one")
+        planes, freqs = [], []
+        for path in subband_images:
+            plane, freq, _, _ = read_subbands(path)
+            if len(plane) != 1 or plane[0].shape != data.shape:
+                raise ValueError(f"{path}: a sub-band image must be one plane of the shape "
+                                 f"{data.shape} of {image_path}")
+            planes.append(plane[0])
+            freqs.append(freq[0])
     mjd = image_mjd(header, image_path)
     if image_id is None:
         image_id = image_path.parent.name if image_path.stem == "image" else image_path.stem
 
     ra = catalog["ra_deg"].to_numpy(float)
     dec = catalog["dec_deg"].to_numpy(float)
-    nsrc = len(catalog)
+    pb_data = None
+    if pb_path is not None:
+        pb_data, _, _ = _read_plane(pb_path)
+        if pb_data.shape != data.shape:
+            raise ValueError(
+                f"{pb_path}: primary-beam shape {pb_data.shape} differs from image "
+                f"{image_path} shape {data.shape}"
+            )
+    settings = dict(pb_cut=pb_cut, pb_correct=pb_correct, box_size=box_size,
+                    filter_size=filter_size, error_model=error_model,
+                    mask_sources=mask_sources, name=image_path)
+    wide = _measure(data, wcs, header, ra, dec, pb_data, **settings)
+    table = pd.DataFrame({
+        "source_id": catalog["source_id"].to_numpy(),
+        "ra": ra,
+        "dec": dec,
+        "image_id": str(image_id),
+        "mjd": mjd,
+        "flux_jy": wide["flux"],
+        "flux_err_jy": wide["err"],
+        "local_rms_jy": wide["local_rms"],
+        "snr": wide["snr"],
+        "pb_response": wide["pb_response"],
+        "flags": wide["flags"],
+    })
+    n_sub = len(planes) if (subband_images or len(planes) > 1) else 0
+    for k in range(n_sub):
+        sub = _measure(planes[k], wcs, header, ra, dec, pb_data, **settings)
+        table[f"flux_sb{k}_jy"] = sub["flux"]
+        table[f"flux_err_sb{k}_jy"] = sub["err"]
+        table[f"freq_sb{k}_hz"] = float(freqs[k])
+    meta = {
+        "image": str(image_path),
+        "pb": None if pb_path is None else str(pb_path),
+        "beam_deg": [float(header["BMAJ"]), float(header["BMIN"]), float(header["BPA"])],
+        "pb_cut": pb_cut,
+        "pb_correct": bool(pb_correct and pb_path is not None),
+        "box_size": box_size,
+        "filter_size": filter_size,
+        "error_model": error_model,
+        "median_rms_jy": wide["median_rms"],
+        "masked_fraction": wide["masked_fraction"],
+        "flags": {name: bit for bit, name in FLAG_NAMES.items()},
+        "subbands_hz": [float(f) for f in freqs[:n_sub]],
+        "subband_images": [str(p) for p in subband_images or []],
+    }
+    return table, meta
+
+
+def _measure(data, wcs, header, ra, dec, pb_data, pb_cut, pb_correct, box_size,
+             filter_size, error_model, mask_sources, name):
+    """Forced photometry of one 2-D plane at (ra, dec): dict of per-source arrays."""
+    nsrc = len(ra)
     ny, nx = data.shape
     flags = np.zeros(nsrc, dtype=np.int64)
     x, y = wcs.world_to_pixel_values(ra, dec)
@@ -288,13 +369,7 @@ def forced_photometry(
     flags[off] |= OFF_IMAGE
 
     pb_response = np.full(nsrc, np.nan)
-    if pb_path is not None:
-        pb_data, _, _ = _read_plane(pb_path)
-        if pb_data.shape != data.shape:
-            raise ValueError(
-                f"{pb_path}: primary-beam shape {pb_data.shape} differs from image "
-                f"{image_path} shape {data.shape}"
-            )
+    if pb_data is not None:
         from scipy.ndimage import map_coordinates
 
         inside = ~off
@@ -321,45 +396,79 @@ def forced_photometry(
                                            mask=mask)
             except ValueError as err_bkg:
                 log.warning("%s: background with sources masked failed (%s); "
-                            "using the unmasked estimate", image_path, err_bkg)
+                            "using the unmasked estimate", name, err_bkg)
             else:
                 s, e, r, f = _fit_kernels(data - bkg, rms, x[todo], y[todo], inv_cov,
                                           error_model)
         flux[todo], err[todo], local_rms[todo] = s, e, r
         flags[todo] |= f
-    if pb_path is not None and pb_correct:
+    if pb_data is not None and pb_correct:
         flux = flux / pb_response
         err = err / pb_response
-
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / err
-    table = pd.DataFrame({
-        "source_id": catalog["source_id"].to_numpy(),
-        "ra": ra,
-        "dec": dec,
-        "image_id": str(image_id),
-        "mjd": mjd,
-        "flux_jy": flux,
-        "flux_err_jy": err,
-        "local_rms_jy": local_rms,
-        "snr": snr,
-        "pb_response": pb_response,
-        "flags": flags,
-    })
-    meta = {
-        "image": str(image_path),
-        "pb": None if pb_path is None else str(pb_path),
-        "beam_deg": [float(header["BMAJ"]), float(header["BMIN"]), float(header["BPA"])],
-        "pb_cut": pb_cut,
-        "pb_correct": bool(pb_correct and pb_path is not None),
-        "box_size": box_size,
-        "filter_size": filter_size,
-        "error_model": error_model,
-        "median_rms_jy": float(np.nanmedian(rms)),
-        "masked_fraction": masked_fraction,
-        "flags": {name: bit for bit, name in FLAG_NAMES.items()},
-    }
-    return table, meta
+    return {"flux": flux, "err": err, "local_rms": local_rms, "snr": snr,
+            "pb_response": pb_response, "flags": flags,
+            "median_rms": float(np.nanmedian(rms)), "masked_fraction": masked_fraction}
+
+
+def read_subbands(path):
+    """Stokes I planes of a FITS image along its frequency axis.
+
+    Returns (planes (K, ny, nx), frequencies (K,) in Hz, celestial WCS, header); K = 1
+    for a single-plane image (its frequency from the FREQ axis, NaN without one).
+    Raises ValueError naming the file when the beam keywords are missing.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    try:
+        with fits.open(path) as hdul:
+            header = hdul[0].header.copy()
+            raw = hdul[0].data
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable FITS image ({err})") from err
+    if raw is None:
+        raise ValueError(f"{path}: primary HDU holds no image")
+    if not all(key in header for key in ("BMAJ", "BMIN", "BPA")):
+        raise ValueError(
+            f"{path}: no BMAJ/BMIN/BPA beam keywords in the header; "
+            "photometry needs the restoring beam (deg)"
+        )
+    wcs = _wcs(header)
+    data = np.asarray(raw, dtype=float)
+    freq_axis = None
+    index = []
+    for i in range(data.ndim - 2):
+        fits_axis = data.ndim - i
+        ctype = wcs.wcs.ctype[fits_axis - 1].upper() if fits_axis <= wcs.naxis else ""
+        if ctype.startswith("FREQ"):
+            freq_axis = (i, fits_axis)
+            index.append(slice(None))
+        elif data.shape[i] == 1:
+            index.append(0)
+        else:
+            index.append(None)
+    if None in index:
+        # a STOKES axis or another: the single-plane reader picks Stokes I or explains
+        plane = _single_plane(raw if freq_axis is None else np.take(raw, [0], freq_axis[0]),
+                              wcs, path)
+        if freq_axis is None:
+            return plane[None], np.array([np.nan]), wcs.celestial, header
+        stokes = [i for i, v in enumerate(index) if v is None]
+        values = wcs.sub([data.ndim - stokes[0]]).pixel_to_world_values(
+            np.arange(data.shape[stokes[0]]))
+        plane_i = np.flatnonzero(np.isclose(np.ravel(values), 1.0))
+        index[stokes[0]] = int(plane_i[0])
+        if len(stokes) > 1:
+            raise ValueError(f"{path}: more than one non-degenerate non-frequency axis")
+    cube = data[tuple(index)]
+    if freq_axis is None:
+        return cube[None], np.array([np.nan]), wcs.celestial, header
+    n = data.shape[freq_axis[0]]
+    freqs = np.ravel(wcs.sub([freq_axis[1]]).pixel_to_world_values(np.arange(n)))
+    cube = cube.reshape(n, *data.shape[-2:])
+    return cube, np.asarray(freqs, dtype=float), wcs.celestial, header
 
 
 def _read_plane(path):
@@ -501,6 +610,9 @@ def run_photometry(image_path, catalog_path, out_path, pb_path=None, pb_cut=0.2,
 def gather_timeseries(parquet_paths, out):
     """Concatenate per-image photometry tables into one time series (sorted by source, mjd).
 
+    Sub-band columns (flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz) are kept; rows
+    from images without them get NaN there.
+
     A (source_id, image_id) pair measured twice is an error, naming the files.
     """
     import pandas as pd
@@ -510,7 +622,8 @@ def gather_timeseries(parquet_paths, out):
     origin = []
     for path in parquet_paths:
         df = read_table(path, COLUMNS)
-        frames.append(df[COLUMNS])
+        subbands = [c for c in df.columns if SUBBAND_COLUMN.match(c)]
+        frames.append(df[COLUMNS + subbands])
         origin.append(np.full(len(df), len(origin)))
     if frames:
         table = pd.concat(frames, ignore_index=True)
@@ -546,6 +659,9 @@ def register_cli(subparsers):
     p.add_argument("--error-model", choices=["white", "beam"], default="white",
                    help="noise correlation assumed for the flux error")
     p.add_argument("--image-id", help="identifier stored per row (default from the path)")
+    p.add_argument("--subband-images", nargs="+",
+                   help="single-plane FITS images of the sub-bands, measured into "
+                        "flux_sb<k>_jy (a cube image is split into sub-bands by itself)")
     p.set_defaults(func=_cli_photometry)
 
     g = subparsers.add_parser("gather", help="concatenate per-image photometry into a time series")
@@ -559,6 +675,7 @@ def _cli_photometry(args):
         args.image, args.catalog, args.out, pb_path=args.pb, pb_cut=args.pb_cut,
         pb_correct=not args.no_pb_correct, box_size=args.box_size,
         filter_size=args.filter_size, error_model=args.error_model, image_id=args.image_id,
+        subband_images=args.subband_images,
     )
     counts = {name: int((table["flags"] & bit).astype(bool).sum())
               for bit, name in FLAG_NAMES.items()}
