@@ -155,7 +155,8 @@ def all_mosaics(wildcards):
 
 def all_qa_reports(wildcards):
     """Every QA report qa/summary.parquet gathers: calibration, images, mosaics."""
-    reports = calibrator_qa_files(wildcards)
+    reports = expand(f"{RESULTS}/qa/flag/{{group}}.json", group=manifest_groups().group)
+    reports += calibrator_qa_files(wildcards)
     reports += expand(f"{RESULTS}/qa/apply/{{group}}.json", group=calibrated_groups())
     reports += expand(f"{RESULTS}/qa/image/{{group}}.json", group=calibrated_groups())
     reports += expand(f"{RESULTS}/qa/mosaic/{{mosaic}}.json", mosaic=sorted(mosaic_plan()))
@@ -193,6 +194,10 @@ def photometry_parquets(wildcards):
 
 def photometry_qa_reports(wildcards):
     return expand(f"{RESULTS}/qa/image/{{group}}.json", group=calibrated_groups())
+
+
+def photometry_flag_reports(wildcards):
+    return expand(f"{RESULTS}/qa/flag/{{group}}.json", group=calibrated_groups())
 
 
 def all_photometry(wildcards):

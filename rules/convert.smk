@@ -1,13 +1,22 @@
 rule convert:
-    """One group's subband files -> one Measurement Set phased to the meridian."""
+    """One group's subband files -> one Measurement Set phased to the meridian, flagged
+    (bad samples, dead antennas, RFI) before it is renamed into place."""
     input:
         files=group_files,
         # ancient: a new day rewrites the manifest but leaves existing groups up to date.
         manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
     output:
         ms=directory(f"{RESULTS}/ms/{{group}}.ms"),
+        flag_qa=f"{RESULTS}/qa/flag/{{group}}.json",
+        flag_png=report(
+            f"{RESULTS}/qa/flag/{{group}}.png",
+            category="QA",
+            subcategory="flagging",
+            caption="../report/flagging.rst",
+        ),
     params:
         writer=config["convert"]["writer"],
+        flag=json_config("flag"),
     threads: config["convert"]["workers"]
     resources:
         mem_mb=lambda wc, attempt: config["convert"]["mem_mb"] * attempt,
@@ -20,4 +29,6 @@ rule convert:
         "../envs/contimg.yaml"
     shell:
         "dsa110-contimg convert {input.files:q} --group {wildcards.group}"
-        " --out {output.ms:q} --writer {params.writer} --workers {threads} 2> {log:q}"
+        " --out {output.ms:q} --writer {params.writer} --workers {threads}"
+        " --flag-qa-json {output.flag_qa:q} --flag-qa-png {output.flag_png:q}"
+        " --flag-config-json {params.flag:q} 2> {log:q}"

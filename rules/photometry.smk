@@ -47,6 +47,7 @@ rule gather_timeseries:
     input:
         photometry=photometry_parquets,
         qa=photometry_qa_reports,
+        flag_qa=photometry_flag_reports,
     output:
         f"{RESULTS}/photometry/timeseries.parquet",
     log:

@@ -4,17 +4,15 @@ images whose QA failed (named in the log)."""
 import logging
 
 from dsa110_contimg.photometry import gather_timeseries
-from dsa110_contimg.qa import passed
+from dsa110_contimg.qa import passed_products
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("gather_timeseries")
-keep = []
-for parquet, report in zip(snakemake.input.photometry, snakemake.input.qa):
-    if passed(report):
-        keep.append(parquet)
-    else:
-        log.warning("left out %s: image QA failed (%s)", parquet, report)
+keep, excluded = passed_products(snakemake.input.photometry, snakemake.input.qa,
+                                 snakemake.input.flag_qa)
+for parquet, reports in excluded.items():
+    log.warning("left out %s: QA failed (%s)", parquet, ", ".join(reports))
 if not keep:
     log.warning("no image passed QA: the time series is empty")
 gather_timeseries(keep, snakemake.output[0])

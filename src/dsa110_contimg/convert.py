@@ -30,6 +30,7 @@ Two writers give the same MS:
   python-casacore, so only a subband or two is ever in memory.
 """
 
+import json
 import logging
 import time
 import warnings
@@ -389,8 +390,13 @@ def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
     return ms_path
 
 
-def convert_group(files, ms_path, group_name, writer="direct", workers=2):
-    """Convert one group's subband files into `ms_path` with the chosen writer."""
+def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=None):
+    """Convert one group's subband files into `ms_path` with the chosen writer.
+
+    With `flag` = (flagging.FlagSettings, QA json path, QA png path) the MS is flagged
+    (bad samples, dead antennas, RFI) before it is renamed into place, so an unflagged MS
+    never looks finished.
+    """
     if writer not in WRITERS:
         raise ValueError(f"unknown MS writer {writer!r}; choose one of {WRITERS}")
     missing = [f for f in files if not Path(f).exists()]
@@ -398,11 +404,18 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2):
         raise FileNotFoundError(f"group {group_name}: input files missing: {missing}")
     t0 = time.perf_counter()
     log.info("%s: converting %d subband files with the %s writer", group_name, len(files), writer)
-    if writer == "direct":
-        write_ms_direct(files, ms_path, group_name, workers=workers)
-    else:
-        write_ms_pyuvdata(files, ms_path, group_name)
-    log.info("%s: wrote %s in %.1f s", group_name, ms_path, time.perf_counter() - t0)
+    with atomic_output(ms_path) as tmp:
+        if writer == "direct":
+            write_ms_direct(files, tmp, group_name, workers=workers)
+        else:
+            write_ms_pyuvdata(files, tmp, group_name)
+        log.info("%s: wrote the MS in %.1f s", group_name, time.perf_counter() - t0)
+        if flag is not None:
+            from .flagging import flag_group
+
+            settings, qa_json, qa_png = flag
+            flag_group(tmp, group_name, qa_json, qa_png, settings)
+    log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)
     return ms_path
 
 
@@ -418,7 +431,14 @@ def _run(args):
         files = list(row.iloc[0].files)
     if not files:
         raise ValueError("give the group's files or --manifest")
-    convert_group(files, args.out, args.group, writer=args.writer, workers=args.workers)
+    flag = None
+    if args.flag_qa_json:
+        from .flagging import FlagSettings
+
+        section = json.loads(args.flag_config_json) if args.flag_config_json else {}
+        flag = (FlagSettings.from_config(section), args.flag_qa_json, args.flag_qa_png)
+    convert_group(files, args.out, args.group, writer=args.writer, workers=args.workers,
+                  flag=flag)
 
 
 def register_cli(sub):
@@ -429,4 +449,8 @@ def register_cli(sub):
     p.add_argument("--out", required=True, help="Measurement Set to write")
     p.add_argument("--writer", choices=WRITERS, default="direct")
     p.add_argument("--workers", type=int, default=2, help="subbands read in parallel")
+    p.add_argument("--flag-qa-json", help="flag the MS before it is renamed into place and "
+                   "write the flagging QA record here")
+    p.add_argument("--flag-qa-png", help="the flagging QA plot (with --flag-qa-json)")
+    p.add_argument("--flag-config-json", help="the config section `flag` as JSON")
     p.set_defaults(func=_run)

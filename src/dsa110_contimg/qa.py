@@ -473,6 +473,23 @@ def passed(report_path):
     return load_report(report_path)["status"] != FAIL
 
 
+def passed_products(products, *report_lists):
+    """Split `products` into those whose every QA report passed and those left out.
+
+    `report_lists` are lists parallel to `products` (e.g. each image's image QA and its
+    group's flagging QA). Returns (kept products, {left-out product: failed reports}).
+    This is where downstream stages leave out what failed QA.
+    """
+    kept, excluded = [], {}
+    for product, *reports in zip(products, *report_lists):
+        failed = [r for r in reports if not passed(r)]
+        if failed:
+            excluded[product] = failed
+        else:
+            kept.append(product)
+    return kept, excluded
+
+
 def _summary_fields(path):
     """(stage, name, status, failed, warned) of a QA JSON: this module's reports, or other
     stages' records with `passed` and `reasons` (calibration solves) or a calibration
