@@ -58,12 +58,21 @@ def test_each_problem_is_named_by_its_key(defaults, tmp_path):
     assert len(config_problems(config, SCHEMA, check_paths=False, base=REPO)) == 8
 
 
+def test_nested_command_line_overrides_get_their_types(defaults, tmp_path):
+    """snakemake keeps the scalars of `--config image='{imsize: 2048}'` as strings."""
+    defaults["archive_dir"] = str(tmp_path)
+    defaults["image"].update(imsize="2048", robust="-0.5")
+    defaults["convert"]["workers"] = "two"
+    assert config_problems(defaults, SCHEMA, base=REPO) == ["convert.workers: 'two' is not an integer"]
+    assert defaults["image"]["imsize"] == 2048 and defaults["image"]["robust"] == -0.5
+
+
 def test_bad_config_stops_snakemake_before_any_job(tmp_path):
     archive, results = tmp_path / "archive", tmp_path / "results"
     archive.mkdir()
     out = subprocess.run(
         [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "1", "--config",
-         f"archive_dir={archive}", f"results_dir={results}", "image={imsize: 100.5}",
+         f"archive_dir={archive}", f"results_dir={results}", "image={imsize: 100.5, robust: 0.5}",
          f"sky_catalog={tmp_path / 'nvss.csv'}", "photometry={pb_cutoff: 0.2}"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     log = out.stdout + out.stderr

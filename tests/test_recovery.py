@@ -1,7 +1,8 @@
 """Retries and recovery on real snakemake runs: a failure that happens once, a job killed
 with SIGKILL, a corrupt UVH5 file (kept going, then quarantined), a read-only output
-directory. Each ends with products equal to a clean run's and nothing lost; plus the
-backoff helper against a real CASA table lock."""
+directory, a job killed after its renames but before Snakemake recorded it, a second run
+on a busy results directory. Each ends with products equal to a clean run's and nothing
+lost; plus the backoff helper against a real CASA table lock."""
 
 import json
 import os
@@ -248,9 +249,8 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
 def _readme_run(archive, results, *args, **popen):
     """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
     on a test archive, with the test imaging overlay."""
-    cmd = [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "2", "--configfile",
-           str(FAST_IMAGING), "--config", f"archive_dir={archive}", f"results_dir={results}",
-           *args]
+    cmd = [str(BIN / "dsa110-contimg"), "run", "--", *args, "--cores", "2", "--configfile",
+           str(FAST_IMAGING), "--config", f"archive_dir={archive}", f"results_dir={results}"]
     return subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
@@ -347,9 +347,9 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     assert locks and first.poll() is None, "the first run never locked"
 
     second = subprocess.run(
-        [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "2", "--configfile",
-         str(FAST_IMAGING), "--config", f"archive_dir={small_archive}",
-         f"results_dir={results}", *product_targets(results)],
+        [str(BIN / "dsa110-contimg"), "run", "--", *product_targets(results), "--cores", "2",
+         "--configfile", str(FAST_IMAGING), "--config", f"archive_dir={small_archive}",
+         f"results_dir={results}"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     message = second.stdout + second.stderr
     assert second.returncode == workflow.EXIT_BUSY == 2, message

@@ -105,18 +105,55 @@ def path_problems(config, base="."):
     return problems
 
 
+def _number(text):
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def coerce_scalars(config, schema):
+    """Turn strings into the numbers and booleans the schema asks for, in place.
+
+    `--config image='{imsize: 2048}'` reaches the workflow as {'imsize': '2048'}: snakemake
+    parses a nested override with YAML's base loader, which keeps every scalar a string."""
+    if isinstance(config, dict):
+        props = schema.get("properties", {})
+        for key, value in config.items():
+            sub = props.get(key)
+            if sub is None:
+                continue
+            types = sub.get("type", [])
+            types = [types] if isinstance(types, str) else types
+            if isinstance(value, str) and {"integer", "number"} & set(types):
+                config[key] = _number(value)
+            elif isinstance(value, str) and "boolean" in types and value.lower() in ("true", "false"):
+                config[key] = value.lower() == "true"
+            else:
+                coerce_scalars(value, sub)
+    elif isinstance(config, list) and isinstance(schema.get("items"), dict):
+        for item in config:
+            coerce_scalars(item, schema["items"])
+    return config
+
+
 def config_problems(config, schema_path, check_paths=True, base="."):
-    """Every problem of `config`, one line each naming the key: schema errors first, then
-    (with `check_paths`) configured inputs that do not exist."""
+    """Every problem of `config` (after coerce_scalars), one line each naming the key:
+    schema errors first, then (with `check_paths`) configured inputs that do not exist."""
     from jsonschema import Draft202012Validator
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    coerce_scalars(config, schema)
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    lines = []
+    lines, keys = [], set()
     for error in errors:
         for line in _describe(error).split("; "):
-            if line not in lines:
+            key = line.split(": ", 1)[0]
+            if key not in keys:  # the first (most basic) problem of each key
+                keys.add(key)
                 lines.append(line)
     return lines + (path_problems(config, base) if check_paths else [])
 
