@@ -1,6 +1,8 @@
 # dsa110-contimg: raw DSA-110 UVH5 archive -> Measurement Sets (-> calibration, images,
 # mosaics, light curves as later stages land). See README.md and ../DESIGN.md.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from dsa110_contimg.configuration import check_config
 
 min_version("9.0")
 
@@ -8,7 +10,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "config/schema.yaml")
+# Every value against config/schema.yaml and every input the config names, before any job
+# runs: one message listing each bad key. `snakemake --lint` checks the values only (it
+# skips the run's environment, as it skips `envvars:`), so it works before the demo exists.
+check_config(config, f"{workflow.basedir}/config/schema.yaml", check_paths=workflow.check_envvars)
 
 
 report: "report/workflow.rst"

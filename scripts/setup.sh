@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-# SLURM for tests/test_slurm.py (Debian slurm-wlm + munge; started by the test itself).
+# SLURM with accounting for tests/test_slurm.py (Debian slurm-wlm, slurmdbd, munge,
+# mariadb-server; the daemons are started by the test through scripts/slurm-local.sh).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   scripts/slurm-local.sh install
 fi

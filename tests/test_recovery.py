@@ -1,7 +1,8 @@
 """Retries and recovery on real snakemake runs: a failure that happens once, a job killed
 with SIGKILL, a corrupt UVH5 file (kept going, then quarantined), a read-only output
-directory. Each ends with products equal to a clean run's and nothing lost; plus the
-backoff helper against a real CASA table lock."""
+directory, a job killed after its renames but before Snakemake recorded it, a second run
+on a busy results directory. Each ends with products equal to a clean run's and nothing
+lost; plus the backoff helper against a real CASA table lock."""
 
 import json
 import os
@@ -14,10 +15,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from dsa110_contimg import retry
-from pipeline import (SMALL_GROUPS, assert_ms_equal, assert_products_equal, env,
-                      executed_jobs, no_partials, product_targets, run, snakemake_cmd)
-from pipeline import REPO
+from dsa110_contimg import retry, workflow
+from pipeline import (BIN, FAST_IMAGING, REPO, SMALL_GROUPS, assert_ms_equal,
+                      assert_products_equal, env, executed_jobs, no_partials, product_targets,
+                      run, snakemake_cmd)
 
 pytestmark = pytest.mark.workflow
 GOOD, BAD = SMALL_GROUPS
@@ -242,4 +243,122 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
     assert sorted(executed_jobs(log), key=str) == [("convert", {"group": BAD}),
                                                    ("qa_manifest", {})], log
     assert (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns == good_mtime
+    assert_products_equal(results, clean_small_run)
+
+
+def _readme_run(archive, results, *args, **popen):
+    """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
+    on a test archive, with the test imaging overlay."""
+    cmd = [str(BIN / "dsa110-contimg"), "run", "--", *args, "--cores", "2", "--configfile",
+           str(FAST_IMAGING), "--config", f"archive_dir={archive}", f"results_dir={results}"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _children(pid):
+    """PIDs of the direct children of `pid`."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(c) for c in path.read_text().split()]
+    except OSError:
+        return []
+
+
+def _proc_state(pid):
+    """The process state letter (R, S, T, Z, ...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _find_process(predicate, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = [a.decode(errors="ignore")
+                        for a in (proc / "cmdline").read_bytes().split(b"\0")]
+            except OSError:
+                continue
+            if predicate(args):
+                return int(proc.name)
+        time.sleep(0.05)
+    raise AssertionError("process never started")
+
+
+def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_path, capsys):
+    """qa_image (downstream of the calibration checkpoint) renames its JSON and PNG into
+    place, and snakemake is SIGKILLed before it records the job: the rerun of the README's
+    command makes that product again, leaves no incomplete marker, and afterwards
+    `snakemake -n` has nothing to do and the product can be asked for by name."""
+    results = tmp_path / "results"
+    qa_json, qa_png = (results / "qa" / "image" / f"{GOOD}.{ext}" for ext in ("json", "png"))
+    run1 = _readme_run(small_archive, results, str(qa_json), start_new_session=True)
+    # freeze snakemake as soon as the qa_image job starts, let the job finish its atomic
+    # renames, then kill the whole run: the job's outputs exist, its record does not
+    job = _find_process(lambda a: "qa-image" in a and str(qa_json) in a)
+    snakemake = next(p for p in _children(run1.pid)
+                     if "snakemake" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="ignore"))
+    os.kill(snakemake, signal.SIGSTOP)
+    deadline = time.time() + 300
+    while _proc_state(job) not in (None, "Z") and time.time() < deadline:
+        time.sleep(0.1)
+    assert _proc_state(job) in (None, "Z"), "qa-image did not finish"
+    os.killpg(run1.pid, signal.SIGKILL)
+    run1.wait(timeout=60)
+    assert qa_json.exists() and qa_png.exists()
+    marked = {out for _, out, _ in workflow.incomplete_markers(REPO)}
+    assert {str(qa_json), str(qa_png)} <= marked, marked
+    killed_mtime = qa_json.stat().st_mtime_ns
+
+    run2 = _readme_run(small_archive, results)
+    log, _ = run2.communicate(timeout=900)
+    assert run2.returncode == 0, log
+    assert ("qa_image", {"group": GOOD}) in executed_jobs(log), log
+    assert "removed 2 output(s) of job(s) killed before Snakemake recorded them" in log
+    assert qa_json.stat().st_mtime_ns > killed_mtime
+    assert not [out for _, out, _ in workflow.incomplete_markers(REPO)
+                if out.startswith(str(results))]
+    assert no_partials(results) == []
+
+    status, dry = run(small_archive, results, "-n")
+    assert status == 0, dry
+    assert "Nothing to be done" in dry, dry
+    assert "missing provenance/metadata" not in dry, dry
+    status, log3 = run(small_archive, results, str(qa_json))
+    assert status == 0, log3
+    assert "IncompleteFilesException" not in log3 and "Nothing to be done" in log3, log3
+
+
+def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_run, tmp_path):
+    """While one `dsa110-contimg run` works on a results directory a second one on the same
+    directory is refused (exit 2, naming the first), and neither it nor the stale-lock
+    removal touches the live run's Snakemake locks; the first run completes."""
+    results = tmp_path / "results"
+    first = _readme_run(small_archive, results, *product_targets(results))
+    locks_dir = REPO / ".snakemake" / "locks"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(locks_dir.glob("*.lock")):
+        time.sleep(0.1)
+    locks = sorted(locks_dir.glob("*.lock"))
+    assert locks and first.poll() is None, "the first run never locked"
+
+    second = subprocess.run(
+        [str(BIN / "dsa110-contimg"), "run", "--", *product_targets(results), "--cores", "2",
+         "--configfile", str(FAST_IMAGING), "--config", f"archive_dir={small_archive}",
+         f"results_dir={results}"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    message = second.stdout + second.stderr
+    assert second.returncode == workflow.EXIT_BUSY == 2, message
+    assert f"another dsa110-contimg run (pid {first.pid} on {os.uname().nodename}, started " in message
+    assert (f"is processing {results}; refusing to start a second one on the same results "
+            "directory. Wait for it to finish (or stop it), then run this command again.") in message
+    assert workflow.remove_stale_locks(REPO) == 0
+    assert sorted(locks_dir.glob("*.lock")) == locks and first.poll() is None
+
+    log, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, log
     assert_products_equal(results, clean_small_run)

@@ -1,0 +1,166 @@
+"""Check the workflow configuration before any job runs: every value against
+config/schema.yaml (types, ranges, allowed values, no unknown keys) and every file or
+directory it names, with one readable message naming each offending key.
+
+A misspelt key (`image.imsiz`) would otherwise be ignored silently and the default used;
+a wrong type would fail deep inside a job, hours into a run.
+"""
+
+import difflib
+from pathlib import Path
+
+import yaml
+
+# Keys naming inputs that must exist: (key path, "file" or "directory").
+REQUIRED_PATHS = (("archive_dir", "directory"), ("sky_catalog", "file"),
+                  ("calibrate.catalog", "file"))
+
+_TYPE_NAMES = {"string": "a string", "number": "a number", "integer": "an integer",
+               "boolean": "true or false", "array": "a list", "object": "a mapping",
+               "null": "null"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem, one per line."""
+
+
+def _key(path):
+    """`image.imsize`, `quarantine[0]`: the key as a user writes it."""
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def _type_phrase(types):
+    types = [types] if isinstance(types, str) else list(types)
+    return " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+
+
+def _describe(error):
+    """One line for one jsonschema error, naming the key."""
+    key, value, v, arg = _key(error.absolute_path), error.instance, error.validator, error.validator_value
+    if v == "type":
+        return f"{key}: {value!r} is not {_type_phrase(arg)}"
+    if v == "minimum":
+        return f"{key}: {value!r} is below the minimum {arg}"
+    if v == "exclusiveMinimum":
+        return f"{key}: {value!r} must be greater than {arg}"
+    if v == "maximum":
+        return f"{key}: {value!r} is above the maximum {arg}"
+    if v == "exclusiveMaximum":
+        return f"{key}: {value!r} must be less than {arg}"
+    if v == "multipleOf":
+        return f"{key}: {value!r} is not a multiple of {arg}"
+    if v == "enum":
+        return f"{key}: {value!r} is not one of {', '.join(map(str, arg))}"
+    if v == "pattern":
+        return f"{key}: {value!r} does not match the pattern {arg}"
+    if v == "required":
+        missing = [k for k in arg if k not in value]
+        prefix = f"{key}." if error.absolute_path else ""
+        return "; ".join(f"{prefix}{k}: missing" for k in missing)
+    if v in ("additionalProperties", "propertyNames") and isinstance(value, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        enum = error.schema.get("propertyNames", {}).get("enum")
+        allowed = allowed or sorted(enum or [])
+        extra = sorted(k for k in value if k not in allowed)
+        lines = []
+        for k in extra:
+            name = f"{key}.{k}" if error.absolute_path else k
+            close = difflib.get_close_matches(k, allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            lines.append(f"{name}: unknown key{hint}")
+        return "; ".join(lines) if lines else f"{key}: {error.message}"
+    if v == "uniqueItems":
+        return f"{key}: entries repeat"
+    if v in ("minItems", "maxItems"):
+        return f"{key}: {value!r} must have {'at least' if v == 'minItems' else 'at most'} {arg} entries"
+    return f"{key}: {error.message}"
+
+
+def _lookup(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def path_problems(config, base="."):
+    """Lines for configured inputs that do not exist (relative paths from `base`)."""
+    problems = []
+    for key, kind in REQUIRED_PATHS:
+        value = _lookup(config, key)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value) if Path(value).is_absolute() else Path(base) / value
+        if kind == "directory" and not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            problems.append(f"{key}: directory {value} {what}")
+        elif kind == "file" and not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            problems.append(f"{key}: file {value} {what}")
+    return problems
+
+
+def _number(text):
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+def coerce_scalars(config, schema):
+    """Turn strings into the numbers and booleans the schema asks for, in place.
+
+    `--config image='{imsize: 2048}'` reaches the workflow as {'imsize': '2048'}: snakemake
+    parses a nested override with YAML's base loader, which keeps every scalar a string."""
+    if isinstance(config, dict):
+        props = schema.get("properties", {})
+        for key, value in config.items():
+            sub = props.get(key)
+            if sub is None:
+                continue
+            types = sub.get("type", [])
+            types = [types] if isinstance(types, str) else types
+            if isinstance(value, str) and {"integer", "number"} & set(types):
+                config[key] = _number(value)
+            elif isinstance(value, str) and "boolean" in types and value.lower() in ("true", "false"):
+                config[key] = value.lower() == "true"
+            else:
+                coerce_scalars(value, sub)
+    elif isinstance(config, list) and isinstance(schema.get("items"), dict):
+        for item in config:
+            coerce_scalars(item, schema["items"])
+    return config
+
+
+def config_problems(config, schema_path, check_paths=True, base="."):
+    """Every problem of `config` (after coerce_scalars), one line each naming the key:
+    schema errors first, then (with `check_paths`) configured inputs that do not exist."""
+    from jsonschema import Draft202012Validator
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    coerce_scalars(config, schema)
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    lines, keys = [], set()
+    for error in errors:
+        for line in _describe(error).split("; "):
+            key = line.split(": ", 1)[0]
+            if key not in keys:  # the first (most basic) problem of each key
+                keys.add(key)
+                lines.append(line)
+    return lines + (path_problems(config, base) if check_paths else [])
+
+
+def check_config(config, schema_path, check_paths=True, base="."):
+    """Raise ConfigError listing every problem of `config` (see config_problems)."""
+    problems = config_problems(config, schema_path, check_paths, base)
+    if problems:
+        raise ConfigError("invalid configuration (config/config.yaml with --configfile and "
+                          "--config overrides):\n" + "\n".join(f"  {p}" for p in problems))
