@@ -21,6 +21,7 @@ w-terms: the field is imaged to the first null of the primary beam (~6.4 deg acr
 w-projection (explicit ``wprojplanes``; -1 fails on these MSs) and WSClean w-stacking.
 """
 
+import argparse
 import json
 import logging
 import shutil
@@ -31,17 +32,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import instrument as inst
-from .atomic import atomic_output
+from .atomic import atomic_output, write_parquet
 from .beam import airy_power
+from .drift import TABLE_COLUMNS, empty_table, fit_and_subtract, restore_sources, select_sources
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
 
 IMAGERS = ("tclean", "wsclean")
 WEIGHTINGS = ("natural", "uniform", "briggs")
-PRODUCTS = ("image.fits", "residual.fits", "pb.fits")
+PRODUCTS = ("image.fits", "residual.fits", "pb.fits", "drift_sources.parquet")
 CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
 """MS keyword written by calibrate.apply_calibration (status calibrated/uncalibrated)."""
 
@@ -68,6 +71,19 @@ class ImagingSettings:
     datacolumn: str = "CORRECTED_DATA"
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
+    drift_subtract: bool = True
+    drift_min_snr: float = 20.0
+    drift_max_sources: int = 40
+    drift_radius_deg: float = 6.0
+    drift_fit_spectral_index: bool = False
+
+    def drift(self):
+        """The drift-subtraction part of the settings."""
+        from .drift import DriftSettings
+
+        return DriftSettings(enabled=self.drift_subtract, min_snr=self.drift_min_snr,
+                             max_sources=self.drift_max_sources, radius_deg=self.drift_radius_deg,
+                             fit_spectral_index=self.drift_fit_spectral_index)
 
     def check(self):
         if self.imager not in IMAGERS:
@@ -80,6 +96,8 @@ class ImagingSettings:
             raise ValueError(f"cell_arcsec must be positive, not {self.cell_arcsec}")
         if self.wprojplanes < 1:
             raise ValueError("wprojplanes must be >= 1 (tclean's -1 fails on these MSs)")
+        if not self.drift_min_snr > 0 or self.drift_max_sources < 0:
+            raise ValueError("drift_min_snr must be positive and drift_max_sources >= 0")
         return self
 
 
@@ -214,13 +232,13 @@ def primary_beam(wcs, shape, pointing_ra, pointing_dec, freq_hz, rows_per_chunk=
     return pb
 
 
-def _tclean(ms, stem, settings):
-    """Run tclean and export image and residual to FITS; returns (image, residual) paths."""
+def _tclean(ms, stem, settings, column):
+    """Run tclean on `column` and export image and residual to FITS; returns their paths."""
     from .casaenv import casatasks
 
     cta = casatasks()
     result = cta.tclean(
-        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(settings.datacolumn),
+        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(column),
         imsize=[settings.imsize, settings.imsize], cell=f"{settings.cell_arcsec}arcsec",
         specmode="mfs", stokes="I", gridder="wproject", wprojplanes=settings.wprojplanes,
         weighting=settings.weighting, robust=settings.robust, niter=settings.niter,
@@ -263,7 +281,7 @@ def wsclean_version():
     return "unknown"
 
 
-def _wsclean(ms, stem, settings):
+def _wsclean(ms, stem, settings, column):
     """Run WSClean (w-stacking, without touching the MS's MODEL_DATA); returns the FITS
     paths of the restored image and residual."""
     exe = shutil.which("wsclean")
@@ -278,7 +296,7 @@ def _wsclean(ms, stem, settings):
         "-weight", *weight, "-niter", str(settings.niter), "-gain", str(settings.gain),
         "-mgain", str(settings.mgain), "-nmiter", str(settings.max_major),
         "-auto-threshold", str(settings.nsigma),
-        "-data-column", settings.datacolumn, "-no-update-model-required", "-no-dirty",
+        "-data-column", column, "-no-update-model-required", "-no-dirty",
         "-j", str(settings.threads),
     ]
     if settings.threshold_jy > 0:
@@ -328,12 +346,19 @@ def _write_fits(data, header, path):
         fits.PrimaryHDU(data=data, header=header).writeto(tmp, output_verify="silentfix")
 
 
-def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None):
-    """Image one MS into `out_dir`/{image,residual,pb}.fits; returns a dict of paths and
-    facts (beam, thermal rms, seconds)."""
+def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None,
+                sky_catalog=None):
+    """Image one MS into `out_dir`/{image,residual,pb}.fits and drift_sources.parquet;
+    returns a dict of paths and facts (beam, thermal rms, drift fit, seconds).
+
+    With `sky_catalog` (CSV path or DataFrame: source_id, ra_deg, dec_deg, flux_jy[,
+    spectral_index]) and settings.drift_subtract, the catalog's bright sources are
+    fitted and subtracted in the visibilities before imaging and restored afterwards
+    (module drift)."""
     from astropy.io import fits
 
     from .photometry import _wcs
+    from .qa import image_frequency
 
     settings = (settings or ImagingSettings()).check()
     ms_path, out_dir = Path(ms_path), Path(out_dir)
@@ -348,20 +373,26 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
                              "group midpoint; give the pointing declination explicitly")
         pointing_dec_deg = dec
     thermal = natural_thermal_rms(summary, settings.sefd_jy)
+    pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
+    freq = summary.centre_freq_hz
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.work-*"):
         shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
+        fitted, drift_facts, image_ms, column = _subtract_drifting_sources(
+            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, sky_catalog)
+        t_drift = time.perf_counter() - t0
         stem = work / "img"
         if settings.imager == "tclean":
-            image_fits, residual_fits = _tclean(ms_path, stem, settings)
+            image_fits, residual_fits = _tclean(image_ms, stem, settings, column)
             version = _casa_version()
         else:
-            image_fits, residual_fits = _wsclean(ms_path, stem, settings)
+            image_fits, residual_fits = _wsclean(image_ms, stem, settings, column)
             version = wsclean_version()
-        t_image = time.perf_counter() - t0
-        prov = provenance([ms_path], config or asdict(settings), imager=settings.imager,
+        t_image = time.perf_counter() - t0 - t_drift
+        inputs = [ms_path] + ([sky_catalog] if isinstance(sky_catalog, (str, Path)) else [])
+        prov = provenance(inputs, config or asdict(settings), imager=settings.imager,
                           imager_version=version, settings=asdict(settings))
         with fits.open(image_fits) as hdul:
             image_hdr, image = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
@@ -370,9 +401,10 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
         beam = _beam(image_hdr, image_fits)
         wcs = _wcs(image_hdr).celestial
         ny, nx = image.shape[-2:]
-        pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
-        freq = summary.centre_freq_hz
         pb = primary_beam(wcs, (ny, nx), pra, pdec, freq).astype(np.float32)
+        image_hdr["BMAJ"], image_hdr["BMIN"], image_hdr["BPA"] = beam
+        plane = image.reshape(ny, nx)
+        fitted = restore_sources(plane, image_hdr, wcs, pb, fitted, image_frequency(image_hdr))
 
         for hdr, kind in ((image_hdr, "restored image"), (resid_hdr, "residual")):
             _common_cards(hdr, summary, settings, prov, (ha, pointing_dec_deg))
@@ -383,10 +415,18 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
             hdr["THERMRMS"] = (thermal, "[Jy/beam] radiometer rms, natural weighting")
             hdr["SEFD"] = (settings.sefd_jy, "[Jy] SEFD assumed for THERMRMS")
             hdr["FLAGFRAC"] = (summary.flagged_fraction, "flagged cross-corr. fraction")
+            hdr["DRIFTSUB"] = (len(fitted), "sources fitted and subtracted in the visibilities")
+            hdr["DRIFTTAB"] = ("drift_sources.parquet", "their fitted fluxes")
             hdr["COMMENT"] = (f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
                               "the primary beam); the beam is pb.fits.")
+        if len(fitted):
+            image_hdr["COMMENT"] = ("The DRIFTSUB sources of DRIFTTAB were fitted with the "
+                                    "per-integration beam, subtracted before imaging and "
+                                    "restored here with peak = fitted flux x pb.fits; the "
+                                    "residual does not contain them.")
         pb_hdr = image_hdr.copy()
-        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT"):
+        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT",
+                    "DRIFTSUB", "DRIFTTAB"):
             pb_hdr.remove(key, ignore_missing=True, remove_all=True)
         pb_hdr["BUNIT"] = ""
         pb_hdr["PBMODEL"] = (f"Airy {inst.DISH_DIAMETER_M} m", "uniformly lit dish")
@@ -400,14 +440,60 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
         _write_fits(image, image_hdr, out["image.fits"])
         _write_fits(resid, resid_hdr, out["residual.fits"])
         _write_fits(pb_full, pb_hdr, out["pb.fits"])
+        write_parquet(fitted[list(TABLE_COLUMNS)], out["drift_sources.parquet"],
+                      {**prov, "drift": drift_facts})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - t0
     log.info("%s: %s image %dx%d, beam %.1f x %.1f arcsec, thermal rms %.3g Jy/beam, "
-             "imager %.1f s, total %.1f s -> %s", ms_path.name, settings.imager, nx, ny,
-             beam[0] * 3600, beam[1] * 3600, thermal, t_image, seconds, out_dir)
+             "%d drifting sources subtracted (%.1f s), imager %.1f s, total %.1f s -> %s",
+             ms_path.name, settings.imager, nx, ny, beam[0] * 3600, beam[1] * 3600, thermal,
+             len(fitted), t_drift, t_image, seconds, out_dir)
     return {"paths": out, "beam_deg": beam, "thermal_rms_jy": thermal, "seconds": seconds,
-            "imager_seconds": t_image, "pointing_dec_deg": pointing_dec_deg}
+            "imager_seconds": t_image, "drift_seconds": t_drift, "drift": drift_facts,
+            "drift_sources": fitted, "pointing_dec_deg": pointing_dec_deg}
+
+
+def _subtract_drifting_sources(ms_path, work, settings, track, pointing_dec_deg, freq_hz,
+                               thermal, sky_catalog):
+    """Select, fit and subtract the catalog's bright sources (module drift).
+
+    Returns (fitted table, facts, MS to image, column to image): WSClean images the
+    column settings.drift.column of the input MS; tclean, which reads only DATA or
+    CORRECTED_DATA, a scratch copy of the MS in `work` whose `datacolumn` holds the
+    subtracted visibilities. Without a catalog or with drift_subtract off, nothing is
+    subtracted and the MS's own column is imaged."""
+    drift = settings.drift()
+    if not drift.enabled:
+        return empty_table(), {"n_sources": 0, "reason": "drift_subtract is off"}, \
+            ms_path, settings.datacolumn
+    if sky_catalog is None:
+        log.warning("%s: no sky catalog, so no drifting source is subtracted; bright sources "
+                    "off the meridian will leave residuals above the noise", ms_path.name)
+        return empty_table(), {"n_sources": 0, "reason": "no sky catalog"}, \
+            ms_path, settings.datacolumn
+    catalog = sky_catalog if isinstance(sky_catalog, pd.DataFrame) else _read_sky(sky_catalog)
+    sources = select_sources(catalog, *track, freq_hz, drift.min_snr * thermal,
+                             drift.max_sources, drift.radius_deg)
+    if settings.imager == "tclean":
+        image_ms, column = work / "drift.ms", settings.datacolumn
+        shutil.copytree(ms_path, image_ms)
+    else:
+        image_ms, column = ms_path, drift.column
+    fitted, facts = fit_and_subtract(ms_path, sources, pointing_dec_deg, drift,
+                                     settings.datacolumn, image_ms, column)
+    facts["min_apparent_jy"] = drift.min_snr * thermal
+    return fitted, facts, image_ms, column
+
+
+def _read_sky(path):
+    from .photometry import read_catalog
+
+    cat = read_catalog(path)
+    if "flux_jy" not in cat:
+        raise ValueError(f"{path}: sky catalog lacks column flux_jy (needed to choose the "
+                         "drifting sources to subtract)")
+    return cat
 
 
 def _beam(header, path):
@@ -436,11 +522,12 @@ def settings_from_args(args):
 def _run(args):
     settings = settings_from_args(args)
     config = json.loads(args.config_json) if args.config_json else None
-    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config)
+    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config, args.sky_catalog)
 
 
 def register_cli(sub):
-    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, pb.fits")
+    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, "
+                       "pb.fits, drift_sources.parquet")
     p.add_argument("ms", help="Measurement Set (calibrated)")
     p.add_argument("--out-dir", required=True, help="directory for image/residual/pb.fits")
     p.add_argument("--pointing-dec", type=float, help="pointing declination (deg); default: "
@@ -449,9 +536,16 @@ def register_cli(sub):
     p.add_argument("--imager", choices=IMAGERS)
     p.add_argument("--weighting", choices=WEIGHTINGS)
     p.add_argument("--datacolumn", choices=("CORRECTED_DATA", "DATA"))
+    p.add_argument("--sky-catalog", help="sky catalog CSV whose bright sources are fitted "
+                   "and subtracted with the per-integration beam (none: no subtraction)")
+    p.add_argument("--drift-subtract", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--drift-fit-spectral-index", action=argparse.BooleanOptionalAction,
+                   default=None)
     for name, typ in (("imsize", int), ("cell-arcsec", float), ("robust", float),
                       ("niter", int), ("threshold-jy", float), ("nsigma", float),
                       ("gain", float), ("cyclefactor", float), ("mgain", float), ("max-major", int),
-                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int)):
+                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int),
+                      ("drift-min-snr", float), ("drift-max-sources", int),
+                      ("drift-radius-deg", float)):
         p.add_argument(f"--{name}", type=typ)
     p.set_defaults(func=_run)
