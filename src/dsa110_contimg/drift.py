@@ -90,17 +90,33 @@ def select_sources(catalog, pointing_ra, pointing_dec, freq_hz, min_apparent_jy,
     return out.sort_values("apparent_peak_jy", ascending=False).head(max_sources).reset_index(drop=True)
 
 
+def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
+    """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
+    dish at hour angle 0 and apparent declination `pointing_dec_deg`: the per-source
+    calibrate.primary_beam_track, with one coordinate transformation for all sources."""
+    from .calibrate import _hadec
+
+    n_src, n_time = len(ra_deg), len(times_mjd)
+    if n_src == 0:
+        return np.zeros((0, n_time, len(freqs_hz)))
+    ha, dec = _hadec(np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time),
+                     np.tile(times_mjd, n_src))
+    theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha),
+                               np.radians(dec)).reshape(n_src, n_time)
+    return airy_power(theta[:, :, None], np.asarray(freqs_hz)[None, None, :])
+
+
 class DriftModel:
     """Templates of point sources seen through the per-integration beam of one MS."""
 
     def __init__(self, ms, sources, pointing_dec_deg, fit_spectral_index=False):
         from casacore import tables
 
-        from .calibrate import _chan_freqs, _unique_times, calibrator_spectrum, primary_beam_track
+        from .calibrate import _chan_freqs, _unique_times, calibrator_spectrum
 
         self.ms = str(ms)
         self.freqs = np.asarray(_chan_freqs(ms), float)
-        _, self.tidx = _unique_times(ms)
+        times, self.tidx = _unique_times(ms)
         with tables.table(f"{ms}/FIELD", ack=False) as t:
             ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
         alpha = (sources.spectral_index.to_numpy(float) if "spectral_index" in sources
@@ -108,13 +124,14 @@ class DriftModel:
         self.alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
         self.lmn = []
         self.amplitude = []
-        for src, a in zip(sources.itertuples(), self.alpha):
+        beams = beam_tracks(times / 86400.0, sources.ra_deg.to_numpy(float),
+                            sources.dec_deg.to_numpy(float), pointing_dec_deg, self.freqs)
+        for src, a, beam in zip(sources.itertuples(), self.alpha, beams):
             ra, dec = np.radians(src.ra_deg), np.radians(src.dec_deg)
             l = np.cos(dec) * np.sin(ra - ra0)
             m = np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)
             self.lmn.append((l, m, np.sqrt(1.0 - l * l - m * m) - 1.0))
             spectrum = calibrator_spectrum(self.freqs, 1.0, a)
-            beam = primary_beam_track(ms, src.ra_deg, src.dec_deg, pointing_dec_deg)
             self.amplitude.append((spectrum[None, :] * beam).astype(np.float32))
         self.log_freq = np.log(self.freqs / inst.REFERENCE_FREQ_HZ).astype(np.float32)
         self.fit_spectral_index = fit_spectral_index
@@ -122,27 +139,39 @@ class DriftModel:
         self.n_terms = self.n_sources * (2 if fit_spectral_index else 1)
         self._split = _channel_split(self.freqs)
 
-    def phasors(self, uvw, k):
-        """exp(+2 pi i f tau_k / c) for rows with `uvw` [nrow, 3] -> [nrow, nchan] complex64."""
+    def phasors(self, uvw, k, out=None):
+        """exp(+2 pi i f tau_k / c) for rows with `uvw` [nrow, 3] -> [nrow, nchan] complex64
+        (written into `out` when given)."""
         l, m, n1 = self.lmn[k]
         turns = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * n1) / inst.SPEED_OF_LIGHT
+        nrow = len(turns)
+        if out is None:
+            out = np.empty((nrow, self.freqs.size), np.complex64)
         if self._split is None:
-            return np.exp(2j * np.pi * turns[:, None] * self.freqs[None, :]).astype(np.complex64)
+            out[:] = np.exp(2j * np.pi * turns[:, None] * self.freqs[None, :])
+            return out
         coarse, fine, order = self._split
         a = np.exp(2j * np.pi * turns[:, None] * coarse[None, :]).astype(np.complex64)
         b = np.exp(2j * np.pi * turns[:, None] * fine[None, :]).astype(np.complex64)
-        ph = (a[:, :, None] * b[:, None, :]).reshape(len(turns), -1)
-        return ph if order is None else ph[:, order]
+        if order is None:
+            np.multiply(a[:, :, None], b[:, None, :], out=out.reshape(nrow, coarse.size, -1))
+        else:
+            out[:] = (a[:, :, None] * b[:, None, :]).reshape(nrow, -1)[:, order]
+        return out
 
-    def templates(self, uvw, rows):
-        """All templates for rows `rows` of the MS: [n_terms, nrow, nchan] complex64."""
+    def templates(self, uvw, rows, row_weight=None):
+        """All templates for rows `rows` of the MS, times `row_weight` [nrow, nchan] when
+        given: [n_terms, nrow, nchan] complex64."""
         out = np.empty((self.n_terms, len(rows), self.freqs.size), np.complex64)
         tidx = self.tidx[rows]
         for k in range(self.n_sources):
-            out[k] = self.phasors(uvw, k)
-            out[k] *= self.amplitude[k][tidx]
+            self.phasors(uvw, k, out[k])
+            amp = self.amplitude[k][tidx]
+            if row_weight is not None:
+                amp *= row_weight
+            out[k] *= amp
             if self.fit_spectral_index:
-                out[self.n_sources + k] = out[k] * self.log_freq[None, :]
+                np.multiply(out[k], self.log_freq[None, :], out=out[self.n_sources + k])
         return out
 
 
@@ -222,8 +251,7 @@ def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_b
             uvw, data, flag, weight, cross = _read_rows(t, column, start, n)
             vis, w = _stokes_i(data, flag, weight, cross, hands)
             sw = np.sqrt(w)
-            tmpl = model.templates(uvw, np.arange(start, start + n))
-            tmpl *= sw[None]
+            tmpl = model.templates(uvw, np.arange(start, start + n), sw)
             x = tmpl.reshape(K, -1).view(np.float32)
             y = (vis * sw).reshape(-1).view(np.float32)
             gram += (x @ x.T).astype(np.float64)
