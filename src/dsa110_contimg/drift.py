@@ -16,7 +16,8 @@ What is done instead, per group:
    over the group's integrations at the band centre) is >= `min_snr` x the image's
    thermal noise, the brightest `max_sources` of them, within `radius_deg` of the pointing.
 2. Template of source k for row r (baseline, time t) and channel f, with the MS's UVW and
-   the direction cosines (l, m, n) of the catalog position about the phase centre:
+   the direction cosines (l, m, n) of the catalog position about the phase centre in
+   the frame of those UVW (`direction_cosines`):
    T_k = (f / 1.4 GHz)^alpha_k A_k(t, f) exp(+2 pi i f (u l + v m + w (n - 1)) / c),
    A_k(t, f) the Airy power toward the source for integration t (the predictor the
    calibrator field model uses, calibrate.primary_beam_track). Optionally a second
@@ -106,6 +107,47 @@ def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
     return airy_power(theta[:, :, None], np.asarray(freqs_hz)[None, None, :])
 
 
+def direction_cosines(times_mjd, phase_center, ra, dec):
+    """(l, m, n - 1) [n_time] of each ICRS direction (rad) about the ICRS phase centre
+    (rad), in the frame of the MS's UVW at each integration.
+
+    pyuvdata phases to the apparent (topocentric, aberrated) position of the phase
+    centre and turns u, v by the position angle between apparent and ICRS north; the
+    offsets are therefore taken between apparent positions and turned by the same
+    angle. (Plain ICRS offsets miss the differential aberration, ~0.5 arcsec at 1.5 deg,
+    which leaves ~2% of a source in the data; with these a noise-free simulated group is
+    modelled to 1e-5.)"""
+    from astropy.time import Time
+    from pyuvdata.utils.phasing import calc_app_coords, calc_frame_pos_angle
+
+    from .simulate import lst_deg
+
+    times = Time(np.asarray(times_mjd, float), format="mjd", scale="utc")
+    jd = times.jd
+    lst = np.radians(lst_deg(times))
+    loc = inst.site_location()
+
+    def apparent(r, d):
+        return calc_app_coords(lon_coord=np.full(jd.size, r), lat_coord=np.full(jd.size, d),
+                               coord_frame="icrs", coord_epoch=2000.0, time_array=jd,
+                               lst_array=lst, telescope_loc=loc)
+
+    ra0, dec0 = apparent(*phase_center)
+    pa = calc_frame_pos_angle(time_array=jd, app_ra=ra0, app_dec=dec0, telescope_loc=loc,
+                              ref_frame="icrs")
+    cos_pa, sin_pa = np.cos(pa), np.sin(pa)
+    out = []
+    for r, d in zip(np.atleast_1d(ra), np.atleast_1d(dec)):
+        ra_s, dec_s = apparent(r, d)
+        l_app = np.cos(dec_s) * np.sin(ra_s - ra0)
+        m_app = (np.sin(dec_s) * np.cos(dec0)
+                 - np.cos(dec_s) * np.sin(dec0) * np.cos(ra_s - ra0))
+        n1 = (np.sin(dec_s) * np.sin(dec0) + np.cos(dec_s) * np.cos(dec0) * np.cos(ra_s - ra0)
+              - 1.0)
+        out.append((l_app * cos_pa - m_app * sin_pa, l_app * sin_pa + m_app * cos_pa, n1))
+    return out
+
+
 class DriftModel:
     """Templates of point sources seen through the per-integration beam of one MS."""
 
@@ -126,11 +168,11 @@ class DriftModel:
         self.amplitude = []
         beams = beam_tracks(times / 86400.0, sources.ra_deg.to_numpy(float),
                             sources.dec_deg.to_numpy(float), pointing_dec_deg, self.freqs)
-        for src, a, beam in zip(sources.itertuples(), self.alpha, beams):
-            ra, dec = np.radians(src.ra_deg), np.radians(src.dec_deg)
-            l = np.cos(dec) * np.sin(ra - ra0)
-            m = np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)
-            self.lmn.append((l, m, np.sqrt(1.0 - l * l - m * m) - 1.0))
+        offsets = direction_cosines(times / 86400.0, (ra0, dec0),
+                                    np.radians(sources.ra_deg.to_numpy(float)),
+                                    np.radians(sources.dec_deg.to_numpy(float)))
+        for a, beam, lmn in zip(self.alpha, beams, offsets):
+            self.lmn.append(lmn)
             spectrum = calibrator_spectrum(self.freqs, 1.0, a)
             self.amplitude.append((spectrum[None, :] * beam).astype(np.float32))
         self.log_freq = np.log(self.freqs / inst.REFERENCE_FREQ_HZ).astype(np.float32)
@@ -139,10 +181,10 @@ class DriftModel:
         self.n_terms = self.n_sources * (2 if fit_spectral_index else 1)
         self._split = _channel_split(self.freqs)
 
-    def phasors(self, uvw, k, out=None):
-        """exp(+2 pi i f tau_k / c) for rows with `uvw` [nrow, 3] -> [nrow, nchan] complex64
-        (written into `out` when given)."""
-        l, m, n1 = self.lmn[k]
+    def phasors(self, uvw, tidx, k, out=None):
+        """exp(+2 pi i f tau_k / c) for rows with `uvw` [nrow, 3] at integrations `tidx`
+        -> [nrow, nchan] complex64 (written into `out` when given)."""
+        l, m, n1 = (c[tidx] for c in self.lmn[k])
         turns = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * n1) / inst.SPEED_OF_LIGHT
         nrow = len(turns)
         if out is None:
@@ -165,7 +207,7 @@ class DriftModel:
         out = np.empty((self.n_terms, len(rows), self.freqs.size), np.complex64)
         tidx = self.tidx[rows]
         for k in range(self.n_sources):
-            self.phasors(uvw, k, out[k])
+            self.phasors(uvw, tidx, k, out[k])
             amp = self.amplitude[k][tidx]
             if row_weight is not None:
                 amp *= row_weight
