@@ -19,9 +19,9 @@ What is done instead, per group:
    the direction cosines (l, m, n) of the catalog position about the phase centre in
    the frame of those UVW (`direction_cosines`):
    T_k = (f / 1.4 GHz)^alpha_k A_k(t, f) exp(+2 pi i f (u l + v m + w (n - 1)) / c),
-   A_k(t, f) the Airy power toward the source for integration t (the predictor the
-   calibrator field model uses, calibrate.primary_beam_track). Optionally a second
-   template T_k ln(f / 1.4 GHz) lets the spectral index move.
+   A_k(t, f) the Airy power toward the source for integration t (the calibrator field
+   model's calibrate.primary_beam_track, done for all sources at once in `beam_tracks`).
+   Optionally a second template T_k ln(f / 1.4 GHz) lets the spectral index move.
 3. Fit the fluxes jointly by weighted linear least squares on Stokes I
    (V_I = (w_XX V_XX + w_YY V_YY) / (w_XX + w_YY), weight w_XX + w_YY from
    WEIGHT_SPECTRUM, flagged samples and autocorrelations weight 0):
@@ -36,12 +36,13 @@ What is done instead, per group:
    peak S_k(f_image) x pb, pb the drift-averaged beam of pb.fits at its position, so
    image / pb gives the fitted flux there, like for every other source.
 
-Cost: the phase exp(2 pi i f tau / c) of evenly spaced channels factorizes into a coarse
-(every B-th channel) and a fine (B offsets) exponential, so a template costs one complex
-multiply per sample instead of one complex exponential; G and b are real matrix
-products of the weighted templates in float32 per chunk of rows, summed in float64.
+Cost: per sample and source one complex multiply-add: the phase of evenly spaced
+channels follows a recurrence within blocks of <= 8 MHz (numba kernels, parallel over
+rows); the normal matrix G is summed per block with the block's mean weight and beam
+and the exact sum of the phase differences, so it costs K^2 per block, not per sample.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ from .beam import airy_power, angular_separation
 log = logging.getLogger(__name__)
 
 SPECTRAL_INDEX_DEFAULT = -0.7
-FINE_CHANNELS = 32
+BLOCK_WIDTH_HZ = 8.0e6
 TABLE_COLUMNS = ["source_id", "ra_deg", "dec_deg", "catalog_flux_jy", "spectral_index",
                  "apparent_peak_jy", "fitted_flux_jy", "fitted_flux_err_jy",
                  "fitted_spectral_index", "pb", "image_freq_hz", "restored_peak_jy",
@@ -71,7 +72,7 @@ class DriftSettings:
     radius_deg: float = 6.0
     fit_spectral_index: bool = False
     column: str = "DRIFT_SUBTRACTED"
-    sample_budget: int = 6_000_000
+    sample_budget: int = 4_000_000
 
 
 def select_sources(catalog, pointing_ra, pointing_dec, freq_hz, min_apparent_jy,
@@ -116,7 +117,7 @@ def direction_cosines(times_mjd, phase_center, ra, dec):
     offsets are therefore taken between apparent positions and turned by the same
     angle. (Plain ICRS offsets miss the differential aberration, ~0.5 arcsec at 1.5 deg,
     which leaves ~2% of a source in the data; with these a noise-free simulated group is
-    modelled to 1e-5.)"""
+    modelled to 1e-5, against 1e-3 with astropy's CIRS positions and position angle.)"""
     from astropy.time import Time
     from pyuvdata.utils.phasing import calc_app_coords, calc_frame_pos_angle
 
@@ -175,64 +176,35 @@ class DriftModel:
             self.lmn.append(lmn)
             spectrum = calibrator_spectrum(self.freqs, 1.0, a)
             self.amplitude.append((spectrum[None, :] * beam).astype(np.float32))
-        self.log_freq = np.log(self.freqs / inst.REFERENCE_FREQ_HZ).astype(np.float32)
         self.fit_spectral_index = fit_spectral_index
         self.n_sources = len(self.lmn)
         self.n_terms = self.n_sources * (2 if fit_spectral_index else 1)
-        self._split = _channel_split(self.freqs)
-
-    def phasors(self, uvw, tidx, k, out=None):
-        """exp(+2 pi i f tau_k / c) for rows with `uvw` [nrow, 3] at integrations `tidx`
-        -> [nrow, nchan] complex64 (written into `out` when given)."""
-        l, m, n1 = (c[tidx] for c in self.lmn[k])
-        turns = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * n1) / inst.SPEED_OF_LIGHT
-        nrow = len(turns)
-        if out is None:
-            out = np.empty((nrow, self.freqs.size), np.complex64)
-        if self._split is None:
-            out[:] = np.exp(2j * np.pi * turns[:, None] * self.freqs[None, :])
-            return out
-        coarse, fine, order = self._split
-        a = np.exp(2j * np.pi * turns[:, None] * coarse[None, :]).astype(np.complex64)
-        b = np.exp(2j * np.pi * turns[:, None] * fine[None, :]).astype(np.complex64)
-        if order is None:
-            np.multiply(a[:, :, None], b[:, None, :], out=out.reshape(nrow, coarse.size, -1))
-        else:
-            out[:] = (a[:, :, None] * b[:, None, :]).reshape(nrow, -1)[:, order]
-        return out
-
-    def templates(self, uvw, rows, row_weight=None):
-        """All templates for rows `rows` of the MS, times `row_weight` [nrow, nchan] when
-        given: [n_terms, nrow, nchan] complex64."""
-        out = np.empty((self.n_terms, len(rows), self.freqs.size), np.complex64)
-        tidx = self.tidx[rows]
-        for k in range(self.n_sources):
-            self.phasors(uvw, tidx, k, out[k])
-            amp = self.amplitude[k][tidx]
-            if row_weight is not None:
-                amp *= row_weight
-            out[k] *= amp
-            if self.fit_spectral_index:
-                np.multiply(out[k], self.log_freq[None, :], out=out[self.n_sources + k])
-        return out
+        n_time = times.size
+        self.lmn_array = np.zeros((self.n_sources, n_time, 3))
+        for k, lmn in enumerate(self.lmn):
+            self.lmn_array[k] = np.stack(lmn, axis=-1)
+        self.term_source = np.tile(np.arange(self.n_sources), self.n_terms // max(self.n_sources, 1))
+        amps = list(self.amplitude)
+        if fit_spectral_index:
+            log_freq = np.log(self.freqs / inst.REFERENCE_FREQ_HZ).astype(np.float32)
+            amps += [a * log_freq[None, :] for a in self.amplitude]
+        self.term_amplitude = (np.stack(amps) if amps
+                               else np.zeros((0, n_time, self.freqs.size), np.float32))
+        self.block = _block_size(self.freqs)
 
 
-def _channel_split(freqs):
-    """(coarse, fine, order) with freqs == (coarse[:, None] + fine[None, :]).ravel()[order]
-    for evenly spaced channels, else None."""
+def _block_size(freqs):
+    """Channels per block (phase recurrence; mean beam and weight in G): the most that
+    divide the band and span <= BLOCK_WIDTH_HZ (the beam changes by < 1% there) for
+    evenly spaced ascending channels (the MS's order), else 1."""
     n = freqs.size
-    order = np.argsort(freqs)
-    f = freqs[order]
-    if n < 2 * FINE_CHANNELS or n % FINE_CHANNELS:
-        return None
-    step = np.diff(f)
-    if not np.allclose(step, step[0], rtol=1e-9, atol=1e-3):
-        return None
-    fine = np.arange(FINE_CHANNELS) * step[0]
-    coarse = f[::FINE_CHANNELS]
-    back = np.empty(n, int)
-    back[order] = np.arange(n)
-    return coarse, fine, (None if np.array_equal(order, np.arange(n)) else back)
+    if n < 2:
+        return 1
+    step = np.diff(freqs)
+    if not (step[0] > 0 and np.allclose(step, step[0], rtol=1e-9, atol=1e-3)):
+        return 1
+    fits = [b for b in range(1, n + 1) if n % b == 0 and b * step[0] <= BLOCK_WIDTH_HZ]
+    return max(fits) if fits else 1
 
 
 def _parallel_hands(ms):
@@ -269,14 +241,108 @@ def _read_rows(t, column, start, n):
 
 
 def _chunk_rows(model, budget):
-    return max(64, int(budget // max(1, model.n_terms * model.freqs.size)))
+    return max(64, int(budget // max(1, model.freqs.size)))
+
+
+@functools.cache
+def _kernels():
+    """Numba kernels (compiled on first use, cached on disk): per row, the phase of
+    every source in channel f0 + j df follows from the block's first channel by the
+    recurrence z_{j+1} = z_j exp(2 pi i df tau / c), so the sample loop has no
+    exponential."""
+    import numba
+
+    two_pi_over_c = 2.0 * np.pi / inst.SPEED_OF_LIGHT
+
+    @numba.njit(parallel=True, cache=True)
+    def fit_rows(uvw, tidx, vis, wt, lmn, term_src, term_amp, freqs, block, b_out, g_out):
+        n_row, n_chan = vis.shape
+        n_src = lmn.shape[0]
+        n_term = term_src.size
+        n_blk = n_chan // block
+        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
+        for r in numba.prange(n_row):
+            t = tidx[r]
+            tau = np.empty(n_src)
+            for k in range(n_src):
+                tau[k] = (uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1]
+                          + uvw[r, 2] * lmn[k, t, 2]) * two_pi_over_c
+            rot = np.empty(n_src, np.complex128)
+            abar = np.empty(n_term)
+            for c in range(n_blk):
+                c0 = c * block
+                for k in range(n_src):
+                    rot[k] = np.exp(1j * tau[k] * freqs[c0])
+                step = np.exp(1j * tau * df)
+                wsum = 0.0
+                for m in range(n_term):
+                    abar[m] = 0.0
+                for j in range(block):
+                    ch = c0 + j
+                    w = wt[r, ch]
+                    if w > 0.0:
+                        v = vis[r, ch]
+                        wsum += w
+                        for m in range(n_term):
+                            z = rot[term_src[m]]
+                            a = term_amp[m, t, ch]
+                            b_out[r, m] += w * a * (z.real * v.real + z.imag * v.imag)
+                            abar[m] += w * a
+                    for k in range(n_src):
+                        rot[k] *= step[k]
+                if wsum == 0.0:
+                    continue
+                # normal matrix per block: weights and beams averaged over the block,
+                # the phase difference summed exactly (a Dirichlet kernel)
+                for m in range(n_term):
+                    for q in range(m, n_term):
+                        dtau = tau[term_src[q]] - tau[term_src[m]]
+                        x = dtau * df
+                        if block == 1 or abs(x) < 1e-12:
+                            dirichlet = block + 0j
+                        else:
+                            dirichlet = (1.0 - np.exp(1j * x * block)) / (1.0 - np.exp(1j * x))
+                        g = (np.exp(1j * dtau * freqs[c0]) * dirichlet).real / block
+                        g_out[r, m, q] += abar[m] * abar[q] / wsum * g
+
+    @numba.njit(parallel=True, cache=True)
+    def predict_rows(uvw, tidx, lmn, term_src, term_amp, coef, freqs, block, out):
+        n_row, n_chan = out.shape
+        n_src = lmn.shape[0]
+        n_term = term_src.size
+        n_blk = n_chan // block
+        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
+        for r in numba.prange(n_row):
+            t = tidx[r]
+            tau = np.empty(n_src)
+            for k in range(n_src):
+                tau[k] = (uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1]
+                          + uvw[r, 2] * lmn[k, t, 2]) * two_pi_over_c
+            rot = np.empty(n_src, np.complex128)
+            for c in range(n_blk):
+                c0 = c * block
+                for k in range(n_src):
+                    rot[k] = np.exp(1j * tau[k] * freqs[c0])
+                step = np.exp(1j * tau * df)
+                for j in range(block):
+                    ch = c0 + j
+                    acc = 0j
+                    for m in range(n_term):
+                        acc += coef[m] * term_amp[m, t, ch] * rot[term_src[m]]
+                    out[r, ch] = acc
+                    for k in range(n_src):
+                        rot[k] *= step[k]
+
+    return fit_rows, predict_rows
 
 
 def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_budget):
     """Joint weighted least-squares fit of the template amplitudes to Stokes I.
 
-    Returns (coefficients [n_terms], normal matrix G, b, sum w |V|^2, number of weighted
-    samples); coefficient k < n_sources is the flux at 1.4 GHz (Jy)."""
+    b is summed exactly over the samples; G per block of channels with the block's mean
+    weight and beam (the beam changes by < 1% across a block, and G only weighs the
+    sources against each other). Returns (coefficients [n_terms], G, b, sum w |V|^2,
+    number of weighted samples); coefficient k < n_sources is the flux at 1.4 GHz (Jy)."""
     from casacore import tables
 
     hands = _parallel_hands(ms)
@@ -285,6 +351,7 @@ def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_b
     rhs = np.zeros(K)
     power = 0.0
     n_samples = 0
+    fit_rows, _ = _kernels()
     with tables.table(str(ms), ack=False) as t:
         nrow = t.nrows()
         step = _chunk_rows(model, budget)
@@ -292,16 +359,20 @@ def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_b
             n = min(step, nrow - start)
             uvw, data, flag, weight, cross = _read_rows(t, column, start, n)
             vis, w = _stokes_i(data, flag, weight, cross, hands)
-            sw = np.sqrt(w)
-            tmpl = model.templates(uvw, np.arange(start, start + n), sw)
-            x = tmpl.reshape(K, -1).view(np.float32)
-            y = (vis * sw).reshape(-1).view(np.float32)
-            gram += (x @ x.T).astype(np.float64)
-            rhs += (x @ y).astype(np.float64)
-            power += float(np.dot(y.astype(np.float64), y))
+            power += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag ** 2)))
             n_samples += int(np.count_nonzero(w))
+            if K == 0:
+                continue
+            b_rows = np.zeros((n, K))
+            g_rows = np.zeros((n, K, K))
+            fit_rows(uvw, model.tidx[start:start + n], vis, w, model.lmn_array,
+                     model.term_source, model.term_amplitude, model.freqs, model.block,
+                     b_rows, g_rows)
+            rhs += b_rows.sum(axis=0)
+            gram += g_rows.sum(axis=0)
     if K == 0:
         return np.zeros(0), gram, rhs, power, n_samples
+    gram = np.triu(gram) + np.triu(gram, 1).T
     coef = np.linalg.solve(gram, rhs)
     return coef, gram, rhs, power, n_samples
 
@@ -317,6 +388,7 @@ def subtract_model(ms, model, coef, in_column="CORRECTED_DATA", out_ms=None,
     out_ms = str(out_ms or ms)
     same = out_ms == str(ms)
     _ensure_column(out_ms, in_column, out_column)
+    _, predict_rows = _kernels()
     chi2 = 0.0
     with tables.table(str(ms), ack=False, readonly=not same) as t_in:
         t_out = t_in if same else tables.table(out_ms, ack=False, readonly=False)
@@ -329,13 +401,15 @@ def subtract_model(ms, model, coef, in_column="CORRECTED_DATA", out_ms=None,
                 n = min(step, nrow - start)
                 uvw, data, flag, weight, cross = _read_rows(t_in, in_column, start, n)
                 if model.n_terms:
-                    tmpl = model.templates(uvw, np.arange(start, start + n))
-                    pred = np.tensordot(coef.astype(np.float32), tmpl, axes=1)
+                    pred = np.zeros((n, model.freqs.size), np.complex128)
+                    predict_rows(uvw, model.tidx[start:start + n], model.lmn_array,
+                                 model.term_source, model.term_amplitude,
+                                 np.asarray(coef, float), model.freqs, model.block, pred)
                     pred[~cross] = 0.0
                     for h in hands:
-                        data[:, :, h] -= pred
+                        data[:, :, h] -= pred.astype(np.complex64)
                 vis, w = _stokes_i(data, flag, weight, cross, hands)
-                chi2 += float(np.sum(w * (vis.real ** 2 + vis.imag ** 2)))
+                chi2 += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag ** 2)))
                 t_out.putcol(out_column, data, start, n)
         finally:
             if not same:

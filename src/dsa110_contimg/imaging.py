@@ -1,4 +1,5 @@
-"""Image one calibrated group: tclean (default) or WSClean, plus the primary-beam image.
+"""Image one calibrated group: tclean (default) or WSClean, plus the primary-beam image,
+after subtracting the bright sources drifting through the beam.
 
 Products in the group's image directory, all on one grid (SIN projection about the MS
 phase centre, i.e. the meridian at the pointing declination at the group midpoint):
@@ -11,6 +12,17 @@ phase centre, i.e. the meridian at the pointing declination at the group midpoin
   and declination while the sky drifts ~1.3 deg through the beam in a group, so the
   response a source had during the group is the mean of the Airy pattern about each
   integration's pointing. Divide image.fits by it to correct the primary beam.
+
+- ``drift_sources.parquet``: the sky-catalog sources bright enough to matter, fitted in
+  the visibilities with the per-integration primary beam and subtracted before imaging
+  (module drift: a source off the meridian changes its apparent flux by up to 2x during
+  a group, which a constant-sky deconvolution cannot model); they are restored into
+  image.fits as restoring-beam Gaussians of peak fitted flux x pb.fits, so image / pb
+  measures their fitted flux, and are absent from residual.fits. One row per source:
+  catalog and fitted flux (1.4 GHz) with its error, pb, restored peak, in_image.
+  WSClean images the column DRIFT_SUBTRACTED of the MS; tclean (DATA or CORRECTED_DATA
+  only) a scratch copy of the MS. Without a sky catalog nothing is subtracted
+  (DRIFTSUB = 0).
 
 Headers carry the provenance (software version, config hash, input MS), the imager and
 its settings, the observation times (MJD-OBS at the start, MJD-AVG at the midpoint) and
