@@ -4,10 +4,12 @@
 # imaging and restored).
 
 
-def _drift_options(c):
+def _image_options(c):
     opts = " --drift-subtract" if c.get("drift_subtract", True) else " --no-drift-subtract"
     if c.get("drift_fit_spectral_index", False):
         opts += " --drift-fit-spectral-index"
+    if c.get("deterministic", False):
+        opts += " --deterministic"
     for key in ("drift_min_snr", "drift_max_sources", "drift_radius_deg"):
         if key in c:
             opts += f" --{key.replace('_', '-')} {c[key]}"
@@ -30,7 +32,7 @@ rule image:
         out_dir=lambda wc, output: str(Path(output.image).parent),
         cfg=json_config("image"),
         c=config["image"],
-        drift=_drift_options(config["image"]),
+        opts=_image_options(config["image"]),
     threads: config["image"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
@@ -50,4 +52,4 @@ rule image:
         " --gain {params.c[gain]} --cyclefactor {params.c[cyclefactor]}"
         " --mgain {params.c[mgain]} --max-major {params.c[max_major]}"
         " --wprojplanes {params.c[wprojplanes]} --threads {threads}"
-        "{params.drift} --config-json {params.cfg:q} 2> {log:q}"
+        "{params.opts} --config-json {params.cfg:q} 2> {log:q}"

@@ -65,7 +65,12 @@ CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
 class ImagingSettings:
     """Imaging parameters (config section `image`). Defaults suit DSA-110 at 1.4 GHz:
     2560 x 9 arcsec pixels cover the primary beam to its first null (6.4 deg) and give
-    ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam."""
+    ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam.
+
+    WSClean 3.1 with 2 threads is not bit-reproducible (two runs on one MS differed by
+    up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
+    thread (identical images, slower gridding). tclean and the drift fit (per-row sums
+    added in a fixed order) are reproducible."""
 
     imager: str = "tclean"
     imsize: int = 2560
@@ -83,6 +88,7 @@ class ImagingSettings:
     datacolumn: str = "CORRECTED_DATA"
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
+    deterministic: bool = False
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
     drift_max_sources: int = 40
@@ -338,7 +344,7 @@ def _wsclean(ms, stem, settings, column):
         "-mgain", str(settings.mgain), "-nmiter", str(settings.max_major),
         "-auto-threshold", str(settings.nsigma),
         "-data-column", column, "-no-update-model-required", "-no-dirty",
-        "-j", str(settings.threads),
+        "-j", str(1 if settings.deterministic else settings.threads),
     ]
     if settings.threshold_jy > 0:
         cmd += ["-threshold", str(settings.threshold_jy)]
@@ -582,6 +588,8 @@ def register_cli(sub):
     p.add_argument("--sky-catalog", help="sky catalog CSV whose bright sources are fitted "
                    "and subtracted with the per-integration beam (none: no subtraction)")
     p.add_argument("--drift-subtract", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="WSClean on one thread: bit-identical images on a rerun")
     p.add_argument("--drift-fit-spectral-index", action=argparse.BooleanOptionalAction,
                    default=None)
     for name, typ in (("imsize", int), ("cell-arcsec", float), ("robust", float),
