@@ -4,18 +4,7 @@
 # imaging and restored).
 
 
-def _image_options(c):
-    opts = " --drift-subtract" if c.get("drift_subtract", True) else " --no-drift-subtract"
-    if c.get("drift_fit_spectral_index", False):
-        opts += " --drift-fit-spectral-index"
-    if c.get("deterministic", False):
-        opts += " --deterministic"
-    for key in ("drift_min_snr", "drift_max_sources", "drift_radius_deg"):
-        if key in c:
-            opts += f" --{key.replace('_', '-')} {c[key]}"
-    if SKY_CATALOG:
-        opts += f" --sky-catalog {shlex.quote(str(SKY_CATALOG))}"
-    return opts
+from dsa110_contimg.imaging import cli_options as image_cli_options
 
 
 rule image:
@@ -32,7 +21,7 @@ rule image:
         out_dir=lambda wc, output: str(Path(output.image).parent),
         cfg=json_config("image"),
         c=config["image"],
-        opts=_image_options(config["image"]),
+        opts=image_cli_options(config["image"], SKY_CATALOG),
     threads: config["image"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,

@@ -568,6 +568,25 @@ def settings_from_args(args):
     return ImagingSettings(**values)
 
 
+def cli_options(image_config, sky_catalog=None):
+    """The `image` command's drift and reproducibility options for a config `image`
+    section (rules/image.smk), with --sky-catalog when one exists."""
+    import shlex
+
+    c = image_config
+    opts = " --drift-subtract" if c.get("drift_subtract", True) else " --no-drift-subtract"
+    if c.get("drift_fit_spectral_index", False):
+        opts += " --drift-fit-spectral-index"
+    if c.get("deterministic", False):
+        opts += " --deterministic"
+    for key in ("drift_min_snr", "drift_max_sources", "drift_radius_deg"):
+        if key in c:
+            opts += f" --{key.replace('_', '-')} {c[key]}"
+    if sky_catalog:
+        opts += f" --sky-catalog {shlex.quote(str(sky_catalog))}"
+    return opts
+
+
 def _run(args):
     settings = settings_from_args(args)
     config = json.loads(args.config_json) if args.config_json else None
