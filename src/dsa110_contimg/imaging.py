@@ -464,7 +464,7 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
             hdr["THERMRMS"] = (thermal, "[Jy/beam] radiometer rms, natural weighting")
             hdr["SEFD"] = (settings.sefd_jy, "[Jy] SEFD assumed for THERMRMS")
             hdr["FLAGFRAC"] = (summary.flagged_fraction, "flagged cross-corr. fraction")
-            hdr["DRIFTSUB"] = (len(fitted), "sources fitted and subtracted in the visibilities")
+            hdr["DRIFTSUB"] = (len(fitted), "sources fitted, subtracted from the vis.")
             hdr["DRIFTTAB"] = ("drift_sources.parquet", "their fitted fluxes")
             hdr["COMMENT"] = (f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
                               "the primary beam); the beam is pb.fits.")
