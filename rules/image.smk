@@ -1,19 +1,27 @@
-# Imaging (DESIGN.md section 5): one calibrated group -> image.fits (flat noise),
-# residual.fits and pb.fits (Airy beam averaged over the group's drift) on one grid.
+# Imaging: one calibrated group -> image.fits (flat noise), residual.fits and pb.fits
+# (Airy beam averaged over the group's drift) on one grid, and drift_sources.parquet
+# (the bright catalog sources fitted with the per-integration beam, subtracted before
+# imaging and restored).
+
+
+from dsa110_contimg.imaging import cli_options as image_cli_options
 
 
 rule image:
     """tclean (w-projection) or WSClean (w-stacking), chosen by config image.imager."""
     input:
         ms=f"{RESULTS}/ms_cal/{{group}}.ms",
+        sky=[SKY_CATALOG] if SKY_CATALOG else [],
     output:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
+        drift=f"{RESULTS}/images/{{group}}/drift_sources.parquet",
     params:
         out_dir=lambda wc, output: str(Path(output.image).parent),
         cfg=json_config("image"),
         c=config["image"],
+        opts=image_cli_options(config["image"], SKY_CATALOG),
     threads: config["image"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
@@ -33,4 +41,4 @@ rule image:
         " --gain {params.c[gain]} --cyclefactor {params.c[cyclefactor]}"
         " --mgain {params.c[mgain]} --max-major {params.c[max_major]}"
         " --wprojplanes {params.c[wprojplanes]} --threads {threads}"
-        " --config-json {params.cfg:q} 2> {log:q}"
+        "{params.opts} --config-json {params.cfg:q} 2> {log:q}"

@@ -1,4 +1,5 @@
-"""Image one calibrated group: tclean (default) or WSClean, plus the primary-beam image.
+"""Image one calibrated group: tclean (default) or WSClean, plus the primary-beam image,
+after subtracting the bright sources drifting through the beam.
 
 Products in the group's image directory, all on one grid (SIN projection about the MS
 phase centre, i.e. the meridian at the pointing declination at the group midpoint):
@@ -12,6 +13,17 @@ phase centre, i.e. the meridian at the pointing declination at the group midpoin
   response a source had during the group is the mean of the Airy pattern about each
   integration's pointing. Divide image.fits by it to correct the primary beam.
 
+- ``drift_sources.parquet``: the sky-catalog sources bright enough to matter, fitted in
+  the visibilities with the per-integration primary beam and subtracted before imaging
+  (module drift: a source off the meridian changes its apparent flux by up to 2x during
+  a group, which a constant-sky deconvolution cannot model); they are restored into
+  image.fits as restoring-beam Gaussians of peak fitted flux x pb.fits, so image / pb
+  measures their fitted flux, and are absent from residual.fits. One row per source:
+  catalog and fitted flux (1.4 GHz) with its error, pb, restored peak, in_image.
+  WSClean images the column DRIFT_SUBTRACTED of the MS; tclean (DATA or CORRECTED_DATA
+  only) a scratch copy of the MS. Without a sky catalog nothing is subtracted
+  (DRIFTSUB = 0).
+
 Headers carry the provenance (software version, config hash, input MS), the imager and
 its settings, the observation times (MJD-OBS at the start, MJD-AVG at the midpoint) and
 the natural-weighting thermal noise expected from the radiometer equation (THERMRMS).
@@ -21,6 +33,7 @@ w-terms: the field is imaged to the first null of the primary beam (~6.4 deg acr
 w-projection (explicit ``wprojplanes``; -1 fails on these MSs) and WSClean w-stacking.
 """
 
+import argparse
 import json
 import logging
 import shutil
@@ -31,17 +44,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import instrument as inst
-from .atomic import atomic_output
+from .atomic import atomic_output, write_parquet
 from .beam import airy_power
+from .drift import TABLE_COLUMNS, empty_table, fit_and_subtract, restore_sources, select_sources
 from .provenance import provenance
 
 log = logging.getLogger(__name__)
 
 IMAGERS = ("tclean", "wsclean")
 WEIGHTINGS = ("natural", "uniform", "briggs")
-PRODUCTS = ("image.fits", "residual.fits", "pb.fits")
+PRODUCTS = ("image.fits", "residual.fits", "pb.fits", "drift_sources.parquet")
 CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
 """MS keyword written by calibrate.apply_calibration (status calibrated/uncalibrated)."""
 
@@ -50,7 +65,12 @@ CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
 class ImagingSettings:
     """Imaging parameters (config section `image`). Defaults suit DSA-110 at 1.4 GHz:
     2560 x 9 arcsec pixels cover the primary beam to its first null (6.4 deg) and give
-    ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam."""
+    ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam.
+
+    WSClean 3.1 with 2 threads is not bit-reproducible (two runs on one MS differed by
+    up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
+    thread (identical images, slower gridding). tclean and the drift fit (per-row sums
+    added in a fixed order) are reproducible."""
 
     imager: str = "tclean"
     imsize: int = 2560
@@ -68,6 +88,20 @@ class ImagingSettings:
     datacolumn: str = "CORRECTED_DATA"
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
+    deterministic: bool = False
+    drift_subtract: bool = True
+    drift_min_snr: float = 20.0
+    drift_max_sources: int = 40
+    drift_radius_deg: float = 6.0
+    drift_fit_spectral_index: bool = False
+
+    def drift(self):
+        """The drift-subtraction part of the settings."""
+        from .drift import DriftSettings
+
+        return DriftSettings(enabled=self.drift_subtract, min_snr=self.drift_min_snr,
+                             max_sources=self.drift_max_sources, radius_deg=self.drift_radius_deg,
+                             fit_spectral_index=self.drift_fit_spectral_index)
 
     def check(self):
         if self.imager not in IMAGERS:
@@ -80,6 +114,8 @@ class ImagingSettings:
             raise ValueError(f"cell_arcsec must be positive, not {self.cell_arcsec}")
         if self.wprojplanes < 1:
             raise ValueError("wprojplanes must be >= 1 (tclean's -1 fails on these MSs)")
+        if not self.drift_min_snr > 0 or self.drift_max_sources < 0:
+            raise ValueError("drift_min_snr must be positive and drift_max_sources >= 0")
         return self
 
 
@@ -192,35 +228,64 @@ def _unit_vectors(ra, dec):
     return np.stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)], axis=-1)
 
 
-def primary_beam(wcs, shape, pointing_ra, pointing_dec, freq_hz, rows_per_chunk=256):
+def primary_beam(wcs, shape, pointing_ra, pointing_dec, freq_hz, step=4):
     """Mean Airy power response on the (ny, nx) pixel grid of celestial `wcs` over the
-    pointings (rad); pixels without valid sky coordinates get 0."""
+    pointings (rad); pixels without valid sky coordinates get 0.
+
+    The Airy power is a function of x = pi D sin(theta) f / c alone, with
+    sin(theta) = sqrt(1 - (p . s)^2) for unit vectors p (pointing) and s (pixel): it is
+    tabulated once on a fine grid of x (step 1e-3). The mean beam varies on degree
+    scales, so it is computed every `step` pixels and interpolated bilinearly (error
+    ~1e-5 at 9 arcsec pixels)."""
     ny, nx = shape
+    step = max(1, int(step))
+    ys = np.arange((ny - 1) // step + 2) * step
+    xs = np.arange((nx - 1) // step + 2) * step
+    coarse, valid = _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz)
+    pb = _upsample(_upsample(coarse, nx, step, axis=1), ny, step, axis=0)
+    if valid.all():
+        return pb
+    inside = _upsample(_upsample(valid.astype(float), nx, step, axis=1), ny, step, axis=0)
+    return np.where(inside > 1.0 - 1e-9, pb, 0.0)
+
+
+def _upsample(a, n, step, axis):
+    """Linear interpolation of `a`, sampled every `step` pixels along `axis`, onto 0..n-1."""
+    i = np.arange(n)
+    j, t = i // step, (i % step) / step
+    lo, hi = np.take(a, j, axis=axis), np.take(a, j + 1, axis=axis)
+    shape = [1, 1]
+    shape[axis] = n
+    t = t.reshape(shape)
+    return lo * (1.0 - t) + hi * t
+
+
+def _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz):
+    """Mean Airy power over the pointings at pixel rows `ys` x columns `xs`, and the
+    mask of pixels with valid sky coordinates."""
     pointings = _unit_vectors(np.asarray(pointing_ra), np.asarray(pointing_dec))
-    pb = np.zeros(shape, dtype=np.float64)
-    xs = np.arange(nx)
-    for y0 in range(0, ny, rows_per_chunk):
-        y1 = min(ny, y0 + rows_per_chunk)
-        px, py = np.meshgrid(xs, np.arange(y0, y1))
-        ra, dec = wcs.pixel_to_world_values(px, py)
-        valid = np.isfinite(ra) & np.isfinite(dec)
-        vec = _unit_vectors(np.radians(np.where(valid, ra, 0.0)),
-                            np.radians(np.where(valid, dec, 0.0)))
-        acc = np.zeros(px.shape)
-        for p in pointings:
-            cos_theta = np.clip(vec @ p, -1.0, 1.0)
-            acc += airy_power(np.arccos(cos_theta), freq_hz)
-        pb[y0:y1] = np.where(valid, acc / len(pointings), 0.0)
-    return pb
+    scale = np.pi * inst.DISH_DIAMETER_M * freq_hz / inst.SPEED_OF_LIGHT
+    x_table = np.arange(0.0, scale + 2e-3, 1e-3)
+    a_table = airy_power(np.arcsin(np.clip(x_table / scale, 0.0, 1.0)), freq_hz)
+    px, py = np.meshgrid(xs, ys)
+    ra, dec = wcs.pixel_to_world_values(px, py)
+    valid = np.isfinite(ra) & np.isfinite(dec)
+    vec = _unit_vectors(np.radians(np.where(valid, ra, 0.0)), np.radians(np.where(valid, dec, 0.0)))
+    acc = np.zeros(px.shape)
+    for p in pointings:
+        cos_theta = vec @ p
+        acc += np.interp(scale * np.sqrt(np.clip(1.0 - cos_theta * cos_theta, 0.0, 1.0)),
+                         x_table, a_table)
+    return np.where(valid, acc / len(pointings), 0.0), valid
 
 
-def _tclean(ms, stem, settings):
-    """Run tclean and export image and residual to FITS; returns (image, residual) paths."""
+def _tclean(ms, stem, settings, column):
+    """Run tclean on `column` and export image and residual to FITS; returns their paths."""
     from .casaenv import casatasks
 
     cta = casatasks()
     result = cta.tclean(
-        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(settings.datacolumn),
+        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(column),
         imsize=[settings.imsize, settings.imsize], cell=f"{settings.cell_arcsec}arcsec",
         specmode="mfs", stokes="I", gridder="wproject", wprojplanes=settings.wprojplanes,
         weighting=settings.weighting, robust=settings.robust, niter=settings.niter,
@@ -263,7 +328,7 @@ def wsclean_version():
     return "unknown"
 
 
-def _wsclean(ms, stem, settings):
+def _wsclean(ms, stem, settings, column):
     """Run WSClean (w-stacking, without touching the MS's MODEL_DATA); returns the FITS
     paths of the restored image and residual."""
     exe = shutil.which("wsclean")
@@ -278,8 +343,8 @@ def _wsclean(ms, stem, settings):
         "-weight", *weight, "-niter", str(settings.niter), "-gain", str(settings.gain),
         "-mgain", str(settings.mgain), "-nmiter", str(settings.max_major),
         "-auto-threshold", str(settings.nsigma),
-        "-data-column", settings.datacolumn, "-no-update-model-required", "-no-dirty",
-        "-j", str(settings.threads),
+        "-data-column", column, "-no-update-model-required", "-no-dirty",
+        "-j", str(1 if settings.deterministic else settings.threads),
     ]
     if settings.threshold_jy > 0:
         cmd += ["-threshold", str(settings.threshold_jy)]
@@ -328,12 +393,19 @@ def _write_fits(data, header, path):
         fits.PrimaryHDU(data=data, header=header).writeto(tmp, output_verify="silentfix")
 
 
-def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None):
-    """Image one MS into `out_dir`/{image,residual,pb}.fits; returns a dict of paths and
-    facts (beam, thermal rms, seconds)."""
+def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None,
+                sky_catalog=None):
+    """Image one MS into `out_dir`/{image,residual,pb}.fits and drift_sources.parquet;
+    returns a dict of paths and facts (beam, thermal rms, drift fit, seconds).
+
+    With `sky_catalog` (CSV path or DataFrame: source_id, ra_deg, dec_deg, flux_jy[,
+    spectral_index]) and settings.drift_subtract, the catalog's bright sources are
+    fitted and subtracted in the visibilities before imaging and restored afterwards
+    (module drift)."""
     from astropy.io import fits
 
     from .photometry import _wcs
+    from .qa import image_frequency
 
     settings = (settings or ImagingSettings()).check()
     ms_path, out_dir = Path(ms_path), Path(out_dir)
@@ -348,20 +420,28 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
                              "group midpoint; give the pointing declination explicitly")
         pointing_dec_deg = dec
     thermal = natural_thermal_rms(summary, settings.sefd_jy)
+    pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
+    freq = summary.centre_freq_hz
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.work-*"):
         shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
+        t1 = time.perf_counter()
+        fitted, drift_facts, image_ms, column = _subtract_drifting_sources(
+            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, sky_catalog)
+        t_drift = time.perf_counter() - t1
+        t1 = time.perf_counter()
         stem = work / "img"
         if settings.imager == "tclean":
-            image_fits, residual_fits = _tclean(ms_path, stem, settings)
+            image_fits, residual_fits = _tclean(image_ms, stem, settings, column)
             version = _casa_version()
         else:
-            image_fits, residual_fits = _wsclean(ms_path, stem, settings)
+            image_fits, residual_fits = _wsclean(image_ms, stem, settings, column)
             version = wsclean_version()
-        t_image = time.perf_counter() - t0
-        prov = provenance([ms_path], config or asdict(settings), imager=settings.imager,
+        t_image = time.perf_counter() - t1
+        inputs = [ms_path] + ([sky_catalog] if isinstance(sky_catalog, (str, Path)) else [])
+        prov = provenance(inputs, config or asdict(settings), imager=settings.imager,
                           imager_version=version, settings=asdict(settings))
         with fits.open(image_fits) as hdul:
             image_hdr, image = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
@@ -370,9 +450,10 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
         beam = _beam(image_hdr, image_fits)
         wcs = _wcs(image_hdr).celestial
         ny, nx = image.shape[-2:]
-        pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
-        freq = summary.centre_freq_hz
         pb = primary_beam(wcs, (ny, nx), pra, pdec, freq).astype(np.float32)
+        image_hdr["BMAJ"], image_hdr["BMIN"], image_hdr["BPA"] = beam
+        plane = image.reshape(ny, nx)
+        fitted = restore_sources(plane, image_hdr, wcs, pb, fitted, image_frequency(image_hdr))
 
         for hdr, kind in ((image_hdr, "restored image"), (resid_hdr, "residual")):
             _common_cards(hdr, summary, settings, prov, (ha, pointing_dec_deg))
@@ -383,10 +464,18 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
             hdr["THERMRMS"] = (thermal, "[Jy/beam] radiometer rms, natural weighting")
             hdr["SEFD"] = (settings.sefd_jy, "[Jy] SEFD assumed for THERMRMS")
             hdr["FLAGFRAC"] = (summary.flagged_fraction, "flagged cross-corr. fraction")
+            hdr["DRIFTSUB"] = (len(fitted), "sources fitted, subtracted from the vis.")
+            hdr["DRIFTTAB"] = ("drift_sources.parquet", "their fitted fluxes")
             hdr["COMMENT"] = (f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
                               "the primary beam); the beam is pb.fits.")
+        if len(fitted):
+            image_hdr["COMMENT"] = ("The DRIFTSUB sources of DRIFTTAB were fitted with the "
+                                    "per-integration beam, subtracted before imaging and "
+                                    "restored here with peak = fitted flux x pb.fits; the "
+                                    "residual does not contain them.")
         pb_hdr = image_hdr.copy()
-        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT"):
+        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT",
+                    "DRIFTSUB", "DRIFTTAB"):
             pb_hdr.remove(key, ignore_missing=True, remove_all=True)
         pb_hdr["BUNIT"] = ""
         pb_hdr["PBMODEL"] = (f"Airy {inst.DISH_DIAMETER_M} m", "uniformly lit dish")
@@ -400,14 +489,60 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
         _write_fits(image, image_hdr, out["image.fits"])
         _write_fits(resid, resid_hdr, out["residual.fits"])
         _write_fits(pb_full, pb_hdr, out["pb.fits"])
+        write_parquet(fitted[list(TABLE_COLUMNS)], out["drift_sources.parquet"],
+                      {**prov, "drift": drift_facts})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - t0
     log.info("%s: %s image %dx%d, beam %.1f x %.1f arcsec, thermal rms %.3g Jy/beam, "
-             "imager %.1f s, total %.1f s -> %s", ms_path.name, settings.imager, nx, ny,
-             beam[0] * 3600, beam[1] * 3600, thermal, t_image, seconds, out_dir)
+             "%d drifting sources subtracted (%.1f s), imager %.1f s, total %.1f s -> %s",
+             ms_path.name, settings.imager, nx, ny, beam[0] * 3600, beam[1] * 3600, thermal,
+             len(fitted), t_drift, t_image, seconds, out_dir)
     return {"paths": out, "beam_deg": beam, "thermal_rms_jy": thermal, "seconds": seconds,
-            "imager_seconds": t_image, "pointing_dec_deg": pointing_dec_deg}
+            "imager_seconds": t_image, "drift_seconds": t_drift, "drift": drift_facts,
+            "drift_sources": fitted, "pointing_dec_deg": pointing_dec_deg}
+
+
+def _subtract_drifting_sources(ms_path, work, settings, track, pointing_dec_deg, freq_hz,
+                               thermal, sky_catalog):
+    """Select, fit and subtract the catalog's bright sources (module drift).
+
+    Returns (fitted table, facts, MS to image, column to image): WSClean images the
+    column settings.drift.column of the input MS; tclean, which reads only DATA or
+    CORRECTED_DATA, a scratch copy of the MS in `work` whose `datacolumn` holds the
+    subtracted visibilities. Without a catalog or with drift_subtract off, nothing is
+    subtracted and the MS's own column is imaged."""
+    drift = settings.drift()
+    if not drift.enabled:
+        return empty_table(), {"n_sources": 0, "reason": "drift_subtract is off"}, \
+            ms_path, settings.datacolumn
+    if sky_catalog is None:
+        log.warning("%s: no sky catalog, so no drifting source is subtracted; bright sources "
+                    "off the meridian will leave residuals above the noise", ms_path.name)
+        return empty_table(), {"n_sources": 0, "reason": "no sky catalog"}, \
+            ms_path, settings.datacolumn
+    catalog = sky_catalog if isinstance(sky_catalog, pd.DataFrame) else _read_sky(sky_catalog)
+    sources = select_sources(catalog, *track, freq_hz, drift.min_snr * thermal,
+                             drift.max_sources, drift.radius_deg)
+    if settings.imager == "tclean":
+        image_ms, column = work / "drift.ms", settings.datacolumn
+        shutil.copytree(ms_path, image_ms)
+    else:
+        image_ms, column = ms_path, drift.column
+    fitted, facts = fit_and_subtract(ms_path, sources, pointing_dec_deg, drift,
+                                     settings.datacolumn, image_ms, column)
+    facts["min_apparent_jy"] = drift.min_snr * thermal
+    return fitted, facts, image_ms, column
+
+
+def _read_sky(path):
+    from .photometry import read_catalog
+
+    cat = read_catalog(path)
+    if "flux_jy" not in cat:
+        raise ValueError(f"{path}: sky catalog lacks column flux_jy (needed to choose the "
+                         "drifting sources to subtract)")
+    return cat
 
 
 def _beam(header, path):
@@ -433,14 +568,34 @@ def settings_from_args(args):
     return ImagingSettings(**values)
 
 
+def cli_options(image_config, sky_catalog=None):
+    """The `image` command's drift and reproducibility options for a config `image`
+    section (rules/image.smk), with --sky-catalog when one exists."""
+    import shlex
+
+    c = image_config
+    opts = " --drift-subtract" if c.get("drift_subtract", True) else " --no-drift-subtract"
+    if c.get("drift_fit_spectral_index", False):
+        opts += " --drift-fit-spectral-index"
+    if c.get("deterministic", False):
+        opts += " --deterministic"
+    for key in ("drift_min_snr", "drift_max_sources", "drift_radius_deg"):
+        if key in c:
+            opts += f" --{key.replace('_', '-')} {c[key]}"
+    if sky_catalog:
+        opts += f" --sky-catalog {shlex.quote(str(sky_catalog))}"
+    return opts
+
+
 def _run(args):
     settings = settings_from_args(args)
     config = json.loads(args.config_json) if args.config_json else None
-    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config)
+    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config, args.sky_catalog)
 
 
 def register_cli(sub):
-    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, pb.fits")
+    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, "
+                       "pb.fits, drift_sources.parquet")
     p.add_argument("ms", help="Measurement Set (calibrated)")
     p.add_argument("--out-dir", required=True, help="directory for image/residual/pb.fits")
     p.add_argument("--pointing-dec", type=float, help="pointing declination (deg); default: "
@@ -449,9 +604,18 @@ def register_cli(sub):
     p.add_argument("--imager", choices=IMAGERS)
     p.add_argument("--weighting", choices=WEIGHTINGS)
     p.add_argument("--datacolumn", choices=("CORRECTED_DATA", "DATA"))
+    p.add_argument("--sky-catalog", help="sky catalog CSV whose bright sources are fitted "
+                   "and subtracted with the per-integration beam (none: no subtraction)")
+    p.add_argument("--drift-subtract", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="WSClean on one thread: bit-identical images on a rerun")
+    p.add_argument("--drift-fit-spectral-index", action=argparse.BooleanOptionalAction,
+                   default=None)
     for name, typ in (("imsize", int), ("cell-arcsec", float), ("robust", float),
                       ("niter", int), ("threshold-jy", float), ("nsigma", float),
                       ("gain", float), ("cyclefactor", float), ("mgain", float), ("max-major", int),
-                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int)):
+                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int),
+                      ("drift-min-snr", float), ("drift-max-sources", int),
+                      ("drift-radius-deg", float)):
         p.add_argument(f"--{name}", type=typ)
     p.set_defaults(func=_run)
