@@ -36,6 +36,14 @@ def _groups_table(path, mtime):
     return pd.read_parquet(path)
 
 
+@functools.lru_cache(maxsize=8)
+def _column_index(path, mtime, column):
+    """{group: value of `column`} of a groups or selection table: one dictionary look-up
+    per job instead of a scan of the whole table (a month has ~8,400 groups)."""
+    table = _groups_table(path, mtime)
+    return dict(zip(table.group, table[column]))
+
+
 # Groups left out of every stage and aggregate (config `quarantine`), e.g. one whose data
 # keep failing; their products already written are kept but no longer used.
 QUARANTINE = frozenset(config.get("quarantine") or [])
@@ -52,11 +60,11 @@ def group_files(wildcards):
     """The subband files of one group, in frequency order."""
     if wildcards.group in QUARANTINE:
         raise ValueError(f"group {wildcards.group} is quarantined (config quarantine)")
-    groups = manifest_groups()
-    row = groups[groups.group == wildcards.group]
-    if row.empty:
+    path = checkpoints.manifest.get().output.groups
+    files = _column_index(path, Path(path).stat().st_mtime, "files")
+    if wildcards.group not in files:
         raise ValueError(f"group {wildcards.group} is not in the manifest")
-    return list(row.iloc[0].files)
+    return list(files[wildcards.group])
 
 
 def all_measurement_sets(wildcards):
@@ -85,11 +93,11 @@ def calibration_selection():
 
 def calibration_for_group(wildcards):
     """The calibration directory a group's apply step reads (none when uncalibrated)."""
-    sel = calibration_selection()
-    row = sel[sel.group == wildcards.group]
-    if row.empty:
+    path = checkpoints.calibration_selection.get().output.selection
+    calgroups = _column_index(path, Path(path).stat().st_mtime, "calgroup")
+    if wildcards.group not in calgroups:
         raise ValueError(f"group {wildcards.group} is not in the calibration selection")
-    calgroup = row.iloc[0].calgroup
+    calgroup = calgroups[wildcards.group]
     return [f"{RESULTS}/cal/{calgroup}"] if calgroup else []
 
 
@@ -110,6 +118,15 @@ def all_images(wildcards):
 
 def mosaic_plan():
     """{mosaic: [groups]} over the groups that are imaged (see mosaic.plan_mosaics)."""
+    manifest = checkpoints.manifest.get().output.groups
+    selection = checkpoints.calibration_selection.get().output.selection
+    return _mosaic_plan(manifest, Path(manifest).stat().st_mtime, selection,
+                        Path(selection).stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _mosaic_plan(manifest, manifest_mtime, selection, selection_mtime):
+    """The plan is computed once per state of its two tables, not once per mosaic job."""
     from dsa110_contimg.mosaic import plan_mosaics
 
     groups = manifest_groups()

@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-STAGE_MODULES = ["simulate", "manifest", "convert", "workflow", "photometry", "normalize", "ese", "calibrate", "report", "imaging", "mosaic", "qa"]
+STAGE_MODULES = ["simulate", "manifest", "convert", "flagging", "workflow", "photometry", "normalize", "ese", "calibrate", "report", "imaging", "mosaic", "qa"]
 
 
 def build_parser():

@@ -35,22 +35,16 @@ def plan_mosaics(groups, groups_per_mosaic=3, stride=2, max_gap_factor=1.5, dec_
         raise ValueError("groups_per_mosaic and stride must be >= 1")
     if len(groups) == 0:
         return {}
-    g = groups.sort_values("mid_mjd").reset_index(drop=True)
-    length = float(np.median(g.end_mjd - g.start_mjd)) or 1e-9
-    runs, current = [], [0]
-    for i in range(1, len(g)):
-        gap = g.mid_mjd[i] - g.mid_mjd[i - 1]
-        same_dec = abs(g.dec_deg[i] - g.dec_deg[i - 1]) <= dec_tol_deg
-        if gap <= max_gap_factor * length and same_dec:
-            current.append(i)
-        else:
-            runs.append(current)
-            current = [i]
-    runs.append(current)
+    g = groups.sort_values("mid_mjd")
+    mid, dec = g.mid_mjd.to_numpy(float), g.dec_deg.to_numpy(float)
+    names = g.group.astype(str).to_list()
+    length = float(np.median(g.end_mjd.to_numpy(float) - g.start_mjd.to_numpy(float))) or 1e-9
+    breaks = (np.diff(mid) > max_gap_factor * length) | (np.abs(np.diff(dec)) > dec_tol_deg)
+    edges = np.concatenate([[0], np.flatnonzero(breaks) + 1, [len(g)]])
     plan = {}
-    for run in runs:
-        for start in range(0, len(run) - groups_per_mosaic + 1, stride):
-            members = [str(g.group[j]) for j in run[start:start + groups_per_mosaic]]
+    for first, last in zip(edges[:-1], edges[1:]):
+        for start in range(first, last - groups_per_mosaic + 1, stride):
+            members = names[start:start + groups_per_mosaic]
             plan[members[0]] = members
     return plan
 

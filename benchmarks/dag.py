@@ -1,0 +1,147 @@
+"""Benchmark: Snakemake's dry run on a month of archive (~8,400 groups, ~134,000 files).
+
+Writes a synthetic archive of EMPTY subband files (names only: the dry run reads no data)
+and the products that exist once the manifest checkpoint has run (groups.parquet), then
+times `snakemake -n` twice: in that state, and once the calibrator groups are solved and
+the calibration-selection checkpoint has run (placeholders for their products), when the
+whole per-group DAG is known. Prints seconds, peak memory and the number of jobs.
+
+    .venv/bin/python benchmarks/dag.py [--days 30] [--workdir benchmarks/work/dag]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import REPO, measure  # noqa: E402
+
+GROUP_S = 309.237
+GROUPS_PER_DAY = 279
+SIDEREAL_DAY_S = 86164.0905
+CALIBRATOR = "J0834+555"
+CALIBRATOR_RA_DEG = 128.728767
+
+
+def synthesize_archive(archive, days, start):
+    """Empty `YYYY-MM-DDTHH:MM:SS_sbNN.hdf5` files, 16 per group, names jittered."""
+    rng = np.random.default_rng(1)
+    archive.mkdir(parents=True, exist_ok=True)
+    t0 = pd.Timestamp(start)
+    groups = []
+    for day in range(days):
+        for g in range(GROUPS_PER_DAY):
+            start_time = t0 + pd.Timedelta(seconds=day * 86400 + g * GROUP_S)
+            files = []
+            for sb in range(16):
+                t = start_time + pd.Timedelta(seconds=float(rng.uniform(0, 50)))
+                path = archive / f"{t:%Y-%m-%dT%H:%M:%S}_sb{sb:02d}.hdf5"
+                path.touch()
+                files.append(str(path))
+            groups.append((start_time, files))
+    return groups
+
+
+def manifest_table(groups):
+    """groups.parquet as the manifest writes it; one calibrator transit per day."""
+    from astropy.time import Time
+
+    from dsa110_contimg.manifest import GROUP_COLUMNS
+
+    rows = []
+    for start, files in groups:
+        t = Time([start.to_pydatetime(), (start + pd.Timedelta(seconds=GROUP_S)).to_pydatetime()])
+        lst = t.sidereal_time("apparent", longitude=-118.2825).deg
+        rows.append({
+            "group": f"{start:%Y-%m-%dT%H%M%S}", "start_time": t[0].isot, "end_time": t[1].isot,
+            "start_mjd": t[0].mjd, "end_mjd": t[1].mjd, "mid_mjd": (t[0].mjd + t[1].mjd) / 2,
+            "lst_start_deg": lst[0], "lst_end_deg": lst[1], "dec_deg": 54.5734,
+            "n_subbands": 16, "subbands": list(range(16)), "files": files, "n_times": 24,
+            "n_antennas": 96, "n_channels": 768, "freq_min_hz": 1311.4e6, "freq_max_hz": 1498.6e6,
+            "has_calibrator": bool(lst[0] <= CALIBRATOR_RA_DEG < lst[1]),
+            "calibrator": CALIBRATOR if lst[0] <= CALIBRATOR_RA_DEG < lst[1] else "",
+        })
+    table = pd.DataFrame(rows)
+    for col in GROUP_COLUMNS:
+        if col not in table:
+            table[col] = np.nan
+    return table[GROUP_COLUMNS]
+
+
+def solved_calibrators(results, table):
+    """Placeholders for the calibrator groups' products, and the selection checkpoint."""
+    from dsa110_contimg.calibrate import write_selection
+
+    qa = []
+    for g in table.group[table.has_calibrator]:
+        (results / "ms" / f"{g}.ms").mkdir(parents=True, exist_ok=True)
+        (results / "cal" / g).mkdir(parents=True, exist_ok=True)
+        (results / "qa" / "cal").mkdir(parents=True, exist_ok=True)
+        path = results / "qa" / "cal" / f"{g}.json"
+        path.write_text(json.dumps({"calgroup": g, "passed": True, "reasons": []}))
+        (results / "qa" / "cal" / f"{g}.png").touch()
+        qa.append(str(path))
+    write_selection(results / "manifest" / "groups.parquet", qa,
+                    results / "cal" / "selection.parquet", results / "cal" / "no_calibrator.txt")
+
+
+def dry_run(archive, results, catalog, log):
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "2",
+           "--directory", str(REPO), "--quiet", "rules",
+           "--config", f"archive_dir={archive}", f"results_dir={results}",
+           f"sky_catalog={catalog}"]
+    with open(log, "w") as out:
+        seconds, gib = measure(cmd, stdout=out, stderr=subprocess.STDOUT)
+    text = Path(log).read_text()
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", text, re.M)}
+    return seconds, gib, jobs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--start", default="2026-01-01T00:00:00")
+    parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "work" / "dag")
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    archive, results = args.workdir / "archive", args.workdir / "results"
+    t0 = time.perf_counter()
+    groups = synthesize_archive(archive, args.days, args.start)
+    old = time.time() - 3600
+    for path in archive.iterdir():
+        os.utime(path, (old, old))
+    catalog = args.workdir / "sky.csv"
+    pd.DataFrame({"source_id": ["S0"], "ra_deg": [128.7], "dec_deg": [54.6], "flux_jy": [1.0],
+                  "spectral_index": [-0.7]}).to_csv(catalog, index=False)
+    os.utime(catalog, (old, old))
+    table = manifest_table(groups)
+    (results / "manifest").mkdir(parents=True)
+    table.to_parquet(results / "manifest" / "groups.parquet")
+    pd.DataFrame(columns=["path", "group", "subband", "reason"]).to_parquet(
+        results / "manifest" / "rejected.parquet")
+    n_files = len(groups) * 16
+    print(f"synthetic month: {args.days} days, {len(groups)} groups, {n_files} files, "
+          f"{int(table.has_calibrator.sum())} calibrator groups "
+          f"(written in {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"{'state':<34}{'seconds':>9}{'peak GiB':>10}{'jobs':>8}")
+    for state in ("manifest done", "calibration selected"):
+        if state == "calibration selected":
+            solved_calibrators(results, table)
+        seconds, gib, jobs = dry_run(archive, results, catalog,
+                                     args.workdir / f"dryrun-{state.split()[0]}.log")
+        print(f"{state:<34}{seconds:>9.1f}{gib:>10.2f}{jobs.get('total', 0):>8}", flush=True)
+        detail = ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total")
+        print(f"  {detail}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
