@@ -185,3 +185,18 @@ def test_bad_inputs_name_the_file(tmp_path):
                                 "ese_duration_days": [5.0], "ese_depth": [0.3]}), cand)
     with pytest.raises(ValueError, match=r"alerts\.jsonl: line 2 is not JSON"):
         ese.update_alerts(cand, alerts)
+
+
+def test_sources_with_too_few_measurements_are_not_fitted():
+    """A few epochs of a few images (the demo's one day) or a source whose every
+    measurement is rejected: statistics are computed, no dip is fitted, no candidate."""
+    sim = lcsim.simulate_lightcurves(n_sources=6, n_epochs=4, seed=3)
+    sim["flux"][0, 1:] = np.nan
+    sim["flux"][1, :] = np.nan
+    src = np.repeat(np.arange(6), 4)
+    mjd = np.tile(sim["mjd"], 6)
+    flux, err = sim["flux"].ravel(), sim["flux_err"].ravel()
+    ok = np.isfinite(flux)
+    out = ese.detect_ese(src[ok], mjd[ok], flux[ok], err[ok], 6, min_dip_epochs=2)
+    assert not np.any(out["ese_dip_ok"])
+    assert np.isnan(out["ese_mjd"][1])

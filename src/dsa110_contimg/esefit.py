@@ -145,7 +145,9 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
             xwy[:, a] = np.bincount(local, w * flux[rows] * tau[rows] ** a, n_rows)
             for b in range(k_par):
                 xwx[:, a, b] = np.bincount(local, w * tau[rows] ** (a + b), n_rows)
-        xwx += 1e-12 * np.trace(xwx, axis1=1, axis2=2)[:, None, None] * np.eye(k_par)
+        trace = np.trace(xwx, axis1=1, axis2=2)
+        xwx[trace == 0] = np.eye(k_par)  # no measurement left: nothing to fit, keep it invertible
+        xwx += 1e-12 * trace[:, None, None] * np.eye(k_par)
         _fit_chunk(out, best_coef, slice(start, stop), weight, wtau, wflux, xwx, xwy,
                    spectra, fwhm_cells, length, n_cells, min_dip_epochs,
                    min_baseline_epochs, min_side_epochs)
