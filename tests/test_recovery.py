@@ -168,21 +168,46 @@ def test_sigkill_during_a_job_then_rerun(small_archive, clean_small_run, tmp_pat
     assert_products_equal(results, clean_small_run)
 
 
-def _corrupt_flags(path):
-    """Overwrite the compressed flag chunk of a UVH5 file: the header still reads, the
-    data do not."""
-    with h5py.File(path, "r") as fh:
-        chunk = fh["Data/flags"].id.get_chunk_info(0)
-    with open(path, "r+b") as fh:
-        fh.seek(chunk.byte_offset)
-        fh.write(b"\xff" * chunk.size)
+def _corrupt_visdata_index(path):
+    """Break the chunk index (a B-tree node) of Data/visdata: the header still reads,
+    the visibilities do not. The telescope's files are chunked but not compressed, so
+    the index is what a damaged write breaks; the node is found by trying each B-tree
+    signature in the file on a copy."""
+    import re
+    import shutil
+
+    raw = Path(path).read_bytes()
+    trial = Path(path).with_suffix(".trial")
+    for match in re.finditer(b"TREE", raw):
+        shutil.copy(path, trial)
+        with open(trial, "r+b") as fh:
+            fh.seek(match.start())
+            fh.write(b"\xff" * 4)
+        try:
+            with h5py.File(trial, "r") as fh:
+                fh["Header/time_array"][()]
+                fh["Data/visdata"].shape
+                try:
+                    fh["Data/visdata"][()]
+                    continue
+                except OSError:
+                    pass
+        except (OSError, KeyError):
+            continue
+        trial.unlink()
+        with open(path, "r+b") as fh:
+            fh.seek(match.start())
+            fh.write(b"\xff" * 4)
+        return
+    trial.unlink(missing_ok=True)
+    raise AssertionError(f"{path}: found no chunk index to break")
 
 
 def test_corrupt_uvh5_keeps_going_then_quarantine_completes(archive_copy, clean_small_run,
                                                             tmp_path):
     bad_file = sorted(archive_copy.glob("2026-01-01T00:01:4*_sb05.hdf5"))
     assert len(bad_file) == 1
-    _corrupt_flags(bad_file[0])
+    _corrupt_visdata_index(bad_file[0])
     results = tmp_path / "results"
 
     status, log = run(archive_copy, results)
@@ -191,7 +216,7 @@ def test_corrupt_uvh5_keeps_going_then_quarantine_completes(archive_copy, clean_
     assert _convert_jobs(log).count(BAD) == 2 and _convert_jobs(log).count(GOOD) == 1
     assert f"group={BAD}" in log and "Error in rule convert" in log
     bad_log = (results / "logs" / "convert" / f"{BAD}.log").read_text()
-    assert f"{bad_file[0]}: cannot read visibilities" in bad_log and "filter returned failure" in bad_log
+    assert f"{bad_file[0]}: cannot read visibilities" in bad_log and "wrong B-tree signature" in bad_log
     assert not (results / "ms" / f"{BAD}.ms").exists()
     assert_ms_equal(results / "ms" / f"{GOOD}.ms", clean_small_run / "ms" / f"{GOOD}.ms")
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
