@@ -295,7 +295,8 @@ def _group_phase_center(headers):
 
 
 def write_ms_direct(files, ms_path, group_name, workers=2):
-    """Write the group's MS subband by subband (see module docstring)."""
+    """Write the group's MS subband by subband (see module docstring) at `ms_path`, which
+    `convert_group` makes a temporary name renamed into place when complete."""
     from casacore import tables
     from pyuvdata import utils as uvutils
     from pyuvdata.utils.io import ms as ms_utils
@@ -308,41 +309,40 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     chan0 = {p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)}
     args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, flip_conj)
     n_bad = 0
-    with atomic_output(ms_path) as tmp:
-        with _init_ms(tmp, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
-            ms.addrows(meta.Nblts)
-            _write_main_rows(ms, meta, flip_conj)
-            for sub in _subbands(paths, args, workers):
-                c0 = chan0[sub["path"]]
-                _put_channels(ms, "DATA", sub["data"], c0)
-                _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
-                _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
-                _put_channels(ms, "FLAG", sub["flag"], c0)
-                _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
-                n_bad += sub["n_bad"]
-                if sub["n_bad"]:
-                    log.warning("%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
-                                group_name, sub["path"], sub["n_bad"])
-                log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
-                         c0, c0 + sub["data"].shape[1] - 1)
-            _write_weights(ms, meta.Nblts)
-            ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
-            if meta.extra_keywords:
-                ms.putkeyword("pyuvdata_extra", meta.extra_keywords)
-            ms.putkeyword("pyuvdata_flip_conj", flip_conj)
-        tmp = str(tmp)
-        ms_utils.write_ms_antenna(tmp, uvobj=meta)
-        ms_utils.write_ms_data_description(tmp, uvobj=meta)
-        ms_utils.write_ms_feed(tmp, uvobj=meta)
-        ms_utils.write_ms_field(tmp, uvobj=meta)
-        ms_utils.write_ms_history(tmp, uvobj=meta)
-        ms_utils.write_ms_observation(tmp, uvobj=meta)
-        ms_utils.write_ms_pointing(tmp, uvobj=meta)
-        ms_utils.write_ms_polarization(tmp, pol_order=uvutils.tools.slicify(pol_order, allow_empty=True),
-                                       uvobj=meta)
-        ms_utils.write_ms_source(tmp, uvobj=meta)
-        ms_utils.write_ms_spectral_window(tmp, uvobj=meta)
-        tables.table(tmp, ack=False).close()
+    with _init_ms(ms_path, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
+        ms.addrows(meta.Nblts)
+        _write_main_rows(ms, meta, flip_conj)
+        for sub in _subbands(paths, args, workers):
+            c0 = chan0[sub["path"]]
+            _put_channels(ms, "DATA", sub["data"], c0)
+            _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
+            _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
+            _put_channels(ms, "FLAG", sub["flag"], c0)
+            _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
+            n_bad += sub["n_bad"]
+            if sub["n_bad"]:
+                log.warning("%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
+                            group_name, sub["path"], sub["n_bad"])
+            log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
+                     c0, c0 + sub["data"].shape[1] - 1)
+        _write_weights(ms, meta.Nblts)
+        ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
+        if meta.extra_keywords:
+            ms.putkeyword("pyuvdata_extra", meta.extra_keywords)
+        ms.putkeyword("pyuvdata_flip_conj", flip_conj)
+    tmp = str(ms_path)
+    ms_utils.write_ms_antenna(tmp, uvobj=meta)
+    ms_utils.write_ms_data_description(tmp, uvobj=meta)
+    ms_utils.write_ms_feed(tmp, uvobj=meta)
+    ms_utils.write_ms_field(tmp, uvobj=meta)
+    ms_utils.write_ms_history(tmp, uvobj=meta)
+    ms_utils.write_ms_observation(tmp, uvobj=meta)
+    ms_utils.write_ms_pointing(tmp, uvobj=meta)
+    ms_utils.write_ms_polarization(tmp, pol_order=uvutils.tools.slicify(pol_order, allow_empty=True),
+                                   uvobj=meta)
+    ms_utils.write_ms_source(tmp, uvobj=meta)
+    ms_utils.write_ms_spectral_window(tmp, uvobj=meta)
+    tables.table(tmp, ack=False).close()
     return ms_path
 
 
@@ -377,16 +377,15 @@ def read_group_pyuvdata(files, treat_as_zenith=False):
 
 def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
     """Reference writer: pyuvdata reads all subbands (`read_group_pyuvdata`), phases to
-    the group's meridian and calls `write_ms`; bad samples flagged as the direct writer
-    does."""
+    the group's meridian and calls `write_ms` at `ms_path` (made atomic by
+    `convert_group`); bad samples flagged as the direct writer does."""
     uvd, headers = read_group_pyuvdata(files, treat_as_zenith)
     flag_bad_samples(uvd.data_array, uvd.flag_array, uvd.nsample_array)
     ra, dec = _group_phase_center(headers)
     uvd.phase(ra=ra, dec=dec, epoch="J2000", cat_name=group_name)
     uvd.scan_number_array = np.ones(uvd.Nblts, dtype=int)
-    with atomic_output(ms_path) as tmp:
-        uvd.write_ms(str(tmp), model_data=np.ones_like(uvd.data_array),
-                     corrected_data=uvd.data_array.copy(), run_check=False)
+    uvd.write_ms(str(ms_path), model_data=np.ones_like(uvd.data_array),
+                 corrected_data=uvd.data_array.copy(), run_check=False)
     return ms_path
 
 
