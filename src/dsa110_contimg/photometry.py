@@ -141,14 +141,11 @@ def _single_plane(data, wcs, path):
     return data[tuple(index)]
 
 
-def read_image(path):
-    """Read a Stokes I FITS image: (2-D data, celestial WCS, header).
-
-    Raises ValueError naming the file when the beam keywords are missing.
-    """
+def _read_with_beam(path):
+    """(primary-HDU data, header) of a FITS image that has its restoring beam; errors
+    name the file."""
     from astropy.io import fits
 
-    path = Path(path)
     try:
         with fits.open(path) as hdul:
             header = hdul[0].header.copy()
@@ -162,6 +159,16 @@ def read_image(path):
             f"{path}: no BMAJ/BMIN/BPA beam keywords in the header; "
             "photometry needs the restoring beam (deg)"
         )
+    return raw, header
+
+
+def read_image(path):
+    """Read a Stokes I FITS image: (2-D data, celestial WCS, header).
+
+    Raises ValueError naming the file when the beam keywords are missing.
+    """
+    path = Path(path)
+    raw, header = _read_with_beam(path)
     wcs = _wcs(header)
     data = _single_plane(raw, wcs, path)
     return data, wcs.celestial, header
@@ -419,22 +426,8 @@ def read_subbands(path):
     for a single-plane image (its frequency from the FREQ axis, NaN without one).
     Raises ValueError naming the file when the beam keywords are missing.
     """
-    from astropy.io import fits
-
     path = Path(path)
-    try:
-        with fits.open(path) as hdul:
-            header = hdul[0].header.copy()
-            raw = hdul[0].data
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable FITS image ({err})") from err
-    if raw is None:
-        raise ValueError(f"{path}: primary HDU holds no image")
-    if not all(key in header for key in ("BMAJ", "BMIN", "BPA")):
-        raise ValueError(
-            f"{path}: no BMAJ/BMIN/BPA beam keywords in the header; "
-            "photometry needs the restoring beam (deg)"
-        )
+    raw, header = _read_with_beam(path)
     wcs = _wcs(header)
     data = np.asarray(raw, dtype=float)
     freq_axis = None
