@@ -84,10 +84,13 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
         theta = angular_separation(pra, pdec, np.radians(src.ra_deg), np.radians(src.dec_deg))
         averaged = airy_power(theta, summary.centre_freq_hz).mean()
         x, y = wcs.world_to_pixel_values(src.ra_deg, src.dec_deg)
-        assert pb[int(round(float(y))), int(round(float(x)))] == pytest.approx(averaged, abs=0.01)
+        value = pb[int(round(float(y))), int(round(float(x)))]
+        midpoint = airy_power(theta[len(theta) // 2], summary.centre_freq_hz)
+        print(f"{sid}: pb.fits {value:.4f}, drift-averaged {averaged:.4f}, midpoint {midpoint:.4f}")
+        assert value == pytest.approx(averaged, abs=0.002)
         if sid == "BRIGHT_E":
-            midpoint = airy_power(theta[len(theta) // 2], summary.centre_freq_hz)
-            assert averaged / midpoint < 0.98  # the drift matters at the few-% level
+            # 1.2 deg east the drift moves the beam by ~1.6%: a midpoint beam fails the line above
+            assert abs(averaged - midpoint) > 0.005
 
 
 def test_wsclean_gives_the_same_products(calibrated_images, tmp_path):
