@@ -8,7 +8,7 @@ from dsa110_contimg.imaging import cli_options as image_cli_options
 
 
 rule image:
-    """tclean (w-projection) or WSClean (w-stacking), chosen by config image.imager."""
+    """WSClean (w-gridder) or tclean (w-projection), chosen by config image.imager."""
     input:
         ms=f"{RESULTS}/ms_cal/{{group}}.ms",
         sky=[SKY_CATALOG] if SKY_CATALOG else [],

@@ -68,12 +68,14 @@ def _simulate_and_convert(out, gains, n_groups, strong=False):
 @pytest.fixture(scope="session")
 def calibrated_images(tmp_path_factory):
     """Three consecutive demo-size groups (20 stations, 16 x 4 channels, 24 integrations)
-    simulated without gains, converted, and imaged with tclean."""
+    simulated without gains, converted, and imaged: the middle one with tclean (the tests
+    compare it with WSClean), the other two with the default imager."""
     out = tmp_path_factory.mktemp("imaging")
     archive, groups, mss = _simulate_and_convert(out, gains=False, n_groups=3)
-    settings = ImagingSettings(imsize=TEST_IMSIZE)
-    results = [image_group(ms, out / "images" / g, settings)
-               for ms, g in zip(mss, groups.group)]
+    results = [image_group(ms, out / "images" / g,
+                           ImagingSettings(imsize=TEST_IMSIZE,
+                                           **({"imager": "tclean"} if i == CENTRE_GROUP else {})))
+               for i, (ms, g) in enumerate(zip(mss, groups.group))]
     return {"archive": archive, "groups": groups, "ms": mss, "images": results, "out": out}
 
 
