@@ -108,3 +108,49 @@ def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown AOFlagger strategy 'lofar-x'; bundled: "):
         strategy_file("lofar-x")
 
+
+
+def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
+    """RFI and a dead antenna in the raw UVH5 files (the simulator's `rfi`, planned in
+    the truth) are flagged by the conversion job, against the truth plan; the image of
+    the flagged group is still at the thermal noise."""
+    from dsa110_contimg.imaging import ImagingSettings, image_group
+    from dsa110_contimg.qa import robust_rms
+
+    settings = SimulationSettings(n_groups=1, n_antennas=12, n_channels=N_CHANNELS,
+                                  n_sources=10, seed=5, gains=False,
+                                  rfi={"n_channels": 4})
+    meta = simulate_archive(tmp_path / "archive", settings)
+    plan = meta["rfi"]
+    groups, _ = build_manifest(find_archive_files(tmp_path / "archive"))
+    ms = convert_group(list(groups.iloc[0].files), tmp_path / "rfi.ms", groups.iloc[0].group,
+                       flag=(FlagSettings(), tmp_path / "flag.json", tmp_path / "flag.png"))
+    flags, ant1, ant2 = _flags(ms)
+    with tables.table(str(ms), ack=False) as t:
+        tidx = np.unique(t.getcol("TIME"), return_inverse=True)[1].ravel()
+    freqs = tables.table(f"{ms}::SPECTRAL_WINDOW", ack=False).getcol("CHAN_FREQ")[0]
+    dead = np.isin(ant1, plan["dead_antennas"]) | np.isin(ant2, plan["dead_antennas"])
+    cross = (ant1 != ant2) & ~dead
+    truth = np.zeros(flags.shape[:2], bool)
+    for f in plan["channel_freq_hz"]:
+        truth[:, np.isclose(freqs, f, rtol=0, atol=1.0)] = True
+    truth[np.isin(tidx, plan["burst_integrations"])] = True
+    flagged = flags.any(axis=2)
+    found = flagged[cross][truth[cross]].mean()
+    false = flagged[cross][~truth[cross]].mean()
+    record = json.loads((tmp_path / "flag.json").read_text())
+    print(f"simulator RFI: {truth[cross].sum()} samples, {found:.4f} flagged; clean samples "
+          f"flagged {false:.4f}; dead antennas {record['dead_antennas']} "
+          f"(injected {plan['dead_antennas']})")
+    assert sum(r["rfi_samples"] for r in meta["faults"]) > 0
+    assert found >= 0.95 and false < 0.05
+    assert record["dead_antennas"] == plan["dead_antennas"] and flagged[dead].all()
+
+    result = image_group(ms, tmp_path / "img", ImagingSettings(imager="wsclean", imsize=1024,
+                                                             cell_arcsec=18.0, datacolumn="DATA"),
+                         sky_catalog=tmp_path / "archive" / "sky_catalog.csv")
+    from astropy.io import fits
+
+    rms = robust_rms(fits.getdata(result["paths"]["residual.fits"]))
+    print(f"image rms / thermal {rms / result['thermal_rms_jy']:.2f}")
+    assert rms <= 1.5 * result["thermal_rms_jy"]

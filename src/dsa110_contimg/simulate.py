@@ -50,6 +50,14 @@ class SimulationSettings:
     `n_antennas` active stations spread over the array (stations.select_stations).
     `dropped` lists [group, n] pairs: the last n integrations of that group are NaN.
     `zero_nsamples` is the fraction of rows per file with nsamples 0.
+    `gain_error` is the rms of a per-group visibility amplitude factor common to all
+    antennas (1 + N(0, gain_error)): the few-percent epoch-to-epoch error that remains
+    when gains are transferred from a calibrator observed at another time, which the
+    light curves' normalization must remove. `rfi` (the fields of simulate_rfi.RFISpec)
+    adds interference and dead antennas, planned once for the archive. `ese` injects one
+    extreme scattering event (`ese_source`): a source of `flux_jy` offset `east_deg`,
+    `north_deg` from the pointing of group `group` of day 0, whose flux dips by `depth`
+    with a Gaussian-lens profile of `fwhm_days` centred `day` days after the start.
     """
 
     start: str = "2026-01-01T00:00:00"
@@ -75,6 +83,9 @@ class SimulationSettings:
     stations: list | None = None
     dropped: list = field(default_factory=list)
     zero_nsamples: float = 0.0
+    gain_error: float = 0.0
+    rfi: dict | None = None
+    ese: dict | None = None
 
     def __post_init__(self):
         if self.dec_deg is None:
@@ -269,9 +280,13 @@ def _dropped(settings, group_index):
     return sum(int(n) for g, n in settings.dropped if int(g) == group_index)
 
 
-def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_jd, group_index):
+def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_jd, group_index,
+                   amplitude=1.0, rfi_plan=None):
     """Write the subband files of one group in the telescope's layout; returns a list of
-    per-file truth records (name, NaN rows, zero-nsamples rows)."""
+    per-file truth records (name, NaN rows, zero-nsamples rows, RFI samples). `amplitude`
+    scales the group's sky visibilities; `rfi_plan` (simulate_rfi.plan_rfi) adds RFI."""
+    from .simulate_rfi import inject_rfi
+
     from astropy import units as u
     from astropy.time import Time
 
@@ -304,10 +319,17 @@ def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_j
 
         def gains_t(ants, pol):
             k = index[ants]
-            return bandpass[k][:, chan, pol] * np.exp(1j * drift[k, pol] * dt_s)[:, None]
+            g = bandpass[k][:, chan, pol] * np.exp(1j * drift[k, pol] * dt_s)[:, None]
+            return g * np.sqrt(amplitude)
 
         data, sigma = _visibilities(freqs, visible, directions, (b_enu, w_hat, a1, a2),
                                     times.size, gains_t, settings, rng)
+        rfi_samples = 0
+        if rfi_plan is not None:
+            tidx = np.repeat(np.arange(times.size), a1.size)
+            hit = inject_rfi(data, freqs, tidx, np.tile(a1, times.size), np.tile(a2, times.size),
+                             sigma, rfi_plan, rng)
+            rfi_samples = int(hit.sum())
         nsamples = np.ones(data.shape, np.float32)
         zero = rng.random(data.shape[0]) < settings.zero_nsamples
         nsamples[zero] = 0.0
@@ -321,10 +343,35 @@ def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_j
                        integration_s=dt, fs_table=f"fs_table_dec{settings.dec_deg:.2f}.npz",
                        history="Simulated by dsa110-contimg simulate in the correlator's layout.")
         records.append({"file": path.name, "group": group_index, "subband": sb,
-                        "nan_rows": int(n_drop * a1.size), "zero_nsamples_rows": int(zero.sum())})
+                        "nan_rows": int(n_drop * a1.size), "zero_nsamples_rows": int(zero.sum()),
+                        "rfi_samples": rfi_samples})
     log.info("group %d: %d subband files, %d sources in view, start %s",
              group_index, len(records), len(visible), start.isot)
     return records
+
+
+def ese_source(settings, starts):
+    """The catalog row of the injected ESE source (see SimulationSettings.ese)."""
+    from .astrometry import meridian_phase_center
+
+    e = {"group": 0, "day": settings.n_days / 2, "fwhm_days": 5.0, "depth": 0.4,
+         "flux_jy": 0.5, "east_deg": 0.3, "north_deg": 0.3, "shoulder": 0.0, **settings.ese}
+    start = starts[int(e["group"])]
+    mid_jd = start.jd + settings.group_duration_s / 2 / 86400
+    ra0, dec0 = np.degrees(meridian_phase_center(mid_jd, settings.dec_deg))
+    return {"source_id": "ESE001", "ra_deg": ra0 + e["east_deg"] / np.cos(np.radians(dec0)),
+            "dec_deg": dec0 + e["north_deg"], "flux_jy": e["flux_jy"], "spectral_index": -0.7,
+            "ese_mjd": start.mjd + settings.group_duration_s / 2 / 86400 + e["day"],
+            "ese_fwhm_days": e["fwhm_days"], "ese_depth": e["depth"],
+            "ese_shoulder": e["shoulder"]}
+
+
+def group_amplitudes(settings, n_groups):
+    """The per-group amplitude factors 1 + N(0, gain_error) (all 1 without gain error)."""
+    if settings.gain_error <= 0:
+        return np.ones(n_groups)
+    rng = np.random.default_rng(settings.seed + 3000)
+    return 1.0 + rng.normal(0.0, settings.gain_error, n_groups)
 
 
 def calibrator_placement(calibrators, name, group, flux_scale=1.0):
@@ -398,13 +445,23 @@ def simulate_archive(out_dir, settings=None, catalog=None):
         catalog = pd.concat([catalog, pd.DataFrame(settings.extra_sources)], ignore_index=True)
     if settings.calibrators:
         catalog = pd.concat([catalog, pd.DataFrame(_calibrator_sources(settings))], ignore_index=True)
+    if settings.ese:
+        catalog = pd.concat([catalog, pd.DataFrame([ese_source(settings, starts)])],
+                            ignore_index=True)
     band_freqs = band_frequencies(settings)
     bandpass, drift = make_gains(settings, band_freqs)
     t_ref_jd = starts[0].jd
+    amplitudes = group_amplitudes(settings, len(starts))
+    rfi_plan = None
+    if settings.rfi is not None:
+        from .simulate_rfi import RFISpec, plan_rfi
+
+        rfi_plan = plan_rfi(RFISpec(**settings.rfi), band_freqs, settings.n_integrations,
+                            np.asarray(settings.stations) - 1, settings.seed + 2000)
     records = []
     for i, start in enumerate(starts):
         records += simulate_group(out, start, settings, catalog, (bandpass, drift), band_freqs,
-                                  t_ref_jd, i)
+                                  t_ref_jd, i, amplitudes[i], rfi_plan)
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
     with atomic_output(out / "sky_catalog.csv") as tmp:
@@ -429,8 +486,10 @@ def simulate_archive(out_dir, settings=None, catalog=None):
         "gain_convention": "MS row (ANTENNA1=i, ANTENNA2=j) = G_i conj(G_j) model; "
                            "G(t, f) = bandpass[k, f, pol] * exp(1j drift[k, pol] (t - t_ref)), "
                            "k = index of the antenna in antenna_numbers",
+        "group_amplitudes": [float(a) for a in amplitudes],
+        "rfi": rfi_plan,
         "files": [r["file"] for r in records],
-        "faults": [r for r in records if r["nan_rows"] or r["zero_nsamples_rows"]],
+        "faults": [r for r in records if r["nan_rows"] or r["zero_nsamples_rows"] or r["rfi_samples"]],
     }
     write_text(json.dumps(meta, indent=2, default=str), truth / "simulation.json")
     return meta
@@ -455,7 +514,8 @@ def _placement_arg(text):
 def _run(args):
     overrides = dict(PRESETS[args.preset])
     for key in ("n_antennas", "n_channels", "n_integrations", "n_groups", "n_days",
-                "dec_deg", "seed", "start", "n_sources", "jitter_s", "sefd_jy", "zero_nsamples"):
+                "dec_deg", "seed", "start", "n_sources", "jitter_s", "sefd_jy", "zero_nsamples",
+                "gain_error"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -463,6 +523,8 @@ def _run(args):
         overrides["noise"] = False
     if args.no_gains:
         overrides["gains"] = False
+    if args.rfi:
+        overrides["rfi"] = {}
     if args.drop:
         overrides["dropped"] = [[int(x) for x in d.split(":")] for d in args.drop]
     if args.calibrator:
@@ -487,8 +549,10 @@ def register_cli(sub):
     for name, typ in (("n-antennas", int), ("n-channels", int), ("n-integrations", int),
                       ("n-groups", int), ("n-days", int), ("dec-deg", float), ("seed", int),
                       ("start", str), ("n-sources", int), ("jitter-s", float), ("sefd-jy", float),
-                      ("zero-nsamples", float)):
+                      ("zero-nsamples", float), ("gain-error", float)):
         p.add_argument(f"--{name}", type=typ)
+    p.add_argument("--rfi", action="store_true",
+                   help="add RFI (narrow-band interferers, broadband bursts) and a dead antenna")
     p.add_argument("--drop", action="append",
                    help="GROUP:N: the last N integrations of group GROUP are NaN (repeatable)")
     p.add_argument("--no-noise", action="store_true")
