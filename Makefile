@@ -11,10 +11,14 @@ setup:
 
 $(DEMO)/archive/truth/simulation.json: | setup
 	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive \
-	    --dec-deg 54.5734 --calibrator J0834+555:1 --calibrator-catalog config/calibrators.csv
+	    --calibrator J0834+555:0 --calibrator-catalog config/calibrators.csv
 
 demo: setup $(DEMO)/archive/truth/simulation.json
-	$(VENV)/dsa110-contimg run -- --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results
+	start=$$(date +%s); $(VENV)/dsa110-contimg run -- --configfile config/demo.yaml \
+	    --config archive_dir=$(DEMO)/archive results_dir=$(DEMO)/results; status=$$?; \
+	    echo "demo: pipeline wall time $$(( $$(date +%s) - start )) s"; exit $$status
+	$(VENV)/dsa110-contimg summary $(DEMO)/results --archive $(DEMO)/archive \
+	    --json $(DEMO)/results/summary.json
 
 test: setup
 	$(VENV)/python -m pytest -q tests

@@ -49,9 +49,9 @@ def _strong_sources(settings):
 def _simulate_and_convert(out, gains, n_groups, strong=False):
     from dsa110_contimg.convert import convert_group
     from dsa110_contimg.manifest import build_manifest
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, simulate_archive
+    from dsa110_contimg.simulate import SimulationSettings, simulate_archive
 
-    settings = SimulationSettings(**PRESETS["demo"], n_groups=n_groups, gains=gains)
+    settings = SimulationSettings(n_antennas=20, n_groups=n_groups, gains=gains)
     settings.extra_sources = _bright_sources(settings)
     if strong:
         settings.extra_sources += _strong_sources(settings)

@@ -138,12 +138,11 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     from pathlib import Path
 
     from dsa110_contimg.calibrate import read_calibrator_catalog
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, calibrator_placement, simulate_archive
+    from dsa110_contimg.simulate import SimulationSettings, calibrator_placement, simulate_archive
 
     catalog = Path(__file__).resolve().parents[1] / "config" / "calibrators.csv"
     cals = read_calibrator_catalog(catalog)
-    settings = SimulationSettings(**{**PRESETS["demo"], "n_antennas": 4, "n_channels": 1,
-                                     "n_groups": 3, "n_sources": 0, "noise": False},
+    settings = SimulationSettings(n_antennas=4, n_channels=1, n_groups=3, n_sources=0, noise=False,
                                   calibrators=[calibrator_placement(cals, "J0834+555", 1)])
     assert settings.dec_deg == pytest.approx(54.5734, abs=1e-4)
     simulate_archive(tmp_path, settings)

@@ -105,7 +105,12 @@ class SimulationSettings:
 
 
 PRESETS = {
-    "demo": dict(n_antennas=20),
+    # 20 days of two 5-minute groups (a calibrator transits in the first when placed):
+    # 3% gain error per group, RFI and a dead antenna, one ESE in the second group's field
+    "demo": dict(n_antennas=20, n_groups=2, n_days=20, n_sources=60, gain_error=0.03,
+                 rfi={"n_channels": 3, "n_bursts": 1},
+                 ese={"group": 1, "day": 10.0, "fwhm_days": 5.0, "depth": 0.4, "flux_jy": 0.3,
+                      "east_deg": 0.3, "north_deg": -0.3}),
     "test": dict(n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10,
                  jitter_s=5.0),
     "full": dict(n_antennas=inst.N_ANTENNAS, n_channels=inst.CHANNELS_PER_SUBBAND,
