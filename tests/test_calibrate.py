@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from casacore import tables
 
-from dsa110_contimg.beam import airy_power
-from dsa110_contimg.calibrate import (MS_KEYWORD, apply_calibration, calibration_status,
-                                      calibrator_transits, read_caltable,
-                                      read_calibrator_catalog, select_calibrations,
-                                      solve_calibrator_group, write_point_model,
-                                      write_selection)
+from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.calibration.calibrate import (MS_KEYWORD, apply_calibration, calibration_status,
+                                                  read_caltable, select_calibrations,
+                                                  solve_calibrator_group, write_point_model,
+                                                  write_selection)
+from dsa110_contimg.calibrators import calibrator_transits, read_calibrator_catalog
 from dsa110_contimg.casaenv import casatasks
-from dsa110_contimg.convert import convert_group
-from dsa110_contimg.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulate import (SimulationSettings, calibrator_placement, load_truth,
+from dsa110_contimg.ingest.convert import convert_group
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+from dsa110_contimg.simulation.visibilities import (SimulationSettings, calibrator_placement, load_truth,
                                      simulate_archive)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def test_write_selection_and_uncalibrated_fallback(solved, tmp_path):
 def _field_flux(ms, source, cal, pointing_dec):
     """Least-squares flux scale of `source` in CORRECTED_DATA after removing the
     calibrator's model: 1.0 means the source has its true flux."""
-    from dsa110_contimg.calibrate import add_field_sources
+    from dsa110_contimg.calibration.calibrate import add_field_sources
 
     write_point_model(ms, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"], cal["spectral_index"],
                       pointing_dec, Path(ms).parent)
@@ -240,7 +240,7 @@ def test_sky_model_keeps_field_sources_out_of_the_gains(catalog, tmp_path):
     array unless the sky model puts it into the calibrator's model."""
     from dataclasses import replace
 
-    from dsa110_contimg.calibrate import SolveSettings
+    from dsa110_contimg.calibration.calibrate import SolveSettings
 
     cal = {"name": "3C48", **catalog.set_index("name").loc["3C48"].to_dict()}
     field = {"source_id": "FIELD", "ra_deg": cal["ra_deg"] + 1.0, "dec_deg": cal["dec_deg"] - 0.3,

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from casacore import tables
 
-from dsa110_contimg.beam import airy_power, angular_separation
-from dsa110_contimg.calibrate import calibration_status, read_calibrator_catalog, write_point_model
-from dsa110_contimg.simulate import (SIDEREAL_DAY_S, SimulationSettings, calibrator_placement,
+from dsa110_contimg.primary_beam import airy_power, angular_separation
+from dsa110_contimg.calibration.calibrate import calibration_status, write_point_model
+from dsa110_contimg.calibrators import read_calibrator_catalog
+from dsa110_contimg.simulation.visibilities import (SIDEREAL_DAY_S, SimulationSettings, calibrator_placement,
                                      load_truth, simulate_archive)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg.calibrate import read_calibrator_catalog
-from dsa110_contimg.manifest import _add_calibrator_transits, find_archive_files, write_manifest
-from dsa110_contimg.pointings import (calibrator_coverage, calibrators_in_beam,
+from dsa110_contimg.calibrators import read_calibrator_catalog
+from dsa110_contimg.ingest.manifest import _add_calibrator_transits, find_archive_files, write_manifest
+from dsa110_contimg.ingest.pointings import (calibrator_coverage, calibrators_in_beam,
                                       pointing_declinations, write_pointings)
 
 REPO = Path(__file__).resolve().parents[1]

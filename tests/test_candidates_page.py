@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg import cli, lcsim
+from dsa110_contimg import cli
+from dsa110_contimg.simulation import lightcurves
 from dsa110_contimg.atomic import write_parquet
 
 CENTRE = (150.0, 37.0)
@@ -26,12 +27,12 @@ def _chromium():
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     work = tmp_path_factory.mktemp("page")
-    sim = lcsim.simulate_lightcurves(n_sources=30, n_epochs=60, seed=81, snr_range=(80, 300),
+    sim = lightcurves.simulate_lightcurves(n_sources=30, n_epochs=60, seed=81, snr_range=(80, 300),
                                      n_ese=2, ese_depth=(0.5, 0.6), ese_fwhm_days=(8, 10),
                                      ese_shoulder=(0.1, 0.2), subband_freqs_hz=FREQS,
                                      ese_chromatic=True)
-    table = lcsim.lightcurves_to_table(sim)
-    catalog = lcsim.grid_catalog(30, CENTRE, 0.13, 0.04, seed=82)
+    table = lightcurves.lightcurves_to_table(sim)
+    catalog = lightcurves.grid_catalog(30, CENTRE, 0.13, 0.04, seed=82)
     pos = dict(zip(sim["truth"]["source_id"], zip(catalog["ra_deg"], catalog["dec_deg"])))
     table["ra"] = table["source_id"].map(lambda s: pos[s][0]).astype(float)
     table["dec"] = table["source_id"].map(lambda s: pos[s][1]).astype(float)
@@ -40,7 +41,7 @@ def page(tmp_path_factory):
     images = work / "images"
     for j, mjd in enumerate(sim["mjd"]):
         cat = catalog.assign(flux_jy=np.nan_to_num(sim["flux"][:, j]))
-        lcsim.make_test_image(images / f"epoch{j:05d}" / "image.fits", cat, npix=64,
+        lightcurves.make_test_image(images / f"epoch{j:05d}" / "image.fits", cat, npix=64,
                               cell_arcsec=12.0, centre_deg=CENTRE, rms_jy=1e-3,
                               date_obs="2025-01-01T00:00:00", seed=j)
     outdir = work / "ese"

@@ -8,8 +8,9 @@ import pytest
 from casacore import tables
 
 from dsa110_contimg.casaenv import casatasks, casatools
-from dsa110_contimg.convert import convert_group, meridian_phase_center, write_ms_pyuvdata
-from dsa110_contimg.manifest import build_manifest, find_archive_files
+from dsa110_contimg.astrometry import meridian_phase_center
+from dsa110_contimg.ingest.convert import convert_group, write_ms_pyuvdata
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
 
 RTOL = 1e-6
 
@@ -64,7 +65,7 @@ def test_treating_the_files_as_zenith_drift_data_is_far_off(ms_pair, group, tmp_
     """The same comparison fails by a wide margin when pyuvdata takes the files for
     unprojected (zenith) drift data: the w toward the meridian (hundreds of turns on the
     north-south baselines at Dec +54.6) is then applied a second time."""
-    from dsa110_contimg.convert import read_group_pyuvdata
+    from dsa110_contimg.ingest.convert import read_group_pyuvdata
 
     zenith = write_ms_pyuvdata(list(group.files), tmp_path / "zenith.ms", group.group,
                                treat_as_zenith=True)
@@ -102,7 +103,7 @@ def test_casa_reads_the_ms(ms_pair):
 
 
 def test_only_correlated_antennas_are_in_the_main_table(ms_pair, small_archive):
-    from dsa110_contimg.simulate import load_truth
+    from dsa110_contimg.simulation.visibilities import load_truth
 
     meta, _, _ = load_truth(small_archive)
     stations = meta["correlated_stations"]
@@ -169,7 +170,7 @@ def test_mismatched_subband_is_named(group, archive_copy, tmp_path):
 
 
 def test_failure_while_writing_leaves_nothing(group, tmp_path, monkeypatch):
-    import dsa110_contimg.convert as convert
+    import dsa110_contimg.ingest.convert as convert
 
     real_job, calls = convert._subband_job, []
 

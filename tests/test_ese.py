@@ -7,7 +7,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dsa110_contimg import cli, ese, lcsim, normalize
+from dsa110_contimg import cli
+from dsa110_contimg.variability import ese
+from dsa110_contimg.simulation import lightcurves
+from dsa110_contimg.photometry import normalize
 from dsa110_contimg.atomic import write_parquet
 
 
@@ -20,9 +23,9 @@ def _detect(sim, **kwargs):
 
 
 def test_variability_stats_match_direct_computation():
-    sim = lcsim.simulate_lightcurves(n_sources=5, n_epochs=50, seed=21, snr_range=(10, 100),
+    sim = lightcurves.simulate_lightcurves(n_sources=5, n_epochs=50, seed=21, snr_range=(10, 100),
                                      missing_fraction=0.2, n_ese=1)
-    table = lcsim.lightcurves_to_table(sim)
+    table = lightcurves.lightcurves_to_table(sim)
     stats = ese.analyse_sources(table).set_index("source_id")
     for sid, lc in table.groupby("source_id", observed=True):
         f, e = lc["flux_jy"].to_numpy(), lc["flux_err_jy"].to_numpy()
@@ -42,12 +45,12 @@ def test_variability_stats_match_direct_computation():
 
 def test_injection_recovery_after_normalization():
     """ESEs of depth >= 30% lasting >= 5 epochs at per-epoch SNR >= 20, with 5% gain errors."""
-    sim = lcsim.simulate_lightcurves(
+    sim = lightcurves.simulate_lightcurves(
         n_sources=2000, n_epochs=200, seed=22, snr_range=(20.0, 1000.0), gain_error=0.05,
         n_ese=400, ese_depth=(0.3, 0.6), ese_fwhm_days=(5.0, 40.0), ese_shoulder=(0.0, 0.3),
         missing_fraction=0.05,
     )
-    table, _ = normalize.normalize_timeseries(lcsim.lightcurves_to_table(sim))
+    table, _ = normalize.normalize_timeseries(lightcurves.lightcurves_to_table(sim))
     stats = ese.analyse_sources(table).merge(sim["truth"], on="source_id",
                                              suffixes=("", "_true"))
     injected = stats[stats["ese"]]
@@ -67,7 +70,7 @@ def test_injection_recovery_after_normalization():
 
 
 def test_false_candidates_in_10000_constant_sources():
-    sim = lcsim.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=23,
+    sim = lightcurves.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=23,
                                      snr_range=(5.0, 1000.0), missing_fraction=0.1)
     fit = _detect(sim)
     sigma = fit["ese_sigma"]
@@ -81,7 +84,7 @@ def test_false_candidates_in_10000_constant_sources():
 
 
 def test_underestimated_errors_do_not_make_candidates():
-    sim = lcsim.simulate_lightcurves(n_sources=2000, n_epochs=200, seed=24,
+    sim = lightcurves.simulate_lightcurves(n_sources=2000, n_epochs=200, seed=24,
                                      snr_range=(20.0, 500.0))
     sim["flux_err"] = sim["flux_err"] / 2.0  # errors reported 2x too small
     fit = _detect(sim)
@@ -96,10 +99,10 @@ def test_underestimated_errors_do_not_make_candidates():
 
 @pytest.fixture
 def small_run(tmp_path):
-    sim = lcsim.simulate_lightcurves(n_sources=200, n_epochs=150, seed=25,
+    sim = lightcurves.simulate_lightcurves(n_sources=200, n_epochs=150, seed=25,
                                      snr_range=(30.0, 300.0), n_ese=5,
                                      ese_depth=(0.4, 0.6), ese_fwhm_days=(10.0, 30.0))
-    table = lcsim.lightcurves_to_table(sim)
+    table = lightcurves.lightcurves_to_table(sim)
     table["source_id"] = table["source_id"].astype(str)
     table["image_id"] = table["image_id"].astype(str)
     path = tmp_path / "normalized.parquet"
@@ -190,7 +193,7 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_sources_with_too_few_measurements_are_not_fitted():
     """A few epochs of a few images (the demo's one day) or a source whose every
     measurement is rejected: statistics are computed, no dip is fitted, no candidate."""
-    sim = lcsim.simulate_lightcurves(n_sources=6, n_epochs=4, seed=3)
+    sim = lightcurves.simulate_lightcurves(n_sources=6, n_epochs=4, seed=3)
     sim["flux"][0, 1:] = np.nan
     sim["flux"][1, :] = np.nan
     src = np.repeat(np.arange(6), 4)

@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg import alerts, ese, esefit, lcsim, variability, voevent
+from dsa110_contimg.variability import alerts
+from dsa110_contimg.variability import ese
+from dsa110_contimg.variability import esefit
+from dsa110_contimg.simulation import lightcurves
+from dsa110_contimg.variability import statistics
+from dsa110_contimg.variability import voevent
 from dsa110_contimg.atomic import write_parquet
 
 SUBBANDS_HZ = 1311e6 + 47e6 * (np.arange(4) + 0.5)
@@ -28,7 +33,7 @@ def _candidates(fit, min_sigma=5.0):
 
 @pytest.mark.parametrize("sign,seed", [("low", 31), ("high", 32)])
 def test_single_epoch_outliers_are_not_candidates(sign, seed):
-    sim = lcsim.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=seed,
+    sim = lightcurves.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=seed,
                                      snr_range=(5.0, 1000.0), outliers_per_source=1,
                                      outlier_sigma=10.0, outlier_sign=sign)
     fit = _fit(sim)
@@ -41,7 +46,7 @@ def test_single_epoch_outliers_are_not_candidates(sign, seed):
 
 
 def test_linear_trends_are_not_candidates():
-    sim = lcsim.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=33,
+    sim = lightcurves.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=33,
                                      snr_range=(5.0, 1000.0), trend=(0.1, 0.5))
     fit = _fit(sim)
     cand = _candidates(fit)
@@ -54,7 +59,7 @@ def test_linear_trends_are_not_candidates():
 
 @pytest.mark.parametrize("epochs,seed", [(2, 34), (3, 35)])
 def test_short_dips_are_not_candidates(epochs, seed):
-    sim = lcsim.simulate_lightcurves(n_sources=2000, n_epochs=200, seed=seed,
+    sim = lightcurves.simulate_lightcurves(n_sources=2000, n_epochs=200, seed=seed,
                                      snr_range=(20.0, 1000.0), n_box=2000,
                                      box_epochs=epochs, box_depth=(0.3, 0.6))
     fit = _fit(sim)
@@ -67,7 +72,7 @@ def test_short_dips_are_not_candidates(epochs, seed):
 
 @pytest.mark.parametrize("shoulder,seed", [((0.0, 0.0), 36), ((0.1, 0.3), 37)])
 def test_completeness_and_false_rate(shoulder, seed):
-    sim = lcsim.simulate_lightcurves(
+    sim = lightcurves.simulate_lightcurves(
         n_sources=10000, n_epochs=200, seed=seed, snr_range=(20.0, 1000.0), n_ese=1000,
         ese_depth=(0.3, 0.6), ese_fwhm_days=(5.0, 40.0), ese_shoulder=shoulder,
         missing_fraction=0.05)
@@ -87,10 +92,10 @@ def test_completeness_and_false_rate(shoulder, seed):
 
 
 def test_event_still_in_progress_is_reported(tmp_path):
-    sim = lcsim.simulate_lightcurves(n_sources=50, n_epochs=150, seed=38,
+    sim = lightcurves.simulate_lightcurves(n_sources=50, n_epochs=150, seed=38,
                                      snr_range=(100.0, 300.0))
     mjd = sim["mjd"]
-    sim["flux"][0] *= lcsim.ese_profile(mjd, mjd[-1] - 2.0, 20.0, 0.5)
+    sim["flux"][0] *= lightcurves.ese_profile(mjd, mjd[-1] - 2.0, 20.0, 0.5)
     fit = _fit(sim)
     print(f"\nlive ESE: {fit['ese_sigma'][0]:.1f} sigma, in progress "
           f"{bool(fit['ese_in_progress'][0])}, egress epochs {fit['ese_egress_epochs'][0]}")
@@ -124,7 +129,7 @@ def test_vast_eta_and_v_match_their_definitions():
         f = s + rng.normal(0.0, 1.0, n) * e * rng.uniform(0.5, 3.0)
         rows.append((np.full(n, i), np.sort(rng.uniform(0, 100, n)), f, e))
     src, mjd, flux, err = (np.concatenate(c) for c in zip(*rows))
-    stats = variability.variability_stats(src, mjd, flux, err, 300)
+    stats = statistics.variability_stats(src, mjd, flux, err, 300)
     eta = np.array([_vast_eta(r[2], r[3]) for r in rows])
     v = np.array([_vast_v(r[2]) for r in rows])
     rel_eta = np.abs(stats["eta"] - eta) / np.maximum(np.abs(eta), 1e-300)
@@ -140,7 +145,7 @@ def test_two_epoch_vs_and_m_by_hand():
     mjd = np.array([3.0, 1.0, 2.0, 10.0, 11.0])
     flux = np.array([1.0, 1.2, 1.1, 2.0, 2.0])
     err = np.array([0.05, 0.1, 0.1, 0.1, 0.1])
-    out = variability.two_epoch_metrics(src, mjd, flux, err, 3)
+    out = statistics.two_epoch_metrics(src, mjd, flux, err, 3)
     # source 0 in time order: 1.2 (0.1), 1.1 (0.1), 1.0 (0.05)
     # pairs: (1.2-1.1)/sqrt(0.02) = 0.70711; (1.1-1.0)/sqrt(0.0125) = 0.89443
     assert out["vs"][0] == pytest.approx(0.1 / np.sqrt(0.0125), rel=1e-12)
@@ -152,11 +157,11 @@ def test_two_epoch_vs_and_m_by_hand():
 
 @pytest.mark.parametrize("chromatic", [True, False])
 def test_in_band_lambda2_slope(chromatic, tmp_path):
-    sim = lcsim.simulate_lightcurves(
+    sim = lightcurves.simulate_lightcurves(
         n_sources=100, n_epochs=200, seed=40, snr_range=(100.0, 1000.0), n_ese=100,
         ese_depth=(0.3, 0.6), ese_fwhm_days=(5.0, 40.0), ese_shoulder=(0.0, 0.3),
         subband_freqs_hz=SUBBANDS_HZ, ese_chromatic=chromatic)
-    table = lcsim.lightcurves_to_table(sim)
+    table = lightcurves.lightcurves_to_table(sim)
     stats = ese.analyse_sources(table).merge(sim["truth"], on="source_id",
                                              suffixes=("", "_true"))
     found = (stats["ese_sigma"] >= 5) & stats["ese_dip_ok"]

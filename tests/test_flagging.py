@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from dsa110_contimg.convert import convert_group
+from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.flagging import FlagSettings, flag_group, strategy_file
-from dsa110_contimg.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulate import SimulationSettings, simulate_archive
-from dsa110_contimg.simulate_rfi import RFISpec, inject_rfi, plan_rfi
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
+from dsa110_contimg.simulation.rfi import RFISpec, inject_rfi, plan_rfi
 
 N_CHANNELS = 16
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.beam import airy_power, angular_separation
-from dsa110_contimg.imaging import ImagingSettings, image_group, pointing_track
+from dsa110_contimg.primary_beam import airy_power, angular_separation
+from dsa110_contimg.imaging.image import ImagingSettings, image_group, pointing_track
 from dsa110_contimg.qa import catalog_comparison, qa_image, robust_rms
 from imaging_fixtures import (CENTRE_GROUP, DRIFT_TEST_IMAGER, TEST_IMSIZE, _expected_thermal,
                               _truth)
@@ -30,7 +30,7 @@ def _comparison(paths, catalog):
     data = fits.getdata(paths["image.fits"]).squeeze().astype(float)
     header = fits.getheader(paths["image.fits"])
     pb = fits.getdata(paths["pb.fits"]).squeeze().astype(float)
-    from dsa110_contimg.photometry import _wcs
+    from dsa110_contimg.photometry.forced import _wcs
 
     rms = robust_rms(fits.getdata(paths["residual.fits"]))
     table, metrics = catalog_comparison(data, _wcs(header).celestial, header, catalog, rms,
@@ -55,7 +55,7 @@ def test_tclean_recovers_bright_sources_and_thermal_noise(calibrated_images):
 
 
 def test_products_headers_and_time_averaged_beam(calibrated_images):
-    from dsa110_contimg.photometry import _wcs
+    from dsa110_contimg.photometry.forced import _wcs
 
     result = calibrated_images["images"][CENTRE_GROUP]
     paths = result["paths"]
@@ -73,7 +73,7 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
     # pb.fits at each bright source = the Airy response averaged over the 24 pointings
     meta, catalog = _truth(calibrated_images["archive"])
     ms = calibrated_images["ms"][CENTRE_GROUP]
-    from dsa110_contimg.imaging import read_ms_summary
+    from dsa110_contimg.imaging.image import read_ms_summary
 
     summary = read_ms_summary(ms)
     pra, pdec = pointing_track(summary.times_mjd, meta["settings"]["dec_deg"])
@@ -171,7 +171,7 @@ def test_drift_subtraction_reaches_thermal_noise_in_every_group(drift_images):
 
 
 def test_drift_table_holds_the_fitted_fluxes(drift_images):
-    from dsa110_contimg.photometry import _wcs
+    from dsa110_contimg.photometry.forced import _wcs
     from dsa110_contimg.qa import image_frequency
 
     _, catalog, strong = _strong_truth(drift_images["archive"])
@@ -207,8 +207,8 @@ def test_drift_fit_measures_flux_not_catalog(drift_images, tmp_path):
     residual variance per sample is the simulator's noise."""
     from casacore import tables
 
-    from dsa110_contimg import drift
-    from dsa110_contimg.imaging import pointing_track, read_ms_summary
+    from dsa110_contimg.imaging import drift
+    from dsa110_contimg.imaging.image import pointing_track, read_ms_summary
 
     meta, catalog, strong = _strong_truth(drift_images["archive"])
     ms = tmp_path / "copy.ms"
@@ -240,7 +240,7 @@ def test_drift_fit_measures_flux_not_catalog(drift_images, tmp_path):
 
 
 def test_sky_catalog_without_fluxes_is_a_clear_error(tmp_path):
-    from dsa110_contimg.imaging import _read_sky
+    from dsa110_contimg.imaging.image import _read_sky
 
     path = tmp_path / "sky.csv"
     path.write_text("source_id,ra_deg,dec_deg\nA,10.0,33.0\n")
@@ -276,11 +276,11 @@ def test_drift_model_matches_noise_free_visibilities(tmp_path):
     UVW (apparent positions, frame position angle), leaves < 2e-4 of the data."""
     from casacore import tables
 
-    from dsa110_contimg import drift
-    from dsa110_contimg.convert import convert_group
-    from dsa110_contimg.imaging import pointing_track, read_ms_summary
-    from dsa110_contimg.manifest import build_manifest
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, simulate_archive
+    from dsa110_contimg.imaging import drift
+    from dsa110_contimg.ingest.convert import convert_group
+    from dsa110_contimg.imaging.image import pointing_track, read_ms_summary
+    from dsa110_contimg.ingest.manifest import build_manifest
+    from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, simulate_archive
     from imaging_fixtures import _strong_sources
 
     settings = SimulationSettings(**{**PRESETS["test"], "n_groups": 1, "n_sources": 1,

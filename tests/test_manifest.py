@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dsa110_contimg.manifest import build_manifest, find_archive_files, read_header, write_manifest
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files, write_manifest
+from dsa110_contimg.ingest.uvh5 import read_header
 
 
 def _files(archive, subband):
@@ -137,8 +138,8 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     pointing: J2000 Dec +55.57, apparent +55.48 in 2026)."""
     from pathlib import Path
 
-    from dsa110_contimg.calibrate import read_calibrator_catalog
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, calibrator_placement, simulate_archive
+    from dsa110_contimg.calibrators import read_calibrator_catalog
+    from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, calibrator_placement, simulate_archive
 
     catalog = Path(__file__).resolve().parents[1] / "config" / "calibrators.csv"
     cals = read_calibrator_catalog(catalog)

@@ -7,21 +7,23 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dsa110_contimg import cli, lcsim, normalize
+from dsa110_contimg import cli
+from dsa110_contimg.simulation import lightcurves
+from dsa110_contimg.photometry import normalize
 from dsa110_contimg.atomic import write_parquet
 
 
 @pytest.fixture(scope="module")
 def gain_errors():
     """300 sources x 120 epochs, 10% rms common gain error, 10 bright sources with ESEs."""
-    sim = lcsim.simulate_lightcurves(
+    sim = lightcurves.simulate_lightcurves(
         n_sources=300, n_epochs=120, seed=11, snr_range=(20.0, 2000.0), gain_error=0.10,
         n_ese=10, ese_depth=(0.3, 0.5), ese_fwhm_days=(5.0, 20.0),
     )
     # make the ESE sources bright, so they would be references if not rejected
     sim["flux"][:10] *= 20.0
     sim["truth"].loc[:9, "true_flux_jy"] *= 20.0
-    table, info = normalize.normalize_timeseries(lcsim.lightcurves_to_table(sim))
+    table, info = normalize.normalize_timeseries(lightcurves.lightcurves_to_table(sim))
     return sim, table.merge(sim["truth"], on="source_id"), info
 
 
@@ -71,14 +73,14 @@ def test_variable_references_rejected(gain_errors):
     lc = t[t["source_id"] == row["source_id"]]
     centre = lc.iloc[np.argmin(np.abs(lc["mjd"] - row["ese_mjd"]))]
     base = lc["flux_norm_jy"].median()
-    expected = 1 - lcsim.ese_profile(centre["mjd"], row["ese_mjd"], row["ese_fwhm_days"],
+    expected = 1 - lightcurves.ese_profile(centre["mjd"], row["ese_mjd"], row["ese_fwhm_days"],
                                      row["ese_depth"], row["ese_shoulder"])
     assert abs((1 - centre["flux_norm_jy"] / base) - expected) < 0.05
 
 
 def test_epoch_without_references_is_flagged(tmp_path):
-    sim = lcsim.simulate_lightcurves(n_sources=40, n_epochs=30, seed=12, snr_range=(100, 1000))
-    table = lcsim.lightcurves_to_table(sim)
+    sim = lightcurves.simulate_lightcurves(n_sources=40, n_epochs=30, seed=12, snr_range=(100, 1000))
+    table = lightcurves.lightcurves_to_table(sim)
     table["image_id"] = table["image_id"].astype(str)
     table = pd.concat([table, pd.DataFrame({
         "source_id": ["lonely"], "ra": [0.0], "dec": [0.0], "image_id": ["other_field"],
@@ -98,8 +100,8 @@ def test_epoch_without_references_is_flagged(tmp_path):
 
 
 def test_too_few_references_leaves_fluxes_unnormalized_and_flagged(caplog):
-    sim = lcsim.simulate_lightcurves(n_sources=20, n_epochs=20, seed=13, snr_range=(5, 30))
-    table = lcsim.lightcurves_to_table(sim)
+    sim = lightcurves.simulate_lightcurves(n_sources=20, n_epochs=20, seed=13, snr_range=(5, 30))
+    table = lightcurves.lightcurves_to_table(sim)
     norm, info = normalize.normalize_timeseries(table)
     assert "only 0 reference sources (need 3" in caplog.text
     assert info["n_references"] == 0 and info["epochs_without_reference"] == 20

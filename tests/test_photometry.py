@@ -1,4 +1,4 @@
-"""Forced photometry against synthetic images with known fluxes (lcsim.make_test_image)."""
+"""Forced photometry against synthetic images with known fluxes (lightcurves.make_test_image)."""
 
 import json
 
@@ -7,18 +7,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dsa110_contimg import cli, lcsim, photometry
+from dsa110_contimg import cli
+from dsa110_contimg.simulation import lightcurves
+from dsa110_contimg.photometry import forced
 
 CENTRE = (150.0, 37.0)
 RMS = 1e-3
 
 
 def _measure(tmp_path, seed, correlated=False, error_model="white"):
-    cat = lcsim.grid_catalog(150, CENTRE, 0.38, 0.05, flux_range=(2e-3, 0.5), seed=seed)
+    cat = lightcurves.grid_catalog(150, CENTRE, 0.38, 0.05, flux_range=(2e-3, 0.5), seed=seed)
     image, pb = tmp_path / f"image{seed}.fits", tmp_path / f"pb{seed}.fits"
-    lcsim.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=seed + 100,
+    lightcurves.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=seed + 100,
                           correlated_noise=correlated)
-    table, meta = photometry.forced_photometry(image, cat, pb_path=pb, error_model=error_model)
+    table, meta = forced.forced_photometry(image, cat, pb_path=pb, error_model=error_model)
     table = table.merge(cat[["source_id", "flux_jy"]].rename(columns={"flux_jy": "true_jy"}),
                         on="source_id")
     return table, meta
@@ -72,7 +74,7 @@ def test_beam_correlated_noise_needs_beam_error_model(tmp_path):
 
 
 def test_unmeasurable_sources_are_flagged_rows(tmp_path):
-    cat = lcsim.grid_catalog(20, CENTRE, 0.3, 0.1, flux_range=(0.05, 0.1), seed=4)
+    cat = lightcurves.grid_catalog(20, CENTRE, 0.3, 0.1, flux_range=(0.05, 0.1), seed=4)
     extra = pd.DataFrame({
         "source_id": ["far_off", "low_pb", "edge"],
         "ra_deg": [CENTRE[0] + 5.0, CENTRE[0], CENTRE[0]],
@@ -82,69 +84,69 @@ def test_unmeasurable_sources_are_flagged_rows(tmp_path):
     })
     cat = pd.concat([cat, extra], ignore_index=True)
     image, pb = tmp_path / "image.fits", tmp_path / "pb.fits"
-    lcsim.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=5)
+    lightcurves.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=5)
     # pb at 0.4245 deg is ~0.93: a cut of 0.95 removes it, leaves the centre sources
-    table, _ = photometry.forced_photometry(image, cat, pb_path=pb, pb_cut=0.95)
+    table, _ = forced.forced_photometry(image, cat, pb_path=pb, pb_cut=0.95)
     assert len(table) == len(cat)
     row = table.set_index("source_id")
-    assert row.loc["far_off", "flags"] == photometry.OFF_IMAGE
+    assert row.loc["far_off", "flags"] == forced.OFF_IMAGE
     assert np.isnan(row.loc["far_off", "flux_jy"]) and np.isnan(row.loc["far_off", "pb_response"])
-    assert row.loc["low_pb", "flags"] & photometry.BELOW_PB_CUT
+    assert row.loc["low_pb", "flags"] & forced.BELOW_PB_CUT
     assert np.isnan(row.loc["low_pb", "flux_jy"])
     assert 0.9 < row.loc["low_pb", "pb_response"] < 0.95
     # the southern edge source sits 1.5 pixels inside the image: kernel truncated
-    table, _ = photometry.forced_photometry(image, cat, pb_path=pb, pb_cut=0.2)
+    table, _ = forced.forced_photometry(image, cat, pb_path=pb, pb_cut=0.2)
     row = table.set_index("source_id")
-    assert row.loc["edge", "flags"] == photometry.NEAR_EDGE
+    assert row.loc["edge", "flags"] == forced.NEAR_EDGE
     assert abs(row.loc["edge", "flux_jy"] / 0.1 - 1) < 0.1
-    assert photometry.describe_flags(row.loc["edge", "flags"]) == ["NEAR_EDGE"]
+    assert forced.describe_flags(row.loc["edge", "flags"]) == ["NEAR_EDGE"]
 
 
 def test_blanked_pixels(tmp_path):
     from astropy.io import fits
 
-    cat = lcsim.grid_catalog(9, CENTRE, 0.12, 0.06, flux_range=(0.05, 0.1), seed=6)
+    cat = lightcurves.grid_catalog(9, CENTRE, 0.12, 0.06, flux_range=(0.05, 0.1), seed=6)
     image = tmp_path / "image.fits"
-    lcsim.make_test_image(image, cat, npix=128, rms_jy=RMS, seed=7)
-    table0, _ = photometry.forced_photometry(image, cat)
-    _, wcs, _ = photometry.read_image(image)
+    lightcurves.make_test_image(image, cat, npix=128, rms_jy=RMS, seed=7)
+    table0, _ = forced.forced_photometry(image, cat)
+    _, wcs, _ = forced.read_image(image)
     x, y = wcs.world_to_pixel_values(cat["ra_deg"].to_numpy(), cat["dec_deg"].to_numpy())
     with fits.open(image, mode="update") as hdul:
         # blank the source 0 pixel itself, and one pixel two columns off source 1
         hdul[0].data[0, 0, int(round(y[0])), int(round(x[0]))] = np.nan
         hdul[0].data[0, 0, int(round(y[1])), int(round(x[1])) + 2] = np.nan
-    table, _ = photometry.forced_photometry(image, cat)
-    assert table["flags"].tolist()[:2] == [photometry.NAN_PIXELS] * 2
+    table, _ = forced.forced_photometry(image, cat)
+    assert table["flags"].tolist()[:2] == [forced.NAN_PIXELS] * 2
     assert np.isnan(table["flux_jy"].iloc[0])
     assert abs(table["flux_jy"].iloc[1] - table0["flux_jy"].iloc[1]) < 3 * table0["flux_err_jy"].iloc[1]
     assert (table["flags"].iloc[2:] == 0).all()
 
 
 def test_image_without_beam_names_the_file(tmp_path):
-    cat = lcsim.grid_catalog(4, CENTRE, 0.1, 0.05, seed=8)
+    cat = lightcurves.grid_catalog(4, CENTRE, 0.1, 0.05, seed=8)
     image = tmp_path / "nobeam.fits"
-    lcsim.make_test_image(image, cat, npix=64, beam_keywords=False)
+    lightcurves.make_test_image(image, cat, npix=64, beam_keywords=False)
     with pytest.raises(ValueError, match=r"nobeam\.fits: no BMAJ/BMIN/BPA beam keywords"):
-        photometry.forced_photometry(image, cat)
+        forced.forced_photometry(image, cat)
 
 
 def test_corrupt_parquet_names_the_file(tmp_path):
     bad = tmp_path / "broken.parquet"
     bad.write_bytes(b"PAR1 this is not a parquet file")
     with pytest.raises(ValueError, match=r"broken\.parquet: not a readable Parquet"):
-        photometry.gather_timeseries([bad], tmp_path / "ts.parquet")
+        forced.gather_timeseries([bad], tmp_path / "ts.parquet")
     assert not (tmp_path / "ts.parquet").exists()
 
 
 def test_cli_photometry_and_gather(tmp_path, capsys):
-    cat = lcsim.grid_catalog(30, CENTRE, 0.3, 0.08, flux_range=(0.02, 0.2), seed=9)
+    cat = lightcurves.grid_catalog(30, CENTRE, 0.3, 0.08, flux_range=(0.02, 0.2), seed=9)
     cat_csv = tmp_path / "sky_catalog.csv"
     cat.to_csv(cat_csv, index=False)
     outs = []
     for day, date in enumerate(["2025-01-01T12:00:00", "2025-01-03T12:00:00"]):
         group = tmp_path / "images" / f"2025-01-0{1 + 2 * day}T12:00:00"
         group.mkdir(parents=True)
-        lcsim.make_test_image(group / "image.fits", cat, pb_path=group / "pb.fits", npix=256,
+        lightcurves.make_test_image(group / "image.fits", cat, pb_path=group / "pb.fits", npix=256,
                               rms_jy=RMS, seed=10 + day, date_obs=date)
         out = tmp_path / "photometry" / f"{group.name}.parquet"
         assert cli.main(["photometry", str(group / "image.fits"), "--catalog", str(cat_csv),
@@ -156,7 +158,7 @@ def test_cli_photometry_and_gather(tmp_path, capsys):
     ts_path = tmp_path / "timeseries.parquet"
     assert cli.main(["gather", *map(str, outs), "--out", str(ts_path)]) == 0
     ts = pd.read_parquet(ts_path)
-    assert list(ts.columns) == photometry.COLUMNS
+    assert list(ts.columns) == forced.COLUMNS
     assert len(ts) == 60
     assert ts.groupby("source_id")["mjd"].apply(list).map(lambda m: m == [60676.5, 60678.5]).all()
     assert set(ts["image_id"]) == {"2025-01-01T12:00:00", "2025-01-03T12:00:00"}
@@ -164,4 +166,4 @@ def test_cli_photometry_and_gather(tmp_path, capsys):
     assert abs(ratio.median() - 1) < 0.01
     # measuring the same image twice is refused, naming the table
     with pytest.raises(ValueError, match="same \\(source_id, image_id\\) twice"):
-        photometry.gather_timeseries([outs[0], outs[0]], tmp_path / "dup.parquet")
+        forced.gather_timeseries([outs[0], outs[0]], tmp_path / "dup.parquet")

@@ -15,7 +15,8 @@ from pathlib import Path
 import h5py
 import pytest
 
-from dsa110_contimg import retry, workflow
+from dsa110_contimg.workflow import faults
+from dsa110_contimg.workflow import runner
 from pipeline import (BIN, FAST_IMAGING, REPO, SMALL_GROUPS, assert_ms_equal,
                       assert_products_equal, env, executed_jobs, no_partials, product_targets,
                       run, snakemake_cmd)
@@ -29,8 +30,8 @@ def _convert_jobs(log):
 
 
 def test_backoff_delays_grow_geometrically_and_are_capped():
-    assert retry.backoff_delays(6, base_s=0.5, factor=2, max_s=5) == [0.5, 1, 2, 4, 5]
-    assert retry.backoff_delays(1) == []
+    assert faults.backoff_delays(6, base_s=0.5, factor=2, max_s=5) == [0.5, 1, 2, 4, 5]
+    assert faults.backoff_delays(1) == []
 
 
 def test_backoff_retries_only_transient_errors():
@@ -42,7 +43,7 @@ def test_backoff_retries_only_transient_errors():
             raise OSError(11, "Resource temporarily unavailable")
         return "ok"
 
-    assert retry.with_backoff(flaky, attempts=5, base_s=0.1, sleep=waits.append) == "ok"
+    assert faults.with_backoff(flaky, attempts=5, base_s=0.1, sleep=waits.append) == "ok"
     assert len(calls) == 3 and waits == [0.1, 0.2]
 
     def broken():
@@ -51,12 +52,12 @@ def test_backoff_retries_only_transient_errors():
 
     calls.clear()
     with pytest.raises(ValueError, match="no DATA column"):
-        retry.with_backoff(broken, attempts=5, sleep=waits.append)
+        faults.with_backoff(broken, attempts=5, sleep=waits.append)
     assert len(calls) == 1
 
     calls.clear()
     with pytest.raises(OSError, match="Device or resource busy"):
-        retry.with_backoff(lambda: calls.append(1) or flaky_forever(), attempts=3,
+        faults.with_backoff(lambda: calls.append(1) or flaky_forever(), attempts=3,
                            base_s=0.01)
     assert len(calls) == 3
 
@@ -85,10 +86,10 @@ def test_backoff_waits_out_a_real_casa_table_lock(clean_small_run, tmp_path, cap
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RuntimeError) as err:
         tables.table(str(ms), readonly=False, lockoptions="permanent", ack=False)
-    assert retry.is_transient(err.value), str(err.value)
+    assert faults.is_transient(err.value), str(err.value)
     t0 = time.monotonic()
-    with caplog.at_level("WARNING", logger="dsa110_contimg.retry"):
-        with retry.open_table(ms, readonly=False) as t:
+    with caplog.at_level("WARNING", logger="dsa110_contimg.workflow.faults"):
+        with faults.open_table(ms, readonly=False) as t:
             nrows = t.nrows()
     waited = time.monotonic() - t0
     holder.wait(timeout=30)
@@ -98,14 +99,14 @@ def test_backoff_waits_out_a_real_casa_table_lock(clean_small_run, tmp_path, cap
 
 
 def test_fail_once_switch_marks_and_then_passes(tmp_path):
-    environ = {retry.FAIL_ONCE_ENV: f"convert:{BAD},image:*",
-               retry.FAIL_ONCE_DIR_ENV: str(tmp_path)}
-    retry.fail_once_if_requested("convert", GOOD, environ)
-    with pytest.raises(retry.InjectedFailure, match=f"convert for group {BAD}"):
-        retry.fail_once_if_requested("convert", BAD, environ)
-    retry.fail_once_if_requested("convert", BAD, environ)
-    with pytest.raises(retry.InjectedFailure):
-        retry.fail_once_if_requested("image", GOOD, environ)
+    environ = {faults.FAIL_ONCE_ENV: f"convert:{BAD},image:*",
+               faults.FAIL_ONCE_DIR_ENV: str(tmp_path)}
+    faults.fail_once_if_requested("convert", GOOD, environ)
+    with pytest.raises(faults.InjectedFailure, match=f"convert for group {BAD}"):
+        faults.fail_once_if_requested("convert", BAD, environ)
+    faults.fail_once_if_requested("convert", BAD, environ)
+    with pytest.raises(faults.InjectedFailure):
+        faults.fail_once_if_requested("image", GOOD, environ)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"convert.{BAD}.failed", f"image.{GOOD}.failed"]
 
@@ -335,7 +336,7 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     os.killpg(run1.pid, signal.SIGKILL)
     run1.wait(timeout=60)
     assert qa_json.exists() and qa_png.exists()
-    marked = {out for _, out, _ in workflow.incomplete_markers(REPO)}
+    marked = {out for _, out, _ in runner.incomplete_markers(REPO)}
     assert {str(qa_json), str(qa_png)} <= marked, marked
     killed_mtime = qa_json.stat().st_mtime_ns
 
@@ -345,7 +346,7 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     assert ("qa_image", {"group": GOOD}) in executed_jobs(log), log
     assert "removed 2 output(s) of job(s) killed before Snakemake recorded them" in log
     assert qa_json.stat().st_mtime_ns > killed_mtime
-    assert not [out for _, out, _ in workflow.incomplete_markers(REPO)
+    assert not [out for _, out, _ in runner.incomplete_markers(REPO)
                 if out.startswith(str(results))]
     assert no_partials(results) == []
 
@@ -377,11 +378,11 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
          f"results_dir={results}"],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     message = second.stdout + second.stderr
-    assert second.returncode == workflow.EXIT_BUSY == 2, message
+    assert second.returncode == runner.EXIT_BUSY == 2, message
     assert f"another dsa110-contimg run (pid {first.pid} on {os.uname().nodename}, started " in message
     assert (f"is processing {results}; refusing to start a second one on the same results "
             "directory. Wait for it to finish (or stop it), then run this command again.") in message
-    assert workflow.remove_stale_locks(REPO) == 0
+    assert runner.remove_stale_locks(REPO) == 0
     assert sorted(locks_dir.glob("*.lock")) == locks and first.poll() is None
 
     log, _ = first.communicate(timeout=900)

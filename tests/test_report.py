@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg import report
+from dsa110_contimg.workflow import timeline
 from pipeline import SMALL_GROUPS, product_targets, run
 
 pytestmark = pytest.mark.workflow
@@ -64,13 +64,13 @@ def _tables():
 
 def test_manifest_states_and_summary_counts():
     groups, rejected = _tables()
-    ids, states = report.subband_states(groups, rejected, 16, ["2026-01-01T000144"])
+    ids, states = timeline.subband_states(groups, rejected, 16, ["2026-01-01T000144"])
     assert ids == ["2026-01-01T000000", "2026-01-01T000144", "2026-01-01T000400",
                    "2026-01-02T000000"]
-    assert (states[0] == report.USED).all() and (states[1] == report.QUARANTINED).all()
-    assert list(np.flatnonzero(states[2] == report.REJECTED)) == [3, 7]
-    assert (states[2] == report.MISSING).sum() == 14
-    s = report.summarize(groups, rejected, 16, ["2026-01-01T000144", "2026-02-01T000000"])
+    assert (states[0] == timeline.USED).all() and (states[1] == timeline.QUARANTINED).all()
+    assert list(np.flatnonzero(states[2] == timeline.REJECTED)) == [3, 7]
+    assert (states[2] == timeline.MISSING).sum() == 14
+    s = timeline.summarize(groups, rejected, 16, ["2026-01-01T000144", "2026-02-01T000000"])
     assert s["n_groups_used"] == 2 and s["quarantined"] == ["2026-01-01T000144"]
     assert s["quarantine_not_in_manifest"] == ["2026-02-01T000000"]
     assert s["incomplete_groups"] == ["2026-01-01T000400"]
@@ -82,15 +82,15 @@ def test_manifest_qa_writes_png_and_json(tmp_path):
     groups, rejected = _tables()
     groups.to_parquet(tmp_path / "g.parquet")
     rejected.to_parquet(tmp_path / "r.parquet")
-    summary = report.manifest_qa(tmp_path / "g.parquet", tmp_path / "r.parquet",
+    summary = timeline.manifest_qa(tmp_path / "g.parquet", tmp_path / "r.parquet",
                                  tmp_path / "qa" / "timeline.png", tmp_path / "qa" / "s.json")
     from PIL import Image
 
     with Image.open(tmp_path / "qa" / "timeline.png") as im:
         assert im.format == "PNG" and im.size == (1000, 380)
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
-    colours = {tuple(int(report.STATE_COLOURS[s][i:i + 2], 16) for i in (1, 3, 5))
-               for s in (report.USED, report.REJECTED)}
+    colours = {tuple(int(timeline.STATE_COLOURS[s][i:i + 2], 16) for i in (1, 3, 5))
+               for s in (timeline.USED, timeline.REJECTED)}
     assert all((pixels == c).all(axis=1).any() for c in colours)
     on_disk = json.loads((tmp_path / "qa" / "s.json").read_text())
     assert on_disk["n_subband_files"] == summary["n_subband_files"]

@@ -16,7 +16,7 @@ DAY2_START = "2026-01-01T12:00:00"
 @pytest.fixture(scope="module")
 def two_days(tmp_path_factory):
     """The 'test' preset over two days (2 groups a day, one sidereal day apart)."""
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, simulate_archive
+    from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, simulate_archive
 
     out = tmp_path_factory.mktemp("two_days")
     simulate_archive(out, SimulationSettings(**{**PRESETS["test"], "n_days": 2}))

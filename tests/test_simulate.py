@@ -16,10 +16,11 @@ from astropy.time import Time
 from casacore import tables
 
 from dsa110_contimg import instrument as inst
-from dsa110_contimg.beam import airy_power
-from dsa110_contimg.convert import convert_group, meridian_phase_center
-from dsa110_contimg.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulate import (POINTING_DEC_DEG, SimulationSettings, group_start_times,
+from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.astrometry import meridian_phase_center
+from dsa110_contimg.ingest.convert import convert_group
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+from dsa110_contimg.simulation.visibilities import (POINTING_DEC_DEG, SimulationSettings, group_start_times,
                                      simulate_archive)
 
 CHECK_LAYOUT = Path("/work/shared/dsa110/check_layout.py")
@@ -166,7 +167,7 @@ def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
 
 
 def test_truth_records_faults_and_stations(tmp_path):
-    from dsa110_contimg.simulate import load_truth
+    from dsa110_contimg.simulation.visibilities import load_truth
 
     settings = SimulationSettings(n_antennas=6, n_channels=2, n_integrations=4, n_groups=2,
                                   n_sources=2, dropped=[[1, 2]], zero_nsamples=0.1, seed=3)
@@ -186,8 +187,8 @@ def test_truth_records_faults_and_stations(tmp_path):
 
 
 def test_placed_3c48_points_at_its_declination():
-    from dsa110_contimg.calibrate import read_calibrator_catalog
-    from dsa110_contimg.simulate import calibrator_placement
+    from dsa110_contimg.calibrators import read_calibrator_catalog
+    from dsa110_contimg.simulation.visibilities import calibrator_placement
 
     cals = read_calibrator_catalog(Path(__file__).resolve().parents[1] / "config" / "calibrators.csv")
     assert SimulationSettings(calibrators=[calibrator_placement(cals, "3C48", 0)]).dec_deg == 33.0
@@ -198,7 +199,7 @@ def test_placed_3c48_points_at_its_declination():
 def test_ese_sources_follow_their_light_curve():
     import pandas as pd
 
-    from dsa110_contimg.simulate import fluxes_at
+    from dsa110_contimg.simulation.visibilities import fluxes_at
 
     catalog = pd.DataFrame({"source_id": ["A", "B"], "ra_deg": [0.0, 1.0], "dec_deg": [33.0, 33.0],
                             "flux_jy": [1.0, 2.0], "spectral_index": [-0.7, -0.7],

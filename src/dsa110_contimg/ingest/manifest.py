@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_parquet
-from .provenance import provenance
-from .uvh5 import FILENAME_RE, INCOMPLETE_SUFFIX, HeaderError, parse_filename, read_header
+from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.provenance import provenance
+from dsa110_contimg.ingest.uvh5 import FILENAME_RE, INCOMPLETE_SUFFIX, HeaderError, parse_filename, read_header
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
 
 
 def _add_calibrator_transits(groups, calibrators, beam_fraction):
-    from .calibrate import TRANSIT_COLUMNS, calibrator_transits, read_calibrator_catalog
+    from dsa110_contimg.calibrators import TRANSIT_COLUMNS, calibrator_transits, read_calibrator_catalog
 
     if calibrators is None:
         catalog = pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"])
@@ -188,7 +188,7 @@ def _add_calibrator_transits(groups, calibrators, beam_fraction):
                  g.group, g.calibrator, g.calibrator_offset_deg, g.calibrator_pb_response)
     groups["pointing_calibrator"] = ""
     if calibrators is not None:
-        from .pointings import check_pointings
+        from dsa110_contimg.ingest.pointings import check_pointings
 
         groups["pointing_calibrator"] = check_pointings(groups, catalog, beam_fraction)
     return groups

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_parquet
-from .photometry import NEAR_EDGE, read_table
-from .provenance import provenance
+from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.photometry.forced import NEAR_EDGE, read_table
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,8 @@ def _cli(args):
     refs = _read_reference_list(args.references) if args.references else None
     unfit = None
     if args.catalog:
-        from .catalogs import reference_flags
-        from .photometry import read_catalog
+        from dsa110_contimg.catalogs import reference_flags
+        from dsa110_contimg.photometry.forced import read_catalog
 
         dec = read_table(args.input, select=["dec"]).get("dec")
         strip = None

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_parquet
-from .provenance import provenance
+from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def read_catalog(path, dec_range=None):
     """Read a sky catalog: the project's CSV (source_id, ra_deg, dec_deg, ...) or NVSS from
     VizieR (FITS or TSV), optionally only the strip `dec_range` = (dec_min, dec_max) deg
     (see catalogs.read_sky_catalog). Raises ValueError naming the file and the column."""
-    from .catalogs import read_sky_catalog
+    from dsa110_contimg.catalogs import read_sky_catalog
 
     return read_sky_catalog(path, dec_range)
 

@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import instrument as inst
-from .atomic import atomic_output, write_parquet
-from .beam import airy_power
-from .drift import TABLE_COLUMNS, empty_table, fit_and_subtract, restore_sources, select_sources
-from .provenance import provenance
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.atomic import atomic_output, write_parquet
+from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.imaging.drift import TABLE_COLUMNS, empty_table, fit_and_subtract, restore_sources, select_sources
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ImagingSettings:
 
     def drift(self):
         """The drift-subtraction part of the settings."""
-        from .drift import DriftSettings
+        from dsa110_contimg.imaging.drift import DriftSettings
 
         return DriftSettings(enabled=self.drift_subtract, min_snr=self.drift_min_snr,
                              max_sources=self.drift_max_sources, radius_deg=self.drift_radius_deg,
@@ -216,7 +216,7 @@ def pointing_of_phase_center(ra_rad, dec_rad, mjd):
 
 def pointing_track(times_mjd, dec_deg):
     """ICRS (ra, dec) in rad of the drift-scan pointing (meridian, `dec_deg`) at each time."""
-    from .convert import meridian_phase_center
+    from dsa110_contimg.astrometry import meridian_phase_center
 
     jd = np.asarray(times_mjd, float) + 2400000.5
     track = np.array([meridian_phase_center(t, dec_deg) for t in jd])
@@ -281,7 +281,7 @@ def _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz):
 
 def _tclean(ms, stem, settings, column):
     """Run tclean on `column` and export image and residual to FITS; returns their paths."""
-    from .casaenv import casatasks
+    from dsa110_contimg.casaenv import casatasks
 
     cta = casatasks()
     result = cta.tclean(
@@ -404,8 +404,8 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
     (module drift)."""
     from astropy.io import fits
 
-    from .photometry import _wcs
-    from .qa import image_frequency
+    from dsa110_contimg.photometry.forced import _wcs
+    from dsa110_contimg.qa import image_frequency
 
     settings = (settings or ImagingSettings()).check()
     ms_path, out_dir = Path(ms_path), Path(out_dir)
@@ -536,7 +536,7 @@ def _subtract_drifting_sources(ms_path, work, settings, track, pointing_dec_deg,
 
 
 def _read_sky(path):
-    from .photometry import read_catalog
+    from dsa110_contimg.photometry.forced import read_catalog
 
     cat = read_catalog(path)
     if "flux_jy" not in cat:
@@ -556,7 +556,7 @@ def _beam(header, path):
 
 
 def _casa_version():
-    from .casaenv import casatools
+    from dsa110_contimg.casaenv import casatools
 
     return casatools().version_string()
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import instrument as inst
-from .astrometry import (apparent_hadec, direction_enu, enu_from_ecef, hour_angle_deg, lst_deg,
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.astrometry import (apparent_hadec, direction_enu, enu_from_ecef, hour_angle_deg, lst_deg,
                          lst_rad, meridian_uvw_basis, site_ecef)
-from .atomic import atomic_output, write_text
-from .beam import airy_power, angular_separation, fwhm_rad
-from .stations import N_STATIONS, itrf_positions, select_stations
-from .uvh5 import archive_filename, write_raw_file
+from dsa110_contimg.atomic import atomic_output, write_text
+from dsa110_contimg.primary_beam import airy_power, angular_separation, fwhm_rad
+from dsa110_contimg.ingest.stations import N_STATIONS, itrf_positions, select_stations
+from dsa110_contimg.ingest.uvh5 import archive_filename, write_raw_file
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ ESE_COLUMNS = ("ese_mjd", "ese_fwhm_days", "ese_depth", "ese_shoulder")
 def fluxes_at(catalog, mjd):
     """The catalog with `flux_jy` at epoch `mjd`: sources with ESE columns (ese_mjd,
     ese_fwhm_days, ese_depth, optional ese_shoulder) follow a Gaussian-lens light curve."""
-    from .lcsim import ese_profile
+    from dsa110_contimg.simulation.lightcurves import ese_profile
 
     catalog = catalog.reset_index(drop=True).copy()
     if "ese_mjd" not in catalog:

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import j1
 
-from .instrument import DISH_DIAMETER_M, SPEED_OF_LIGHT
+from dsa110_contimg.instrument import DISH_DIAMETER_M, SPEED_OF_LIGHT
 
 
 def airy_power(theta_rad, freq_hz, diameter_m=DISH_DIAMETER_M):

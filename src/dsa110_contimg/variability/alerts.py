@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .photometry import read_table
-from . import voevent
+from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.variability import voevent
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,5 @@
-"""Calibration: calibrator transits, bandpass and gain solutions, selection, application.
+"""Calibration: bandpass and gain solutions, selection, application.
 
-- `read_calibrator_catalog` / `calibrator_transits`: a group is a calibrator group when a
-  catalog calibrator transits (hour angle crosses 0, i.e. its apparent RA lies in the
-  group's LST range) within `beam_fraction` x FWHM(1.4 GHz) of the pointing declination.
 - `solve_calibrator_group`: model the calibrator (component list + `ft`, then scaled by
   the Airy primary beam as it drifts through, per integration and channel), solve a
   bandpass (`bandpass`) and complex gains (`gaincal`), flag outlying solutions, apply
@@ -28,16 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import instrument as inst
-from .atomic import atomic_output, write_parquet, write_text
-from .beam import airy_power, angular_separation, fwhm_rad
-from .provenance import provenance
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
+from dsa110_contimg.calibrators import _hadec, calibrator_spectrum, read_calibrator_catalog
+from dsa110_contimg.primary_beam import airy_power, angular_separation
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
-CATALOG_COLUMNS = ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]
-TRANSIT_COLUMNS = ["has_calibrator", "calibrator", "calibrator_flux_jy",
-                   "calibrator_pb_response", "calibrator_offset_deg", "calibrator_transit_mjd"]
 SELECTION_COLUMNS = ["group", "calgroup", "separation_hours", "status", "reason"]
 MS_KEYWORD = "DSA110_CALIBRATION"
 BANDPASS_TABLE = "bandpass.b"
@@ -47,85 +42,6 @@ FALLBACKS = ("uncalibrated", "skip")
 
 class CalibrationError(RuntimeError):
     """A calibrator solve that cannot give usable solutions (recorded in QA)."""
-
-
-# --------------------------------------------------------------------------- catalog
-
-
-def read_calibrator_catalog(path):
-    """Calibrator catalog CSV (name, ra_deg, dec_deg, flux_jy at 1.4 GHz, spectral_index,
-    optional `reference`: where the numbers come from); '#' lines are comments. Raises
-    ValueError naming the file and the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"calibrator catalog {path} does not exist")
-    cat = pd.read_csv(path, comment="#", skipinitialspace=True)
-    missing = [c for c in CATALOG_COLUMNS if c not in cat.columns]
-    if missing:
-        raise ValueError(f"{path}: calibrator catalog lacks columns {missing} "
-                         f"(needs {CATALOG_COLUMNS})")
-    reference = (cat["reference"].fillna("").astype(str) if "reference" in cat.columns
-                 else pd.Series("", index=cat.index))
-    cat = cat[CATALOG_COLUMNS].copy()
-    numeric = CATALOG_COLUMNS[1:]
-    bad = cat[numeric].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
-    if bad.any():
-        raise ValueError(f"{path}: non-numeric or empty values for {list(cat.name[bad])}")
-    cat[numeric] = cat[numeric].astype(float)
-    if cat.name.duplicated().any():
-        raise ValueError(f"{path}: duplicate calibrator names {list(cat.name[cat.name.duplicated()])}")
-    if ((cat.dec_deg.abs() > 90) | (cat.flux_jy <= 0)).any():
-        raise ValueError(f"{path}: declination outside +-90 deg or flux <= 0")
-    cat["name"] = cat.name.astype(str)
-    cat["reference"] = reference
-    return cat.reset_index(drop=True)
-
-
-def _hadec(ra_deg, dec_deg, mjd):
-    """Apparent (hour angle deg in -180..180, declination deg) at the site."""
-    from astropy import units as u
-    from astropy.coordinates import HADec, SkyCoord
-    from astropy.time import Time
-
-    coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
-    frame = HADec(obstime=Time(np.asarray(mjd), format="mjd", scale="utc"),
-                  location=inst.site_location())
-    hadec = coord.transform_to(frame)
-    return (np.asarray(hadec.ha.deg) + 180.0) % 360.0 - 180.0, np.asarray(hadec.dec.deg)
-
-
-def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ):
-    """Per group (same index as `groups`): TRANSIT_COLUMNS. A calibrator counts when its
-    hour angle crosses 0 between the group's start and end and its declination lies
-    within beam_fraction x FWHM(freq_hz) of the pointing; of several, the brightest
-    after primary-beam attenuation is recorded."""
-    out = pd.DataFrame({"has_calibrator": False, "calibrator": "", "calibrator_flux_jy": np.nan,
-                        "calibrator_pb_response": np.nan, "calibrator_offset_deg": np.nan,
-                        "calibrator_transit_mjd": np.nan}, index=groups.index)
-    if groups.empty or catalog.empty:
-        return out
-    max_offset = beam_fraction * np.degrees(fwhm_rad(freq_hz))
-    for g in groups.itertuples():
-        lst0, lst1 = g.lst_start_deg, g.lst_end_deg
-        span = (lst1 - lst0) % 360.0
-        near_ra = ((catalog.ra_deg - lst0 + 2.0) % 360.0) <= span + 4.0
-        near_dec = (catalog.dec_deg - g.dec_deg).abs() <= max_offset + 1.0
-        best = None
-        for cal in catalog[near_ra & near_dec].itertuples():
-            ha, dec = _hadec([cal.ra_deg] * 2, [cal.dec_deg] * 2, [g.start_mjd, g.end_mjd])
-            if not ha[0] <= 0.0 < ha[1]:
-                continue
-            frac = -ha[0] / (ha[1] - ha[0])
-            offset = abs(dec[0] + frac * (dec[1] - dec[0]) - g.dec_deg)
-            if offset > max_offset:
-                continue
-            pb = float(airy_power(np.radians(offset), freq_hz))
-            if best is None or cal.flux_jy * pb > best[1] * best[2]:
-                best = (cal.name, cal.flux_jy, pb, offset, g.start_mjd + frac * (g.end_mjd - g.start_mjd))
-        if best is not None:
-            out.loc[g.Index, TRANSIT_COLUMNS] = [True, *best]
-    out["has_calibrator"] = out.has_calibrator.astype(bool)
-    return out
 
 
 # --------------------------------------------------------------------------- solve
@@ -148,11 +64,6 @@ class SolveSettings:
     sky_model: str | None = None
     sky_model_min_flux_jy: float = 0.05
     sky_model_radius_deg: float = 5.0
-
-
-def calibrator_spectrum(freq_hz, flux_jy, spectral_index, ref_hz=inst.REFERENCE_FREQ_HZ):
-    """S(f) = S_1.4 (f / 1.4 GHz)^alpha."""
-    return flux_jy * (np.asarray(freq_hz, float) / ref_hz) ** spectral_index
 
 
 def _unique_times(ms):
@@ -183,7 +94,7 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
     """MODEL_DATA of `ms` = point source (component list + ft) x primary beam track."""
     from casacore import tables
 
-    from .casaenv import casatasks, casatools
+    from dsa110_contimg.casaenv import casatasks, casatools
 
     cl_path = Path(workdir) / "model.cl"
     if cl_path.exists():
@@ -207,7 +118,7 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
 def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_deg):
     """Sky-model sources to add to the calibrator model: brighter than `min_flux_jy`,
     within `radius_deg` of the field centre, and not the calibrator itself."""
-    from .photometry import read_catalog
+    from dsa110_contimg.photometry.forced import read_catalog
 
     sky = read_catalog(sky_model)
     if "flux_jy" not in sky:
@@ -412,7 +323,7 @@ def solve_calibrator_group(ms, calibrator, pointing_dec_deg, cal_dir, qa_json, q
 def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     from casacore import tables
 
-    from .casaenv import casatasks
+    from dsa110_contimg.casaenv import casatasks
 
     cta = casatasks()
     scratch = workdir / "scratch.ms"
@@ -592,7 +503,7 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
     apply QA json; returns it."""
     from casacore import tables
 
-    from .casaenv import casatasks
+    from dsa110_contimg.casaenv import casatasks
 
     row = dict(selection_row)
     status = row["status"]

@@ -13,8 +13,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_output, write_text
-from .provenance import provenance
+from dsa110_contimg.atomic import atomic_output, write_text
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .atomic import atomic_output
+from dsa110_contimg.atomic import atomic_output
 
 VOEVENT_NS = "http://www.ivoa.net/xml/VOEvent/v2.0"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .beam import airy_power, angular_separation
+from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.primary_beam import airy_power, angular_separation
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -258,7 +258,7 @@ def _image_header(npix, cell_deg, centre_deg, freq_hz, date_obs, beam_deg=None):
     h["DATE-OBS"] = date_obs
     h["MJD-OBS"] = _mjd(date_obs)
     h["TELESCOP"] = "DSA-110"
-    h["ORIGIN"] = "dsa110_contimg.lcsim (synthetic test image)"
+    h["ORIGIN"] = "dsa110_contimg.simulation.lightcurves (synthetic test image)"
     if beam_deg is not None:
         h["BMAJ"], h["BMIN"], h["BPA"] = beam_deg
         h["BUNIT"] = "Jy/beam"

@@ -15,9 +15,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from . import instrument as inst
-from .atomic import write_parquet
-from .beam import airy_power, fwhm_rad
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.primary_beam import airy_power, fwhm_rad
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def apparent_declinations(catalog, mjd):
     """Apparent declination (deg) of each catalog source at `mjd` (J2000 when None)."""
     if mjd is None or catalog.empty:
         return catalog.dec_deg.to_numpy(dtype=float)
-    from .calibrate import _hadec
+    from dsa110_contimg.calibrators import _hadec
 
     n = len(catalog)
     _, dec = _hadec(catalog.ra_deg.to_numpy(), catalog.dec_deg.to_numpy(), np.full(n, mjd))
@@ -137,7 +137,7 @@ def report_calibrator_coverage(coverage):
 def write_pointings(groups, catalog, path, beam_fraction=0.5, meta=None):
     """Write `calibrator_coverage` of `groups` (table or Parquet path) to Parquet `path`;
     `catalog` is a calibrator catalog DataFrame or CSV path."""
-    from .calibrate import read_calibrator_catalog
+    from dsa110_contimg.calibrators import read_calibrator_catalog
 
     if not isinstance(groups, pd.DataFrame):
         groups = pd.read_parquet(groups)

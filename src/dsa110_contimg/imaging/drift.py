@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import instrument as inst
-from .beam import airy_power, angular_separation
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.primary_beam import airy_power, angular_separation
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
     """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
     dish at hour angle 0 and apparent declination `pointing_dec_deg`: the per-source
     calibrate.primary_beam_track, with one coordinate transformation for all sources."""
-    from .calibrate import _hadec
+    from dsa110_contimg.calibrators import _hadec
 
     n_src, n_time = len(ra_deg), len(times_mjd)
     if n_src == 0:
@@ -121,7 +121,7 @@ def direction_cosines(times_mjd, phase_center, ra, dec):
     from astropy.time import Time
     from pyuvdata.utils.phasing import calc_app_coords, calc_frame_pos_angle
 
-    from .simulate import lst_deg
+    from dsa110_contimg.astrometry import lst_deg
 
     times = Time(np.asarray(times_mjd, float), format="mjd", scale="utc")
     jd = times.jd
@@ -155,7 +155,8 @@ class DriftModel:
     def __init__(self, ms, sources, pointing_dec_deg, fit_spectral_index=False):
         from casacore import tables
 
-        from .calibrate import _chan_freqs, _unique_times, calibrator_spectrum
+        from dsa110_contimg.calibration.calibrate import _chan_freqs, _unique_times
+        from dsa110_contimg.calibrators import calibrator_spectrum
 
         self.ms = str(ms)
         self.freqs = np.asarray(_chan_freqs(ms), float)
@@ -483,7 +484,7 @@ def restore_sources(image, header, wcs, pb, table, freq_hz, n_sigma=6.0):
     image_freq_hz, restored_peak_jy and in_image filled."""
     from scipy.ndimage import map_coordinates
 
-    from .photometry import beam_pixel_covariance
+    from dsa110_contimg.photometry.forced import beam_pixel_covariance
 
     table = table.copy()
     ny, nx = image.shape

@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .astrometry import meridian_altaz, meridian_phase_center, site_ecef
-from .atomic import atomic_output
-from .instrument import SPEED_OF_LIGHT
-from .stations import itrf_positions, load_stations
-from .uvh5 import read_header, read_visibilities
+from dsa110_contimg.astrometry import meridian_altaz, meridian_phase_center, site_ecef
+from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.instrument import SPEED_OF_LIGHT
+from dsa110_contimg.ingest.stations import itrf_positions, load_stations
+from dsa110_contimg.ingest.uvh5 import read_header, read_visibilities
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=N
             write_ms_pyuvdata(files, tmp, group_name)
         log.info("%s: wrote the MS in %.1f s", group_name, time.perf_counter() - t0)
         if flag is not None:
-            from .flagging import flag_group
+            from dsa110_contimg.flagging import flag_group
 
             settings, qa_json, qa_png = flag
             flag_group(tmp, group_name, qa_json, qa_png, settings)
@@ -421,7 +421,7 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=N
 def _run(args):
     files = args.files
     if args.manifest:
-        from .manifest import read_groups
+        from dsa110_contimg.ingest.manifest import read_groups
 
         groups = read_groups(args.manifest)
         row = groups[groups.group == args.group]
@@ -432,7 +432,7 @@ def _run(args):
         raise ValueError("give the group's files or --manifest")
     flag = None
     if args.flag_qa_json:
-        from .flagging import FlagSettings
+        from dsa110_contimg.flagging import FlagSettings
 
         section = json.loads(args.flag_config_json) if args.flag_config_json else {}
         flag = (FlagSettings.from_config(section), args.flag_qa_json, args.flag_qa_png)

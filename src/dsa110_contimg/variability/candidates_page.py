@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .esefit import fit_at
-from .photometry import read_table
+from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.variability.esefit import fit_at
+from dsa110_contimg.photometry.forced import read_table
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def cutout(image_path, ra, dec, half=CUTOUT_HALF_PIX):
     """(stamp, (x, y) of the source in it) around (ra, dec), or None when off the image.
 
     A cube is shown as the mean of its planes (the wide band)."""
-    from .photometry import read_subbands
+    from dsa110_contimg.photometry.forced import read_subbands
 
     planes, _, wcs, _ = read_subbands(image_path)
     data = planes.mean(axis=0)
@@ -177,7 +177,7 @@ def _row_table(row):
 
 def build_page(candidates, timeseries, images_dir=None, max_candidates=100, trend_degree=1):
     """The page's HTML (str) from the candidates and time-series tables."""
-    from .ese import flux_columns
+    from dsa110_contimg.variability.ese import flux_columns
 
     flux_col, err_col = flux_columns(timeseries)
     ts = timeseries.assign(flux=timeseries[flux_col], err=timeseries[err_col])

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
-from .atomic import atomic_output, write_parquet
-from .esefit import DEFAULT_DURATIONS_DAYS, detect_ese, lambda2_slope, refine, subband_depths
-from .photometry import read_table
-from .provenance import provenance
-from .variability import error_scale, variability_stats  # noqa: F401
+from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
+from dsa110_contimg.atomic import atomic_output, write_parquet
+from dsa110_contimg.variability.esefit import DEFAULT_DURATIONS_DAYS, detect_ese, lambda2_slope, refine, subband_depths
+from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.provenance import provenance
+from dsa110_contimg.variability.statistics import error_scale, variability_stats  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,8 @@ def candidates_from_stats(stats, min_sigma=5.0):
 
 def register_cli(subparsers):
     """Add the `ese-detect`, `alerts` and `ese-page` subcommands."""
-    from . import alerts, candidates_page
+    from dsa110_contimg.variability import alerts
+    from dsa110_contimg.variability import candidates_page
 
     p = subparsers.add_parser("ese-detect",
                               help="variability statistics and ESE candidates from a time series")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import instrument as inst
-from .atomic import atomic_output
+from dsa110_contimg import instrument as inst
+from dsa110_contimg.atomic import atomic_output
 
 FILENAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
 FILE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -120,7 +120,7 @@ def read_header(path):
     if not (np.all(freqs >= low - 1.0) and np.all(freqs <= high + 1.0)):
         raise HeaderError(f"{path}: frequencies {freqs.min() / 1e6:.3f}-{freqs.max() / 1e6:.3f} MHz do not "
                           f"match subband sb{subband:02d} ({low / 1e6:.3f}-{high / 1e6:.3f} MHz)")
-    from .astrometry import lst_rad
+    from dsa110_contimg.astrometry import lst_rad
 
     half_int = float(np.median(integration)) / 2.0 / 86400.0
     lst = lst_rad([times.min(), times.max()])
