@@ -21,7 +21,7 @@ from dsa110_contimg.calibrators import read_calibrator_catalog
 from dsa110_contimg.simulation.visibilities import (SIDEREAL_DAY_S, SimulationSettings, calibrator_placement,
                                      load_truth, simulate_archive)
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline import REPO
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
 

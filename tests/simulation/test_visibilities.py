@@ -15,6 +15,8 @@ from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 from casacore import tables
 
+from pipeline import REPO
+
 from dsa110_contimg import instrument as inst
 from dsa110_contimg.primary_beam import airy_power
 from dsa110_contimg.astrometry import meridian_phase_center
@@ -190,7 +192,7 @@ def test_placed_3c48_points_at_its_declination():
     from dsa110_contimg.calibrators import read_calibrator_catalog
     from dsa110_contimg.simulation.visibilities import calibrator_placement
 
-    cals = read_calibrator_catalog(Path(__file__).resolve().parents[1] / "config" / "calibrators.csv")
+    cals = read_calibrator_catalog(REPO / "config" / "calibrators.csv")
     assert SimulationSettings(calibrators=[calibrator_placement(cals, "3C48", 0)]).dec_deg == 33.0
     near = SimulationSettings(calibrators=[calibrator_placement(cals, "J0834+555", 0)])
     assert near.dec_deg == pytest.approx(POINTING_DEC_DEG)

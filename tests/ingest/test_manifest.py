@@ -7,6 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
+from pipeline import REPO
+
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files, write_manifest
 from dsa110_contimg.ingest.uvh5 import read_header
 
@@ -141,7 +143,7 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     from dsa110_contimg.calibrators import read_calibrator_catalog
     from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, calibrator_placement, simulate_archive
 
-    catalog = Path(__file__).resolve().parents[1] / "config" / "calibrators.csv"
+    catalog = REPO / "config" / "calibrators.csv"
     cals = read_calibrator_catalog(catalog)
     settings = SimulationSettings(**{**PRESETS["demo"], "n_antennas": 4, "n_channels": 1,
                                      "n_groups": 3, "n_sources": 0, "noise": False},

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from casacore import tables
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline import REPO
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
 

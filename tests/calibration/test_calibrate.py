@@ -22,7 +22,7 @@ from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
 from dsa110_contimg.simulation.visibilities import (SimulationSettings, calibrator_placement, load_truth,
                                      simulate_archive)
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline import REPO
 CATALOG = REPO / "config" / "calibrators.csv"
 pytestmark = pytest.mark.casa
 
