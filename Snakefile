@@ -1,5 +1,6 @@
-# dsa110-contimg: raw DSA-110 UVH5 archive -> Measurement Sets (-> calibration, images,
-# mosaics, light curves as later stages land). See README.md and ../DESIGN.md.
+# dsa110-contimg: raw DSA-110 UVH5 archive -> manifest -> Measurement Sets (flagged) ->
+# calibration -> images -> QA -> mosaics -> forced photometry -> ESE candidates and alerts.
+# See README.md and docs/design.md.
 from snakemake.utils import min_version
 
 from dsa110_contimg.configuration import check_config

@@ -1,4 +1,4 @@
-"""Primary-beam-weighted linear mosaics of consecutive group images (DESIGN.md section 5).
+"""Primary-beam-weighted linear mosaics of consecutive group images.
 
 On a common SIN grid covering the union of the inputs (reproject's
 ``find_optimal_celestial_wcs``, at the inputs' pixel size), each flat-noise image I_i and

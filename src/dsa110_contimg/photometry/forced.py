@@ -1,4 +1,4 @@
-"""Forced photometry at catalog positions on a restored FITS image (DESIGN.md section 5).
+"""Forced photometry at catalog positions on a restored FITS image.
 
 At each catalog position a beam-shaped elliptical Gaussian kernel k (peak 1, fixed at the
 catalog position, never re-centred) is fitted to the background-subtracted image d with
@@ -7,7 +7,7 @@ the local noise map n as weights:
     S = sum(d k / n^2) / sum(k^2 / n^2),    sigma_S = sqrt(1 / sum(k^2 / n^2)) * f
 
 The image is in Jy/beam, so S is the flux density (Jy) of a point source. f = 1 for
-pixel-independent noise (``error_model="white"``, the design's formula). Noise in a
+pixel-independent noise (``error_model="white"``, the textbook formula). Noise in a
 restored interferometric image is correlated on the scale of the beam; with
 ``error_model="beam"`` f = sqrt(k.R.k / k.k), R the beam-shaped noise correlation, which
 is ~sqrt(4/3 * sum k^2) and is the factor by which the white formula underestimates the

@@ -1,4 +1,4 @@
-"""Relative flux normalization against stable bright reference sources (DESIGN.md section 5).
+"""Relative flux normalization against stable bright reference sources.
 
 Calibration leaves every image with a common multiplicative gain error; bright constant
 sources in the same image share it. For each epoch (an image: `epoch_column`, default
