@@ -1,5 +1,6 @@
 # One command each: `make demo` sets up and runs the pipeline on a simulated archive,
-# `make test` sets up and runs the test suite (CI runs `make test` via .ci/run).
+# `make test` sets up, lints (`make lint`) and runs the test suite (CI runs `make test`
+# via .ci/run).
 VENV := .venv/bin
 DEMO := demo
 export PATH := $(CURDIR)/$(VENV):$(PATH)
@@ -20,11 +21,19 @@ demo: setup $(DEMO)/archive/truth/simulation.json
 	$(VENV)/dsa110-contimg summary $(DEMO)/results --archive $(DEMO)/archive \
 	    --json $(DEMO)/results/summary.json
 
-test: setup
+test: lint
 	$(VENV)/python -m pytest -q tests
 
+# Style, errors and repeated code: ruff (rules in pyproject.toml), snakefmt, Snakemake's own
+# lint, and no block of 6 or more lines repeated anywhere in the Python code.
+PY_DIRS := src tests benchmarks scripts
 lint: setup
+	$(VENV)/ruff check $(PY_DIRS)
+	$(VENV)/ruff format --check $(PY_DIRS)
+	$(VENV)/snakefmt --check Snakefile rules
 	$(VENV)/snakemake --lint
+	$(VENV)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 \
+	    --recursive=y $(PY_DIRS)
 
 clean-demo:
 	rm -rf $(DEMO)

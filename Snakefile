@@ -1,5 +1,6 @@
-# dsa110-contimg: raw DSA-110 UVH5 archive -> Measurement Sets (-> calibration, images,
-# mosaics, light curves as later stages land). See README.md and ../DESIGN.md.
+# dsa110-contimg: raw DSA-110 UVH5 archive -> manifest -> Measurement Sets (flagged) ->
+# calibration -> images -> QA -> mosaics -> forced photometry -> ESE candidates and alerts.
+# See README.md and docs/design.md.
 from snakemake.utils import min_version
 
 from dsa110_contimg.configuration import check_config
@@ -23,7 +24,7 @@ include: "rules/common.smk"
 include: "rules/manifest.smk"
 include: "rules/convert.smk"
 include: "rules/calibrate.smk"
-include: "rules/report.smk"
+include: "rules/timeline.smk"
 include: "rules/image.smk"
 include: "rules/mosaic.smk"
 include: "rules/qa.smk"

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _is_telescope_layout(files):
-    from dsa110_contimg.uvh5 import HeaderError, read_header
+    from dsa110_contimg.ingest.uvh5 import HeaderError, read_header
 
     try:
         return all(read_header(f)["n_antennas"] == 96 for f in files)
@@ -71,7 +71,7 @@ def main():
     archive = ensure_archive(args.workdir)
     files = sorted(str(p) for p in archive.glob("*.hdf5"))
     size_gb = sum(Path(f).stat().st_size for f in files) / 1e9
-    from dsa110_contimg.manifest import build_manifest
+    from dsa110_contimg.ingest.manifest import build_manifest
 
     groups, _ = build_manifest(files)
     group = groups.group[0]

@@ -55,7 +55,7 @@ def manifest_table(groups):
     """groups.parquet as the manifest writes it; one calibrator transit per day."""
     from astropy.time import Time
 
-    from dsa110_contimg.manifest import GROUP_COLUMNS
+    from dsa110_contimg.ingest.manifest import GROUP_COLUMNS
 
     rows = []
     for start, files in groups:
@@ -79,7 +79,7 @@ def manifest_table(groups):
 
 def solved_calibrators(results, table):
     """Placeholders for the calibrator groups' products, and the selection checkpoint."""
-    from dsa110_contimg.calibrate import write_selection
+    from dsa110_contimg.calibration.calibrate import write_selection
 
     qa = []
     for g in table.group[table.has_calibrator]:

@@ -1,6 +1,6 @@
 """Benchmark: variability statistics + ESE detection on 10,000 sources x 1,000 epochs.
 
-Simulates (lcsim) constant sources with per-epoch SNR 20-1000 and 10% of them with an
+Simulates (simulation.lightcurves) constant sources with per-epoch SNR 20-1000 and 10% of them with an
 injected ESE (depth 30-60%, duration 5-60 days); the other sources have one 10-sigma
 single-epoch outlier each (half low, half high) and a linear trend of 0-30% over the span,
 the things the null models must not call ESEs. Writes the time series to Parquet, then
@@ -22,7 +22,7 @@ from pathlib import Path
 
 def detect(timeseries, outdir, recompute):
     """Child process: run the stage, report seconds and peak RSS as JSON."""
-    from dsa110_contimg.ese import run_ese_detect
+    from dsa110_contimg.variability.ese import run_ese_detect
 
     start = time.perf_counter()
     stats, cand = run_ese_detect(timeseries, outdir, recompute=recompute)
@@ -50,7 +50,7 @@ def main():
 
     import pandas as pd
 
-    from dsa110_contimg import lcsim
+    from dsa110_contimg.simulation import lightcurves
     from dsa110_contimg.atomic import write_parquet
 
     work = Path(args.workdir)
@@ -59,13 +59,13 @@ def main():
     outdir = work / "ese"
     n_ese = int(args.ese_fraction * args.sources)
     t0 = time.perf_counter()
-    sim = lcsim.simulate_lightcurves(
+    sim = lightcurves.simulate_lightcurves(
         n_sources=args.sources, n_epochs=args.epochs, seed=args.seed,
         snr_range=(20.0, 1000.0), n_ese=n_ese, ese_depth=(0.3, 0.6),
         ese_fwhm_days=(5.0, 60.0), ese_shoulder=(0.0, 0.3), outliers_per_source=1,
         outlier_sigma=10.0, trend=(0.0, 0.3),
     )
-    write_parquet(lcsim.lightcurves_to_table(sim), timeseries)
+    write_parquet(lightcurves.lightcurves_to_table(sim), timeseries)
     truth = sim["truth"]
     del sim
     print(f"simulated {args.sources} sources x {args.epochs} epochs ({n_ese} ESEs) "

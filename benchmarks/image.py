@@ -29,7 +29,7 @@ CLI = str(Path(sys.executable).with_name("dsa110-contimg"))
 
 
 def ensure_ms(workdir):
-    from dsa110_contimg.convert import convert_group
+    from dsa110_contimg.ingest.convert import convert_group
 
     archive, ms = workdir / "archive", workdir / "group.ms"
     if len(list(archive.glob("*.hdf5"))) != 16:

@@ -1,4 +1,4 @@
-# Calibration (DESIGN.md section 5): solve on calibrator transits, choose a calibrator
+# Calibration: solve on calibrator transits, choose a calibrator
 # group for every group, apply into results/ms_cal/{group}.ms. Which groups are
 # calibrator groups is known after the manifest checkpoint; which tables each group
 # uses after the calibration_selection checkpoint.

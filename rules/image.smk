@@ -4,7 +4,7 @@
 # imaging and restored).
 
 
-from dsa110_contimg.imaging import cli_options as image_cli_options
+from dsa110_contimg.imaging.image import cli_options as image_cli_options
 
 
 rule image:

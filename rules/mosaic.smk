@@ -1,4 +1,4 @@
-# Mosaics (DESIGN.md section 5): primary-beam-weighted linear mosaics of consecutive
+# Mosaics: primary-beam-weighted linear mosaics of consecutive
 # images; images that failed QA are left out (named in the log and the mosaic header).
 
 

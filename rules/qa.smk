@@ -1,4 +1,4 @@
-# Image and mosaic QA (DESIGN.md section 5): qa/{image,mosaic}/{name}.json + .png, and
+# Image and mosaic QA: qa/{image,mosaic}/{name}.json + .png, and
 # qa/summary.parquet over every QA report (calibration's included).
 
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from dsa110_contimg.calibrate import apply_from_selection
+from dsa110_contimg.calibration.calibrate import apply_from_selection
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")

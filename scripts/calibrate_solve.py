@@ -2,7 +2,7 @@
 
 import logging
 
-from dsa110_contimg.calibrate import settings_from_config, solve_from_manifest
+from dsa110_contimg.calibration.calibrate import settings_from_config, solve_from_manifest
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")

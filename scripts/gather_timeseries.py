@@ -3,7 +3,7 @@ images whose QA failed (named in the log)."""
 
 import logging
 
-from dsa110_contimg.photometry import gather_timeseries
+from dsa110_contimg.photometry.forced import gather_timeseries
 from dsa110_contimg.qa import passed_products
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,

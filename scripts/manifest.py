@@ -3,8 +3,8 @@ input (no command-line length limit for a month of archive)."""
 
 import logging
 
-from dsa110_contimg.manifest import write_manifest
-from dsa110_contimg.pointings import write_pointings
+from dsa110_contimg.ingest.manifest import write_manifest
+from dsa110_contimg.ingest.pointings import write_pointings
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-# SLURM with accounting for tests/test_slurm.py (Debian slurm-wlm, slurmdbd, munge,
+# SLURM with accounting for tests/workflow/test_slurm.py (Debian slurm-wlm, slurmdbd, munge,
 # mariadb-server; the daemons are started by the test through scripts/slurm-local.sh).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   scripts/slurm-local.sh install
@@ -14,7 +14,7 @@ fi
 if ! command -v wsclean >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends wsclean >/dev/null
 fi
-# Chromium, the headless browser that tests the ESE candidates page (tests/test_candidates_page.py).
+# Chromium, the headless browser that tests the ESE candidates page (tests/variability/test_candidates_page.py).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends chromium >/dev/null
 fi

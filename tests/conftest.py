@@ -15,7 +15,7 @@ pytest_plugins = ["imaging_fixtures"]
 @pytest.fixture(scope="session")
 def small_archive(tmp_path_factory):
     """Two complete groups of the 'test' preset (10 antennas, 16 x 2 channels, 8 integrations)."""
-    from dsa110_contimg.simulate import PRESETS, SimulationSettings, simulate_archive
+    from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, simulate_archive
 
     out = tmp_path_factory.mktemp("archive")
     simulate_archive(out, SimulationSettings(**PRESETS["test"]))

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dsa110_contimg.imaging import ImagingSettings, image_group
+from dsa110_contimg.imaging.image import ImagingSettings, image_group
 
 TEST_IMSIZE = 2048
 CENTRE_GROUP = 1
@@ -18,8 +18,8 @@ DRIFT_TEST_IMAGER = "wsclean" if shutil.which("wsclean") else "tclean"
 def _bright_sources(settings):
     """Four bright sources around the pointing of the middle group (ICRS), or of the last
     group when there are fewer."""
-    from dsa110_contimg.convert import meridian_phase_center
-    from dsa110_contimg.simulate import group_start_times
+    from dsa110_contimg.astrometry import meridian_phase_center
+    from dsa110_contimg.simulation.visibilities import group_start_times
 
     start = group_start_times(settings)[min(CENTRE_GROUP, settings.n_groups - 1)]
     mid_jd = start.jd + settings.group_duration_s / 2 / 86400
@@ -34,8 +34,8 @@ def _bright_sources(settings):
 def _strong_sources(settings):
     """Two 10-12 Jy sources near the half-power radius (1.37 deg) of the middle group's
     pointing: one north on the meridian, one south-east off it (ICRS)."""
-    from dsa110_contimg.convert import meridian_phase_center
-    from dsa110_contimg.simulate import group_start_times
+    from dsa110_contimg.astrometry import meridian_phase_center
+    from dsa110_contimg.simulation.visibilities import group_start_times
 
     start = group_start_times(settings)[min(CENTRE_GROUP, settings.n_groups - 1)]
     mid_jd = start.jd + settings.group_duration_s / 2 / 86400
@@ -47,9 +47,9 @@ def _strong_sources(settings):
 
 
 def _simulate_and_convert(out, gains, n_groups, strong=False):
-    from dsa110_contimg.convert import convert_group
-    from dsa110_contimg.manifest import build_manifest
-    from dsa110_contimg.simulate import SimulationSettings, simulate_archive
+    from dsa110_contimg.ingest.convert import convert_group
+    from dsa110_contimg.ingest.manifest import build_manifest
+    from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
 
     settings = SimulationSettings(n_antennas=20, n_groups=n_groups, gains=gains)
     settings.extra_sources = _bright_sources(settings)
@@ -109,7 +109,7 @@ def drift_images(tmp_path_factory):
 
 
 def _truth(archive):
-    from dsa110_contimg.simulate import load_truth
+    from dsa110_contimg.simulation.visibilities import load_truth
 
     meta, _, catalog = load_truth(archive)
     return meta, catalog

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg.calibrate import read_calibrator_catalog
-from dsa110_contimg.manifest import _add_calibrator_transits, find_archive_files, write_manifest
-from dsa110_contimg.pointings import (calibrator_coverage, calibrators_in_beam,
+from dsa110_contimg.calibrators import read_calibrator_catalog
+from dsa110_contimg.ingest.manifest import _add_calibrator_transits, find_archive_files, write_manifest
+from dsa110_contimg.ingest.pointings import (calibrator_coverage, calibrators_in_beam,
                                       pointing_declinations, write_pointings)
 
-REPO = Path(__file__).resolve().parents[1]
+from pipeline import REPO
 CATALOG = REPO / "config" / "calibrators.csv"
 POINTINGS = [54.57, 16.3, 50.5, 65.7, 33.0]
 OCT_2025_MJD = 60963.0  # 2025-10-15, the epoch of the real archive

@@ -8,10 +8,11 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from dsa110_contimg import catalogs, normalize
+from dsa110_contimg import catalogs
+from dsa110_contimg.photometry import normalize
 from dsa110_contimg.catalogs import (CatalogError, flag_confused, flag_near_edge, flag_resolved,
                                      read_sky_catalog, reference_flags)
-from dsa110_contimg.photometry import NEAR_EDGE, read_catalog
+from dsa110_contimg.photometry.forced import NEAR_EDGE, read_catalog
 
 # NVSS rows as VizieR VIII/65/nvss prints them: name, RA "h m s", Dec "d m s", S1.4 (mJy),
 # l_MajAxis, MajAxis, l_MinAxis, MinAxis (arcsec), PA (deg).

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from dsa110_contimg.convert import convert_group
+from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.flagging import FlagSettings, flag_group, strategy_file
-from dsa110_contimg.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulate import SimulationSettings, simulate_archive
-from dsa110_contimg.simulate_rfi import RFISpec, inject_rfi, plan_rfi
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
+from dsa110_contimg.simulation.rfi import RFISpec, inject_rfi, plan_rfi
 
 N_CHANNELS = 16
 
@@ -114,7 +114,7 @@ def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
     """RFI and a dead antenna in the raw UVH5 files (the simulator's `rfi`, planned in
     the truth) are flagged by the conversion job, against the truth plan; the image of
     the flagged group is still at the thermal noise."""
-    from dsa110_contimg.imaging import ImagingSettings, image_group
+    from dsa110_contimg.imaging.image import ImagingSettings, image_group
     from dsa110_contimg.qa import robust_rms
 
     settings = SimulationSettings(n_groups=1, n_antennas=12, n_channels=N_CHANNELS,

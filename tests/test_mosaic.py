@@ -31,7 +31,7 @@ def mosaic(calibrated_images, tmp_path_factory):
 
 
 def test_mosaic_fluxes_match_truth_above_the_weight_cut(calibrated_images, mosaic):
-    from dsa110_contimg.photometry import _wcs
+    from dsa110_contimg.photometry.forced import _wcs
 
     out, info = mosaic
     assert len(info["used"]) == 3 and info["excluded"] == []
@@ -55,7 +55,7 @@ def test_mosaic_noise_is_lower_where_images_overlap(calibrated_images, mosaic, t
     is below that of either single primary-beam-corrected residual there."""
     from reproject import reproject_interp
 
-    from dsa110_contimg.photometry import _wcs
+    from dsa110_contimg.photometry.forced import _wcs
 
     out, _ = mosaic
     residuals = _paths(calibrated_images, "residual.fits")

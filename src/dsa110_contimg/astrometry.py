@@ -12,7 +12,7 @@ in the plane normal to s0.
 
 import numpy as np
 
-from .instrument import SITE_LAT_DEG, SITE_LON_DEG, site_location
+from dsa110_contimg.instrument import SITE_LAT_DEG, SITE_LON_DEG, site_location
 
 
 def lst_rad(times_jd):

@@ -288,7 +288,7 @@ def _read_parquet(path, dec_range):
 def write_sky_catalog(cat, path, meta=None):
     """Write a catalog table (read_sky_catalog's columns, flags too) to Parquet atomically:
     what `sky_catalog` should point at when the original is a large text or FITS file."""
-    from .atomic import write_parquet
+    from dsa110_contimg.atomic import write_parquet
 
     write_parquet(cat.reset_index(drop=True), path, meta)
 

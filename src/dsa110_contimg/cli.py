@@ -10,9 +10,13 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from dsa110_contimg import __version__
 
-STAGE_MODULES = ["simulate", "manifest", "convert", "flagging", "workflow", "photometry", "normalize", "ese", "calibrate", "report", "imaging", "mosaic", "qa", "catalogs", "summary"]
+STAGE_MODULES = [
+    "simulation.visibilities", "ingest.manifest", "workflow.timeline", "ingest.convert",
+    "flagging", "calibration.calibrate", "imaging.image", "qa", "mosaic", "catalogs",
+    "photometry.forced", "photometry.normalize", "variability.ese", "workflow.runner", "summary",
+]
 
 
 def build_parser():
@@ -37,7 +41,7 @@ def main(argv=None):
         stream=sys.stderr,
     )
     try:
-        from .retry import fail_once_if_requested
+        from dsa110_contimg.workflow.faults import fail_once_if_requested
 
         fail_once_if_requested(args.command, getattr(args, "group", None))
         return args.func(args) or 0

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output, write_text
-from .provenance import provenance
+from dsa110_contimg.atomic import atomic_output, write_text
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 

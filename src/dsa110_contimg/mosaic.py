@@ -1,4 +1,4 @@
-"""Primary-beam-weighted linear mosaics of consecutive group images (DESIGN.md section 5).
+"""Primary-beam-weighted linear mosaics of consecutive group images.
 
 On a common SIN grid covering the union of the inputs (reproject's
 ``find_optimal_celestial_wcs``, at the inputs' pixel size), each flat-noise image I_i and
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
-from .provenance import provenance
+from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def plan_mosaics(groups, groups_per_mosaic=3, stride=2, max_gap_factor=1.5, dec_
 
 
 def _read_plane(path):
-    from .qa import _read
+    from dsa110_contimg.qa import _read
 
     return _read(path)
 
@@ -73,7 +73,7 @@ def make_mosaic(images, pbs, out_mosaic, out_weight, residuals=None, reports=Non
     from astropy.io import fits
     from reproject import reproject_interp
 
-    from .qa import load_report, robust_rms
+    from dsa110_contimg.qa import load_report, robust_rms
 
     images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
     if len(images) != len(pbs) or not images:
@@ -154,7 +154,7 @@ def _fallback_grid(image):
 def _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name):
     from astropy.time import Time
 
-    from .qa import image_frequency
+    from dsa110_contimg.qa import image_frequency
 
     header["OBJECT"] = name or ""
     header["TELESCOP"] = "DSA-110"
@@ -188,7 +188,7 @@ def _run(args):
 
 
 def _run_plan(args):
-    from .manifest import read_groups
+    from dsa110_contimg.ingest.manifest import read_groups
 
     plan = plan_mosaics(read_groups(args.manifest), args.groups_per_mosaic, args.stride)
     print(json.dumps(plan, indent=2))

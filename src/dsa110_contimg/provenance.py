@@ -5,7 +5,7 @@ import hashlib
 import json
 import platform
 
-from . import __version__
+from dsa110_contimg import __version__
 
 
 def config_hash(config):

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output, write_parquet, write_text
-from .provenance import provenance
+from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
+from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
     `search_beams` FWHM of the given position."""
     from scipy.optimize import least_squares
 
-    from .photometry import beam_pixel_covariance
+    from dsa110_contimg.photometry.forced import beam_pixel_covariance
 
     ra_deg, dec_deg = np.atleast_1d(ra_deg).astype(float), np.atleast_1d(dec_deg).astype(float)
     n = ra_deg.size
@@ -133,7 +133,7 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
 
 
 def _sep_arcsec(ra1, dec1, ra2, dec2):
-    from .beam import angular_separation
+    from dsa110_contimg.primary_beam import angular_separation
 
     return np.degrees(angular_separation(np.radians(ra1), np.radians(dec1),
                                          np.radians(ra2), np.radians(dec2))) * 3600.0
@@ -264,7 +264,7 @@ def _thresholds(thresholds):
 
 def _read(path):
     """(2-D plane, celestial WCS, header) of a FITS image; errors name the file."""
-    from .photometry import _read_plane
+    from dsa110_contimg.photometry.forced import _read_plane
 
     path = Path(path)
     if not path.exists():
@@ -285,7 +285,7 @@ def _load_catalog(catalog):
 
     if catalog is None or isinstance(catalog, pd.DataFrame):
         return catalog
-    from .photometry import read_catalog
+    from dsa110_contimg.photometry.forced import read_catalog
 
     cat = read_catalog(catalog)
     if "flux_jy" not in cat.columns:

@@ -153,7 +153,7 @@ def _run(args):
     s = summarize(args.results, args.archive)
     print(format_summary(s))
     if args.json:
-        from .atomic import write_text
+        from dsa110_contimg.atomic import write_text
 
         write_text(json.dumps(s, indent=2, default=str), args.json)
 

@@ -1,0 +1,1 @@
+"""Calibration: solve bandpass and gains on calibrator groups, select and apply them."""

@@ -1,0 +1,1 @@
+"""Imaging: one image per calibrated group, after subtracting the sources drifting through."""

@@ -1,0 +1,1 @@
+"""Photometry: forced fluxes at catalog positions, normalized epoch by epoch."""

@@ -1,0 +1,1 @@
+"""Variability: light-curve statistics, ESE detection, alerts and the candidates page."""

@@ -1,0 +1,1 @@
+"""Running the Snakemake workflow: the runner, fault injection and the archive timeline."""

@@ -1,0 +1,188 @@
+"""Convert: the direct writer's MS equals pyuvdata's reference MS once pyuvdata is told the
+correlator's meridian phase centre (and differs grossly if the files are taken for
+zenith-phased drift data); bad samples are flagged with zero weight; CASA reads the MS;
+a failed conversion leaves nothing that looks finished."""
+
+import numpy as np
+import pytest
+from casacore import tables
+
+from dsa110_contimg.casaenv import casatasks, casatools
+from dsa110_contimg.astrometry import meridian_phase_center
+from dsa110_contimg.ingest.convert import convert_group, write_ms_pyuvdata
+from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+
+RTOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def group(small_archive):
+    groups, _ = build_manifest(find_archive_files(small_archive))
+    return groups.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def ms_pair(group, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("convert")
+    direct = convert_group(list(group.files), tmp / "direct.ms", group.group, writer="direct", workers=2)
+    reference = convert_group(list(group.files), tmp / "ref.ms", group.group, writer="pyuvdata")
+    return direct, reference
+
+
+def _sorted_main(ms):
+    with tables.table(str(ms), ack=False) as t:
+        cols = {c: t.getcol(c) for c in ("TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA",
+                                          "MODEL_DATA", "CORRECTED_DATA", "WEIGHT_SPECTRUM",
+                                          "FLAG", "WEIGHT", "SIGMA")}
+    order = np.lexsort((cols["ANTENNA2"], cols["ANTENNA1"], cols["TIME"]))
+    return {k: v[order] for k, v in cols.items()}
+
+
+def _max_rel(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+def _cross(main, key):
+    return main[key][main["ANTENNA1"] != main["ANTENNA2"]]
+
+
+def test_direct_ms_equals_pyuvdata_reference(ms_pair):
+    direct, reference = (_sorted_main(m) for m in ms_pair)
+    for key in ("TIME", "ANTENNA1", "ANTENNA2", "FLAG"):
+        assert np.array_equal(direct[key], reference[key]), key
+    for key in ("DATA", "CORRECTED_DATA", "MODEL_DATA", "UVW", "WEIGHT_SPECTRUM", "WEIGHT", "SIGMA"):
+        assert _max_rel(direct[key], reference[key]) < RTOL, key
+    freqs = []
+    for ms in ms_pair:
+        with tables.table(f"{ms}/SPECTRAL_WINDOW", ack=False) as t:
+            freqs.append(t.getcol("CHAN_FREQ")[0])
+    assert _max_rel(freqs[0], freqs[1]) < RTOL
+    assert np.all(np.diff(freqs[0]) > 0), "channels ascend in frequency"
+    assert freqs[0].size == 32
+
+
+def test_treating_the_files_as_zenith_drift_data_is_far_off(ms_pair, group, tmp_path):
+    """The same comparison fails by a wide margin when pyuvdata takes the files for
+    unprojected (zenith) drift data: the w toward the meridian (hundreds of turns on the
+    north-south baselines at Dec +54.6) is then applied a second time."""
+    from dsa110_contimg.ingest.convert import read_group_pyuvdata
+
+    zenith = write_ms_pyuvdata(list(group.files), tmp_path / "zenith.ms", group.group,
+                               treat_as_zenith=True)
+    reference, wrong = _sorted_main(ms_pair[1]), _sorted_main(zenith)
+    assert _max_rel(wrong["UVW"], reference["UVW"]) < RTOL, "same uvw: only the phases differ"
+    error = _max_rel(_cross(wrong, "DATA"), _cross(reference, "DATA"))
+    print(f"zenith treatment: max relative error of cross-correlations {error:.2f}")
+    assert error > 0.5, "more than 5e5 times the 1e-6 tolerance"
+    uvd, _ = read_group_pyuvdata(list(group.files))
+    turns = np.abs(uvd.uvw_array[:, 2]).max() * uvd.freq_array.max() / 299792458.0
+    assert turns > 300, f"w toward the meridian is {turns:.0f} turns at most"
+
+
+def test_ms_is_phased_to_meridian_at_midpoint(ms_pair, group):
+    ra, dec = meridian_phase_center((group.start_mjd + group.end_mjd) / 2 + 2400000.5, group.dec_deg)
+    with tables.table(f"{ms_pair[0]}/FIELD", ack=False) as t:
+        phase_dir = t.getcol("PHASE_DIR")[0, 0]
+        name = t.getcol("NAME")[0]
+    assert np.degrees(np.hypot((phase_dir[0] - ra) * np.cos(dec), phase_dir[1] - dec)) * 3600 < 0.1
+    assert name == group.group
+    assert abs(np.degrees(dec) - group.dec_deg) < 0.5
+
+
+def test_casa_reads_the_ms(ms_pair):
+    ms_tool = casatools().ms()
+    ms_tool.open(str(ms_pair[0]))
+    summary = ms_tool.summary()
+    ms_tool.close()
+    assert summary["numrecords"] == 8 * 55
+    assert summary["IntegrationTime"] == pytest.approx(8 * 12.885, abs=0.01)
+    listing = casatasks().listobs(vis=str(ms_pair[0]), verbose=False)
+    assert listing["nfields"] == 1
+    assert listing["numrecords"] == 8 * 55
+    assert listing["field_0"]["name"].startswith("2026-01-01T")
+
+
+def test_only_correlated_antennas_are_in_the_main_table(ms_pair, small_archive):
+    from dsa110_contimg.simulation.visibilities import load_truth
+
+    meta, _, _ = load_truth(small_archive)
+    stations = meta["correlated_stations"]
+    with tables.table(str(ms_pair[0]), ack=False) as t:
+        ants = set(np.concatenate([t.getcol("ANTENNA1"), t.getcol("ANTENNA2")]).tolist())
+    assert ants == {s - 1 for s in stations} and len(ants) == 10
+    with tables.table(f"{ms_pair[0]}/ANTENNA", ack=False) as t:
+        assert t.nrows() == 117
+        names = t.getcol("NAME")
+        assert [names[s - 1] for s in stations] == [f"DSA-{s:03d}" for s in stations]
+
+
+def _damage(files, n_bls):
+    """NaN in the last integration of every subband, negative nsamples in sb03's first
+    rows, channel_width stored negative and antenna positions scrambled in every file."""
+    import h5py
+
+    for path in files:
+        with h5py.File(path, "r+") as fh:
+            vis = fh["Data/visdata"]
+            vis[-n_bls:] = np.complex64(complex(np.nan, np.nan))
+            fh["Header/channel_width"][...] = -fh["Header/channel_width"][()]
+            fh["Header/antenna_positions"][...] = fh["Header/antenna_positions"][()][::-1]
+            if path.endswith("_sb03.hdf5"):
+                ns = fh["Data/nsamples"]
+                ns[:20] = -1.0
+
+
+def test_bad_samples_are_flagged_with_zero_weight(group, archive_copy, ms_pair, tmp_path):
+    files = [str(archive_copy / p.split("/")[-1]) for p in group.files]
+    n_bls = 55
+    _damage(files, n_bls)
+    direct = convert_group(files, tmp_path / "bad.ms", group.group)
+    reference = convert_group(files, tmp_path / "bad_ref.ms", group.group, writer="pyuvdata")
+    d, r, clean = _sorted_main(direct), _sorted_main(reference), _sorted_main(ms_pair[0])
+    for key in ("DATA", "UVW", "WEIGHT_SPECTRUM", "WEIGHT", "SIGMA"):
+        assert np.all(np.isfinite(d[key])), key
+        assert _max_rel(d[key], r[key]) < RTOL, key
+    assert np.array_equal(d["FLAG"], r["FLAG"])
+    assert np.all(d["WEIGHT_SPECTRUM"] >= 0) and np.all(d["WEIGHT"] >= 0)
+    last = d["TIME"] == d["TIME"].max()
+    assert last.sum() == n_bls
+    assert d["FLAG"][last].all() and np.all(d["WEIGHT_SPECTRUM"][last] == 0)
+    assert np.all(d["DATA"][last] == 0) and np.all(d["WEIGHT"][last] == 0)
+    negative = d["FLAG"][~last]
+    assert negative.sum() == 20 * 2 * 2, "20 rows x 2 channels x 2 pols of sb03"
+    good = ~d["FLAG"]
+    assert _max_rel(d["DATA"][good], clean["DATA"][good]) < RTOL, \
+        "station table positions and |channel_width|: the damage changes nothing else"
+    assert _max_rel(d["UVW"], clean["UVW"]) < RTOL
+
+
+def test_mismatched_subband_is_named(group, archive_copy, tmp_path):
+    import h5py
+
+    files = [str(archive_copy / p.split("/")[-1]) for p in group.files]
+    with h5py.File(files[5], "r+") as fh:
+        ants = fh["Header/ant_1_array"][()]
+        fh["Header/ant_1_array"][...] = ants[::-1]
+    out = tmp_path / "ms" / "broken.ms"
+    with pytest.raises(ValueError, match=f"{files[5]}: baseline-time order differs"):
+        convert_group(files, out, group.group)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_failure_while_writing_leaves_nothing(group, tmp_path, monkeypatch):
+    import dsa110_contimg.ingest.convert as convert
+
+    real_job, calls = convert._subband_job, []
+
+    def failing_job(path, *args):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(f"{path}: No space left on device")
+        return real_job(path, *args)
+
+    monkeypatch.setattr(convert, "_subband_job", failing_job)
+    out = tmp_path / "ms" / "group.ms"
+    with pytest.raises(OSError, match="No space left"):
+        convert_group(list(group.files), out, group.group, workers=1)
+    assert len(calls) == 5
+    assert list(out.parent.iterdir()) == [], "no MS and no partial directory left behind"
