@@ -155,6 +155,31 @@ def test_qa_record_and_plot(solved):
     assert sorted(p.name for p in (solved["dir"] / "cal").iterdir()) == ["bandpass.b", "gain.g"]
 
 
+def test_dead_antenna_is_neither_reference_nor_counted(solved, catalog, tmp_path):
+    """The first antenna (the default reference) flagged entirely, as the flagging step
+    flags a dead antenna: the solve picks the next reference antenna and its QA counts
+    only the 19 antennas with data, so it still passes."""
+    from casacore import tables
+
+    ms = tmp_path / "dead.ms"
+    shutil.copytree(solved["ms"], ms)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        flag = t.getcol("FLAG")
+        flag[(t.getcol("ANTENNA1") == 0) | (t.getcol("ANTENNA2") == 0)] = True
+        t.putcol("FLAG", flag)
+    g = solved["groups"].iloc[0]
+    cal = catalog.set_index("name").loc["3C48"]
+    qa = solve_calibrator_group(ms, {"name": "3C48", **cal.to_dict()}, g.dec_deg, tmp_path / "cal",
+                                tmp_path / "qa.json", tmp_path / "qa.png", group=g.group)
+    print(f"dead antenna {solved['qa']['refant']}: refant {qa['refant']}, bandpass flagged "
+          f"{qa['bandpass']['flagged_fraction']:.3f}, passed {qa['passed']} {qa.get('reasons')}")
+    per_antenna = [a["antenna"] for a in qa["bandpass"]["per_antenna"]]
+    assert qa["passed"], qa.get("reasons")
+    assert qa["refant"] != solved["qa"]["refant"] and qa["refant"] in per_antenna
+    assert solved["qa"]["refant"] not in per_antenna and len(per_antenna) == 19
+    assert qa["bandpass"]["flagged_fraction"] == 0.0
+
+
 def _groups(mids_hours, cal_flags):
     mjd0 = 61041.0
     return pd.DataFrame({"group": [f"2026-01-01T{int(h):02d}{int(h * 60) % 60:02d}00" for h in mids_hours],

@@ -244,6 +244,18 @@ def _antenna_stats(table, names, present):
     return rows
 
 
+def antennas_with_data(ms):
+    """Antenna indices with at least one unflagged cross-correlation sample: a dead
+    antenna (flagged before calibration) has no solutions to find, so it neither counts
+    against the solution statistics nor serves as reference antenna."""
+    from casacore import tables
+
+    with tables.table(str(ms), ack=False) as t:
+        a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+        good = ~t.getcol("FLAG").all(axis=(1, 2)) & (a1 != a2)
+    return {int(a) for a in np.unique(np.concatenate([a1[good], a2[good]]))}
+
+
 def _table_summary(table, names, present):
     """Solution statistics over the antennas `present` in the data."""
     rows = np.isin(table["antenna"], list(present))
@@ -330,8 +342,9 @@ def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     shutil.copytree(ms, scratch)
     with tables.table(f"{scratch}/ANTENNA", ack=False) as t:
         names = list(t.getcol("NAME"))
-    with tables.table(str(scratch), ack=False) as t:
-        present = set(np.unique(np.concatenate([t.getcol("ANTENNA1"), t.getcol("ANTENNA2")])))
+    present = antennas_with_data(scratch)
+    if not present:
+        raise CalibrationError(f"{ms}: every cross-correlation is flagged")
     refant = settings.refant or names[min(present)]
     if refant not in names:
         raise CalibrationError(f"refant {refant!r} is not an antenna of {ms}")
