@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.flagging import FlagSettings, flag_group, strategy_file
+from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
 from dsa110_contimg.simulation.rfi import RFISpec, inject_rfi, plan_rfi
+from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
 
 N_CHANNELS = 16
 
@@ -21,8 +21,9 @@ N_CHANNELS = 16
 def clean_ms(tmp_path_factory):
     """One converted group: 12 antennas, 16 x 16 channels, 24 integrations."""
     tmp = tmp_path_factory.mktemp("flag")
-    settings = SimulationSettings(n_groups=1, n_antennas=12, n_channels=N_CHANNELS,
-                                  n_sources=10, seed=5)
+    settings = SimulationSettings(
+        n_groups=1, n_antennas=12, n_channels=N_CHANNELS, n_sources=10, seed=5
+    )
     meta = simulate_archive(tmp / "archive", settings)
     groups, _ = build_manifest(find_archive_files(tmp / "archive"))
     ms = convert_group(list(groups.iloc[0].files), tmp / "clean.ms", groups.iloc[0].group)
@@ -62,8 +63,10 @@ def test_injected_rfi_and_dead_antenna_are_flagged(clean_ms, tmp_path):
     cross = (ant1 != ant2) & ~dead
     found = flagged[cross][truth[cross]].mean()
     false = flagged[cross][~truth[cross]].mean()
-    print(f"RFI samples flagged {found:.4f}, clean samples flagged {false:.4f}, "
-          f"dead antennas {record['dead_antennas']} (injected {plan['dead_antennas']})")
+    print(
+        f"RFI samples flagged {found:.4f}, clean samples flagged {false:.4f}, "
+        f"dead antennas {record['dead_antennas']} (injected {plan['dead_antennas']})"
+    )
     assert found >= 0.95
     assert false < 0.05
     assert record["dead_antennas"] == plan["dead_antennas"]
@@ -97,8 +100,9 @@ def test_mostly_flagged_group_fails_qa(clean_ms, tmp_path):
         data = t.getcol("DATA")
         data[: int(0.6 * len(data))] = np.nan
         t.putcol("DATA", data)
-    record = flag_group(ms, "g", tmp_path / "flag.json", tmp_path / "flag.png",
-                        FlagSettings(max_flag_fraction=0.5))
+    record = flag_group(
+        ms, "g", tmp_path / "flag.json", tmp_path / "flag.png", FlagSettings(max_flag_fraction=0.5)
+    )
     assert record["status"] == "fail"
     assert record["failed"] == ["flag_fraction"]
     assert record["reason"].startswith("flagged fraction 0.6")
@@ -109,7 +113,6 @@ def test_unknown_strategy_is_named():
         strategy_file("lofar-x")
 
 
-
 def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
     """RFI and a dead antenna in the raw UVH5 files (the simulator's `rfi`, planned in
     the truth) are flagged by the conversion job, against the truth plan; the image of
@@ -117,14 +120,24 @@ def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
     from dsa110_contimg.imaging.image import ImagingSettings, image_group
     from dsa110_contimg.qa import robust_rms
 
-    settings = SimulationSettings(n_groups=1, n_antennas=12, n_channels=N_CHANNELS,
-                                  n_sources=10, seed=5, gains=False,
-                                  rfi={"n_channels": 4})
+    settings = SimulationSettings(
+        n_groups=1,
+        n_antennas=12,
+        n_channels=N_CHANNELS,
+        n_sources=10,
+        seed=5,
+        gains=False,
+        rfi={"n_channels": 4},
+    )
     meta = simulate_archive(tmp_path / "archive", settings)
     plan = meta["rfi"]
     groups, _ = build_manifest(find_archive_files(tmp_path / "archive"))
-    ms = convert_group(list(groups.iloc[0].files), tmp_path / "rfi.ms", groups.iloc[0].group,
-                       flag=(FlagSettings(), tmp_path / "flag.json", tmp_path / "flag.png"))
+    ms = convert_group(
+        list(groups.iloc[0].files),
+        tmp_path / "rfi.ms",
+        groups.iloc[0].group,
+        flag=(FlagSettings(), tmp_path / "flag.json", tmp_path / "flag.png"),
+    )
     flags, ant1, ant2 = _flags(ms)
     with tables.table(str(ms), ack=False) as t:
         tidx = np.unique(t.getcol("TIME"), return_inverse=True)[1].ravel()
@@ -139,16 +152,21 @@ def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
     found = flagged[cross][truth[cross]].mean()
     false = flagged[cross][~truth[cross]].mean()
     record = json.loads((tmp_path / "flag.json").read_text())
-    print(f"simulator RFI: {truth[cross].sum()} samples, {found:.4f} flagged; clean samples "
-          f"flagged {false:.4f}; dead antennas {record['dead_antennas']} "
-          f"(injected {plan['dead_antennas']})")
+    print(
+        f"simulator RFI: {truth[cross].sum()} samples, {found:.4f} flagged; clean samples "
+        f"flagged {false:.4f}; dead antennas {record['dead_antennas']} "
+        f"(injected {plan['dead_antennas']})"
+    )
     assert sum(r["rfi_samples"] for r in meta["faults"]) > 0
     assert found >= 0.95 and false < 0.05
     assert record["dead_antennas"] == plan["dead_antennas"] and flagged[dead].all()
 
-    result = image_group(ms, tmp_path / "img", ImagingSettings(imager="wsclean", imsize=1024,
-                                                             cell_arcsec=18.0, datacolumn="DATA"),
-                         sky_catalog=tmp_path / "archive" / "sky_catalog.csv")
+    result = image_group(
+        ms,
+        tmp_path / "img",
+        ImagingSettings(imager="wsclean", imsize=1024, cell_arcsec=18.0, datacolumn="DATA"),
+        sky_catalog=tmp_path / "archive" / "sky_catalog.csv",
+    )
     from astropy.io import fits
 
     rms = robust_rms(fits.getdata(result["paths"]["residual.fits"]))

@@ -16,28 +16,48 @@ def _results(tmp_path, candidates):
     (results / "manifest").mkdir()
     pd.DataFrame({"group": ["g0", "g1", "g2"]}).to_parquet(results / "manifest" / "groups.parquet")
     pd.DataFrame({"file": ["x.hdf5"]}).to_parquet(results / "manifest" / "rejected.parquet")
-    pd.DataFrame({"stage": ["image"] * 3 + ["flag"] * 3,
-                  "status": ["pass", "pass", "fail", "pass", "warn", "pass"]}
-                 ).to_parquet(results / "qa" / "summary.parquet")
+    pd.DataFrame(
+        {
+            "stage": ["image"] * 3 + ["flag"] * 3,
+            "status": ["pass", "pass", "fail", "pass", "warn", "pass"],
+        }
+    ).to_parquet(results / "qa" / "summary.parquet")
     mjd = 61000.0 + np.arange(10.0)
-    rows = [{"source_id": s, "image_id": f"g{i}", "mjd": m, "n_references": 4}
-            for s in ("A", "B", "ESE001") for i, m in enumerate(mjd)]
+    rows = [
+        {"source_id": s, "image_id": f"g{i}", "mjd": m, "n_references": 4}
+        for s in ("A", "B", "ESE001")
+        for i, m in enumerate(mjd)
+    ]
     pd.DataFrame(rows).to_parquet(results / "photometry" / "normalized.parquet")
-    pd.DataFrame({"source_id": ["A", "B", "ESE001"], "n": [10, 10, 10],
-                  "eta": [0.9, 1.3, 40.0]}).to_parquet(results / "ese" / "variability_stats.parquet")
+    pd.DataFrame(
+        {"source_id": ["A", "B", "ESE001"], "n": [10, 10, 10], "eta": [0.9, 1.3, 40.0]}
+    ).to_parquet(results / "ese" / "variability_stats.parquet")
     pd.DataFrame(candidates).to_parquet(results / "ese" / "ese_candidates.parquet")
-    pd.DataFrame({"source_id": ["A", "B", "ESE001"], "ra_deg": [1.0, 2.0, 3.0],
-                  "dec_deg": [54.0] * 3, "flux_jy": [1.0, 1.0, 0.5],
-                  "ese_mjd": [np.nan, np.nan, 61005.0], "ese_fwhm_days": [np.nan, np.nan, 4.0],
-                  "ese_depth": [np.nan, np.nan, 0.4]}).to_csv(archive / "sky_catalog.csv",
-                                                            index=False)
+    pd.DataFrame(
+        {
+            "source_id": ["A", "B", "ESE001"],
+            "ra_deg": [1.0, 2.0, 3.0],
+            "dec_deg": [54.0] * 3,
+            "flux_jy": [1.0, 1.0, 0.5],
+            "ese_mjd": [np.nan, np.nan, 61005.0],
+            "ese_fwhm_days": [np.nan, np.nan, 4.0],
+            "ese_depth": [np.nan, np.nan, 0.4],
+        }
+    ).to_csv(archive / "sky_catalog.csv", index=False)
     return results, archive
 
 
 def test_found_ese_and_figures(tmp_path):
-    results, archive = _results(tmp_path, {
-        "source_id": ["ESE001"], "ese_mjd": [61006.5], "ese_duration_days": [4.2],
-        "ese_depth": [0.34], "ese_sigma": [12.0]})
+    results, archive = _results(
+        tmp_path,
+        {
+            "source_id": ["ESE001"],
+            "ese_mjd": [61006.5],
+            "ese_duration_days": [4.2],
+            "ese_depth": [0.34],
+            "ese_sigma": [12.0],
+        },
+    )
     s = summarize(results, archive)
     assert s["groups"] == 3 and s["rejected_files"] == 1 and s["mosaics"] == 1
     assert s["qa"]["image"] == {"pass": 2, "fail": 1}
@@ -54,9 +74,16 @@ def test_found_ese_and_figures(tmp_path):
 
 
 def test_missed_ese_and_false_candidate(tmp_path):
-    results, archive = _results(tmp_path, {
-        "source_id": ["B"], "ese_mjd": [61003.0], "ese_duration_days": [3.0],
-        "ese_depth": [0.3], "ese_sigma": [6.0]})
+    results, archive = _results(
+        tmp_path,
+        {
+            "source_id": ["B"],
+            "ese_mjd": [61003.0],
+            "ese_duration_days": [3.0],
+            "ese_depth": [0.3],
+            "ese_sigma": [6.0],
+        },
+    )
     s = summarize(results, archive)
     assert not s["injected"][0]["found"]
     assert s["false_candidates"] == ["B"]

@@ -27,8 +27,10 @@ def qa_counts(results):
     table = _read(Path(results) / "qa" / "summary.parquet")
     if table is None:
         return {}
-    return {stage: {str(k): int(v) for k, v in rows.status.value_counts().items()}
-            for stage, rows in table.groupby("stage")}
+    return {
+        stage: {str(k): int(v) for k, v in rows.status.value_counts().items()}
+        for stage, rows in table.groupby("stage")
+    }
 
 
 def light_curve_figures(results, exclude=()):
@@ -39,9 +41,13 @@ def light_curve_figures(results, exclude=()):
     if ts is None or ts.empty:
         return {"n_sources": 0}
     epochs = ts.groupby("source_id").size()
-    out = {"n_sources": int(epochs.size), "epochs_median": int(np.median(epochs)),
-           "epochs_min": int(epochs.min()), "epochs_max": int(epochs.max()),
-           "n_epochs": int(ts.image_id.nunique()) if "image_id" in ts else None}
+    out = {
+        "n_sources": int(epochs.size),
+        "epochs_median": int(np.median(epochs)),
+        "epochs_min": int(epochs.min()),
+        "epochs_max": int(epochs.max()),
+        "n_epochs": int(ts.image_id.nunique()) if "image_id" in ts else None,
+    }
     if "n_references" in ts:
         refs = ts.groupby("image_id" if "image_id" in ts else "mjd").n_references.first()
         out["references_median"] = int(np.median(refs))
@@ -70,16 +76,23 @@ def compare_with_truth(candidates, injected, timeseries):
         match = candidates[candidates.source_id == src.source_id]
         mjd = np.sort(timeseries.mjd[timeseries.source_id == src.source_id].unique())
         spacing = float(np.median(np.diff(mjd))) if mjd.size > 1 else np.nan
-        row = {"source_id": src.source_id, "found": not match.empty,
-               "injected_mjd": float(src.ese_mjd), "injected_depth": float(src.ese_depth)}
+        row = {
+            "source_id": src.source_id,
+            "found": not match.empty,
+            "injected_mjd": float(src.ese_mjd),
+            "injected_depth": float(src.ese_depth),
+        }
         if not match.empty:
             best = match.iloc[0]
             dt = float(best.ese_mjd - src.ese_mjd)
-            row.update(fitted_mjd=float(best.ese_mjd), offset_days=dt,
-                       offset_epochs=dt / spacing if spacing > 0 else np.nan,
-                       fitted_depth=float(best.ese_depth),
-                       depth_ratio=float(best.ese_depth / src.ese_depth),
-                       ese_sigma=float(best.ese_sigma))
+            row.update(
+                fitted_mjd=float(best.ese_mjd),
+                offset_days=dt,
+                offset_epochs=dt / spacing if spacing > 0 else np.nan,
+                fitted_depth=float(best.ese_depth),
+                depth_ratio=float(best.ese_depth / src.ese_depth),
+                ese_sigma=float(best.ese_sigma),
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -92,7 +105,11 @@ def summarize(results, archive=None):
     candidates = _read(results / "ese" / "ese_candidates.parquet")
     timeseries = _read(results / "photometry" / "normalized.parquet")
     injected = injected_eses(archive)
-    mosaics = sorted((results / "mosaics").glob("*/mosaic.fits")) if (results / "mosaics").exists() else []
+    mosaics = (
+        sorted((results / "mosaics").glob("*/mosaic.fits"))
+        if (results / "mosaics").exists()
+        else []
+    )
     out = {
         "results": str(results),
         "groups": int(len(groups)) if groups is not None else 0,
@@ -100,9 +117,15 @@ def summarize(results, archive=None):
         "qa": qa_counts(results),
         "mosaics": len(mosaics),
         "light_curves": light_curve_figures(results, exclude=set(injected.get("source_id", []))),
-        "candidates": [] if candidates is None else
-        candidates[[c for c in ("source_id", "ese_mjd", "ese_duration_days", "ese_depth",
-                                "ese_sigma") if c in candidates]].to_dict("records"),
+        "candidates": []
+        if candidates is None
+        else candidates[
+            [
+                c
+                for c in ("source_id", "ese_mjd", "ese_duration_days", "ese_depth", "ese_sigma")
+                if c in candidates
+            ]
+        ].to_dict("records"),
     }
     if len(injected) and candidates is not None and timeseries is not None:
         truth = compare_with_truth(candidates, injected, timeseries)
@@ -113,39 +136,56 @@ def summarize(results, archive=None):
 
 def format_summary(s):
     """The summary as the lines printed at the end of a run."""
-    lines = [f"results: {s['results']}",
-             f"groups: {s['groups']} (raw files rejected: {s['rejected_files']})"]
+    lines = [
+        f"results: {s['results']}",
+        f"groups: {s['groups']} (raw files rejected: {s['rejected_files']})",
+    ]
     for stage, counts in sorted(s["qa"].items()):
         total = sum(counts.values())
         parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        lines.append(f"QA {stage}: {counts.get('pass', 0) + counts.get('warn', 0)} of {total} "
-                     f"passed ({parts})")
+        lines.append(
+            f"QA {stage}: {counts.get('pass', 0) + counts.get('warn', 0)} of {total} "
+            f"passed ({parts})"
+        )
     lines.append(f"mosaics: {s['mosaics']}")
     lc = s["light_curves"]
     if lc.get("n_sources"):
-        lines.append(f"light curves: {lc['n_sources']} sources, {lc['epochs_median']} epochs "
-                     f"each (min {lc['epochs_min']}, max {lc['epochs_max']})"
-                     + (f", {lc['references_median']} normalization references per epoch"
-                        if "references_median" in lc else ""))
+        lines.append(
+            f"light curves: {lc['n_sources']} sources, {lc['epochs_median']} epochs "
+            f"each (min {lc['epochs_min']}, max {lc['epochs_max']})"
+            + (
+                f", {lc['references_median']} normalization references per epoch"
+                if "references_median" in lc
+                else ""
+            )
+        )
         if lc.get("eta_median") is not None:
-            lines.append(f"constant sources: median reduced chi-square (eta) "
-                         f"{lc['eta_median']:.2f} over {lc['eta_sources']} light curves")
+            lines.append(
+                f"constant sources: median reduced chi-square (eta) "
+                f"{lc['eta_median']:.2f} over {lc['eta_sources']} light curves"
+            )
     lines.append(f"ESE candidates: {len(s['candidates'])}")
     for c in s["candidates"]:
-        lines.append(f"  {c['source_id']}: centre MJD {c['ese_mjd']:.2f}, duration "
-                     f"{c.get('ese_duration_days', float('nan')):.1f} d, depth "
-                     f"{c['ese_depth']:.2f}, {c['ese_sigma']:.1f} sigma")
+        lines.append(
+            f"  {c['source_id']}: centre MJD {c['ese_mjd']:.2f}, duration "
+            f"{c.get('ese_duration_days', float('nan')):.1f} d, depth "
+            f"{c['ese_depth']:.2f}, {c['ese_sigma']:.1f} sigma"
+        )
     for t in s.get("injected", []):
         if t["found"]:
-            lines.append(f"injected ESE {t['source_id']}: found; centre off by "
-                         f"{t['offset_days']:+.2f} d ({t['offset_epochs']:+.2f} epochs), depth "
-                         f"{t['fitted_depth']:.2f} vs injected {t['injected_depth']:.2f} "
-                         f"(ratio {t['depth_ratio']:.2f})")
+            lines.append(
+                f"injected ESE {t['source_id']}: found; centre off by "
+                f"{t['offset_days']:+.2f} d ({t['offset_epochs']:+.2f} epochs), depth "
+                f"{t['fitted_depth']:.2f} vs injected {t['injected_depth']:.2f} "
+                f"(ratio {t['depth_ratio']:.2f})"
+            )
         else:
             lines.append(f"injected ESE {t['source_id']}: NOT found")
     if "false_candidates" in s:
-        lines.append(f"candidates that are not injected ESEs: {len(s['false_candidates'])}"
-                     + (f" ({', '.join(s['false_candidates'])})" if s["false_candidates"] else ""))
+        lines.append(
+            f"candidates that are not injected ESEs: {len(s['false_candidates'])}"
+            + (f" ({', '.join(s['false_candidates'])})" if s["false_candidates"] else "")
+        )
     return "\n".join(lines)
 
 

@@ -14,8 +14,15 @@ from pipeline import REPO, run
 pytestmark = pytest.mark.workflow
 
 N_DAYS = 14
-ESE = {"group": 0, "day": 7.0, "fwhm_days": 4.0, "depth": 0.4, "flux_jy": 0.5,
-       "east_deg": 0.4, "north_deg": -0.3}
+ESE = {
+    "group": 0,
+    "day": 7.0,
+    "fwhm_days": 4.0,
+    "depth": 0.4,
+    "flux_jy": 0.5,
+    "east_deg": 0.4,
+    "north_deg": -0.3,
+}
 
 
 def chain_settings():
@@ -28,10 +35,18 @@ def chain_settings():
     )
 
     cals = pd.read_csv(REPO / "config" / "calibrators.csv", comment="#")
-    return SimulationSettings(**{
-        **PRESETS["test"], "n_groups": 1, "n_days": N_DAYS, "n_sources": 80,
-        "calibrators": [calibrator_placement(cals, "J0834+555", 0)], "gain_error": 0.03,
-        "rfi": {"n_channels": 2, "n_bursts": 1}, "ese": ESE})
+    return SimulationSettings(
+        **{
+            **PRESETS["test"],
+            "n_groups": 1,
+            "n_days": N_DAYS,
+            "n_sources": 80,
+            "calibrators": [calibrator_placement(cals, "J0834+555", 0)],
+            "gain_error": 0.03,
+            "rfi": {"n_channels": 2, "n_bursts": 1},
+            "ese": ESE,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
