@@ -32,6 +32,7 @@ include: "rules/photometry.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_measurement_sets,
         all_calibrated_measurement_sets,
@@ -40,7 +41,6 @@ rule all:
         all_mosaics,
         f"{RESULTS}/qa/summary.parquet",
         all_photometry,
-    default_target: True
 
 
 rule calibrated:

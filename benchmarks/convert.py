@@ -39,8 +39,17 @@ def ensure_archive(workdir):
         return archive
     shutil.rmtree(archive, ignore_errors=True)
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("dsa110-contimg")), "simulate",
-                    "--preset", "full", "--out", str(archive)], check=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dsa110-contimg")),
+            "simulate",
+            "--preset",
+            "full",
+            "--out",
+            str(archive),
+        ],
+        check=True,
+    )
     print(f"simulated one full-size group in {time.perf_counter() - t0:.0f} s")
     return archive
 
@@ -80,12 +89,25 @@ def main():
     for writer in ("pyuvdata", "direct"):
         out = args.workdir / f"{writer}.ms"
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [cli, "convert", *files, "--group", group, "--out", str(out),
-               "--writer", writer, "--workers", str(args.workers)]
+        cmd = [
+            cli,
+            "convert",
+            *files,
+            "--group",
+            group,
+            "--out",
+            str(out),
+            "--writer",
+            writer,
+            "--workers",
+            str(args.workers),
+        ]
         results[writer] = measure(cmd)
         shutil.rmtree(out, ignore_errors=True)
     (t_ref, m_ref), (t_dir, m_dir) = results["pyuvdata"], results["direct"]
-    print(f"group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; {size_gb:.2f} GB of UVH5")
+    print(
+        f"group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; {size_gb:.2f} GB of UVH5"
+    )
     print(f"{'writer':<24}{'seconds':>10}{'peak GiB':>10}")
     print(f"{'pyuvdata read+phase+ms':<24}{t_ref:>10.1f}{m_ref:>10.2f}")
     print(f"{'direct (workers=%d)' % args.workers:<24}{t_dir:>10.1f}{m_dir:>10.2f}")

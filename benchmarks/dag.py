@@ -61,15 +61,29 @@ def manifest_table(groups):
     for start, files in groups:
         t = Time([start.to_pydatetime(), (start + pd.Timedelta(seconds=GROUP_S)).to_pydatetime()])
         lst = t.sidereal_time("apparent", longitude=-118.2825).deg
-        rows.append({
-            "group": f"{start:%Y-%m-%dT%H%M%S}", "start_time": t[0].isot, "end_time": t[1].isot,
-            "start_mjd": t[0].mjd, "end_mjd": t[1].mjd, "mid_mjd": (t[0].mjd + t[1].mjd) / 2,
-            "lst_start_deg": lst[0], "lst_end_deg": lst[1], "dec_deg": 54.5734,
-            "n_subbands": 16, "subbands": list(range(16)), "files": files, "n_times": 24,
-            "n_antennas": 96, "n_channels": 768, "freq_min_hz": 1311.4e6, "freq_max_hz": 1498.6e6,
-            "has_calibrator": bool(lst[0] <= CALIBRATOR_RA_DEG < lst[1]),
-            "calibrator": CALIBRATOR if lst[0] <= CALIBRATOR_RA_DEG < lst[1] else "",
-        })
+        rows.append(
+            {
+                "group": f"{start:%Y-%m-%dT%H%M%S}",
+                "start_time": t[0].isot,
+                "end_time": t[1].isot,
+                "start_mjd": t[0].mjd,
+                "end_mjd": t[1].mjd,
+                "mid_mjd": (t[0].mjd + t[1].mjd) / 2,
+                "lst_start_deg": lst[0],
+                "lst_end_deg": lst[1],
+                "dec_deg": 54.5734,
+                "n_subbands": 16,
+                "subbands": list(range(16)),
+                "files": files,
+                "n_times": 24,
+                "n_antennas": 96,
+                "n_channels": 768,
+                "freq_min_hz": 1311.4e6,
+                "freq_max_hz": 1498.6e6,
+                "has_calibrator": bool(lst[0] <= CALIBRATOR_RA_DEG < lst[1]),
+                "calibrator": CALIBRATOR if lst[0] <= CALIBRATOR_RA_DEG < lst[1] else "",
+            }
+        )
     table = pd.DataFrame(rows)
     for col in GROUP_COLUMNS:
         if col not in table:
@@ -90,15 +104,29 @@ def solved_calibrators(results, table):
         path.write_text(json.dumps({"calgroup": g, "passed": True, "reasons": []}))
         (results / "qa" / "cal" / f"{g}.png").touch()
         qa.append(str(path))
-    write_selection(results / "manifest" / "groups.parquet", qa,
-                    results / "cal" / "selection.parquet", results / "cal" / "no_calibrator.txt")
+    write_selection(
+        results / "manifest" / "groups.parquet",
+        qa,
+        results / "cal" / "selection.parquet",
+        results / "cal" / "no_calibrator.txt",
+    )
 
 
 def dry_run(archive, results, catalog, log):
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "2",
-           "--directory", str(REPO), "--quiet", "rules",
-           "--config", f"archive_dir={archive}", f"results_dir={results}",
-           f"sky_catalog={catalog}"]
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "-n",
+        "--cores",
+        "2",
+        "--directory",
+        str(REPO),
+        "--quiet",
+        "rules",
+        "--config",
+        f"archive_dir={archive}",
+        f"results_dir={results}",
+        f"sky_catalog={catalog}",
+    ]
     with open(log, "w") as out:
         seconds, gib = measure(cmd, stdout=out, stderr=subprocess.STDOUT)
     text = Path(log).read_text()
@@ -120,24 +148,36 @@ def main():
     for path in archive.iterdir():
         os.utime(path, (old, old))
     catalog = args.workdir / "sky.csv"
-    pd.DataFrame({"source_id": ["S0"], "ra_deg": [128.7], "dec_deg": [54.6], "flux_jy": [1.0],
-                  "spectral_index": [-0.7]}).to_csv(catalog, index=False)
+    pd.DataFrame(
+        {
+            "source_id": ["S0"],
+            "ra_deg": [128.7],
+            "dec_deg": [54.6],
+            "flux_jy": [1.0],
+            "spectral_index": [-0.7],
+        }
+    ).to_csv(catalog, index=False)
     os.utime(catalog, (old, old))
     table = manifest_table(groups)
     (results / "manifest").mkdir(parents=True)
     table.to_parquet(results / "manifest" / "groups.parquet")
     pd.DataFrame(columns=["path", "group", "subband", "reason"]).to_parquet(
-        results / "manifest" / "rejected.parquet")
+        results / "manifest" / "rejected.parquet"
+    )
     n_files = len(groups) * 16
-    print(f"synthetic month: {args.days} days, {len(groups)} groups, {n_files} files, "
-          f"{int(table.has_calibrator.sum())} calibrator groups "
-          f"(written in {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"synthetic month: {args.days} days, {len(groups)} groups, {n_files} files, "
+        f"{int(table.has_calibrator.sum())} calibrator groups "
+        f"(written in {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     print(f"{'state':<34}{'seconds':>9}{'peak GiB':>10}{'jobs':>8}")
     for state in ("manifest done", "calibration selected"):
         if state == "calibration selected":
             solved_calibrators(results, table)
-        seconds, gib, jobs = dry_run(archive, results, catalog,
-                                     args.workdir / f"dryrun-{state.split()[0]}.log")
+        seconds, gib, jobs = dry_run(
+            archive, results, catalog, args.workdir / f"dryrun-{state.split()[0]}.log"
+        )
         print(f"{state:<34}{seconds:>9.1f}{gib:>10.2f}{jobs.get('total', 0):>8}", flush=True)
         detail = ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total")
         print(f"  {detail}", flush=True)

@@ -29,9 +29,17 @@ def detect(timeseries, outdir, recompute):
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     peak_mib = usage.ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                      "peak_rss_mib": peak_mib,
-                      "sources": len(stats), "candidates": len(cand)}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mib": peak_mib,
+                "sources": len(stats),
+                "candidates": len(cand),
+            }
+        )
+    )
 
 
 def main():
@@ -41,8 +49,9 @@ def main():
     parser.add_argument("--ese-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--workdir", default=str(Path(__file__).parent / "work"))
-    parser.add_argument("--child", nargs=3, metavar=("TIMESERIES", "OUTDIR", "RECOMPUTE"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("TIMESERIES", "OUTDIR", "RECOMPUTE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         detect(args.child[0], args.child[1], args.child[2] == "1")
@@ -50,8 +59,8 @@ def main():
 
     import pandas as pd
 
-    from dsa110_contimg.simulation import lightcurves
     from dsa110_contimg.atomic import write_parquet
+    from dsa110_contimg.simulation import lightcurves
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -60,27 +69,41 @@ def main():
     n_ese = int(args.ese_fraction * args.sources)
     t0 = time.perf_counter()
     sim = lightcurves.simulate_lightcurves(
-        n_sources=args.sources, n_epochs=args.epochs, seed=args.seed,
-        snr_range=(20.0, 1000.0), n_ese=n_ese, ese_depth=(0.3, 0.6),
-        ese_fwhm_days=(5.0, 60.0), ese_shoulder=(0.0, 0.3), outliers_per_source=1,
-        outlier_sigma=10.0, trend=(0.0, 0.3),
+        n_sources=args.sources,
+        n_epochs=args.epochs,
+        seed=args.seed,
+        snr_range=(20.0, 1000.0),
+        n_ese=n_ese,
+        ese_depth=(0.3, 0.6),
+        ese_fwhm_days=(5.0, 60.0),
+        ese_shoulder=(0.0, 0.3),
+        outliers_per_source=1,
+        outlier_sigma=10.0,
+        trend=(0.0, 0.3),
     )
     write_parquet(lightcurves.lightcurves_to_table(sim), timeseries)
     truth = sim["truth"]
     del sim
-    print(f"simulated {args.sources} sources x {args.epochs} epochs ({n_ese} ESEs) "
-          f"in {time.perf_counter() - t0:.1f} s -> {timeseries}")
+    print(
+        f"simulated {args.sources} sources x {args.epochs} epochs ({n_ese} ESEs) "
+        f"in {time.perf_counter() - t0:.1f} s -> {timeseries}"
+    )
 
     runs = {}
     for label, recompute in (("full (--recompute)", "1"), ("incremental, no new data", "0")):
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(timeseries), str(outdir), recompute],
-            check=True, capture_output=True, text=True)
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
         r = runs[label]
-        print(f"ese-detect {label}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU "
-              f"(process, incl. imports), peak RSS {r['peak_rss_mib']:.0f} MiB, "
-              f"{r['sources']} sources, {r['candidates']} candidates")
+        print(
+            f"ese-detect {label}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU "
+            f"(process, incl. imports), peak RSS {r['peak_rss_mib']:.0f} MiB, "
+            f"{r['sources']} sources, {r['candidates']} candidates"
+        )
 
     stats = pd.read_parquet(outdir / "variability_stats.parquet")
     m = truth.merge(stats, on="source_id", suffixes=("_true", ""))
@@ -89,14 +112,20 @@ def main():
     false = int(((constant["ese_sigma"] >= 5.0) & constant["ese_dip_ok"]).sum())
     good = injected[found]
     dt = (good["ese_mjd"] - good["ese_mjd_true"]).abs()
-    print(f"completeness (depth 30-60%, FWHM 5-60 d, SNR 20-1000): "
-          f"{found.mean():.4f} ({int(found.sum())}/{len(injected)})")
-    print(f"false candidates: {false} of {len(constant)} sources without an ESE "
-          f"(outliers rejected: {int(constant['n_outliers'].sum())}; fraction with "
-          f"sigma > 3 = {(constant['ese_sigma'] > 3).mean():.2e}, Gaussian 1.35e-03)")
-    print(f"recovered epoch: median |dt| = {dt.median():.2f} d; duration ratio median "
-          f"{(good['ese_duration_days'] / good['ese_fwhm_days']).median():.2f}; depth ratio "
-          f"median {(good['ese_depth'] / good['ese_depth_true']).median():.2f}")
+    print(
+        f"completeness (depth 30-60%, FWHM 5-60 d, SNR 20-1000): "
+        f"{found.mean():.4f} ({int(found.sum())}/{len(injected)})"
+    )
+    print(
+        f"false candidates: {false} of {len(constant)} sources without an ESE "
+        f"(outliers rejected: {int(constant['n_outliers'].sum())}; fraction with "
+        f"sigma > 3 = {(constant['ese_sigma'] > 3).mean():.2e}, Gaussian 1.35e-03)"
+    )
+    print(
+        f"recovered epoch: median |dt| = {dt.median():.2f} d; duration ratio median "
+        f"{(good['ese_duration_days'] / good['ese_fwhm_days']).median():.2f}; depth ratio "
+        f"median {(good['ese_depth'] / good['ese_depth_true']).median():.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def ensure_ms(workdir):
     if len(list(archive.glob("*.hdf5"))) != 16:
         shutil.rmtree(archive, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run([CLI, "simulate", "--preset", "full", "--no-gains", "--out", str(archive)],
-                       check=True)
+        subprocess.run(
+            [CLI, "simulate", "--preset", "full", "--no-gains", "--out", str(archive)], check=True
+        )
         print(f"simulated one full-size group in {time.perf_counter() - t0:.0f} s", flush=True)
         shutil.rmtree(ms, ignore_errors=True)
     if not (ms / "table.dat").exists():
@@ -90,27 +91,43 @@ def main():
             cmd += ["--sky-catalog", str(archive / "sky_catalog.csv")]
         results[imager] = measure(cmd)
         facts = drift_facts(out / "drift_sources.parquet")
-        print(f"{imager}: drift subtraction of {facts.get('n_sources', 0)} sources took "
-              f"{facts.get('seconds', 0.0):.1f} s ({facts.get('reason', 'fitted')})", flush=True)
-        report, table, _ = qa_image(out / "image.fits", out / "pb.fits", out / "residual.fits",
-                                    archive / "sky_catalog.csv")
+        print(
+            f"{imager}: drift subtraction of {facts.get('n_sources', 0)} sources took "
+            f"{facts.get('seconds', 0.0):.1f} s ({facts.get('reason', 'fitted')})",
+            flush=True,
+        )
+        report, table, _ = qa_image(
+            out / "image.fits", out / "pb.fits", out / "residual.fits", archive / "sky_catalog.csv"
+        )
         m = report["metrics"]
         bright = table[table.predicted_snr >= 30]
         results[imager] += (m, bright)
-        print(f"{imager}: {results[imager][0]:.0f} s, peak {results[imager][1]:.2f} GiB; "
-              f"rms {m['rms_jy'] * 1e3:.3f} mJy = {m['rms_thermal_ratio']:.2f} x thermal, "
-              f"beam {m['bmaj_arcsec']:.1f} x {m['bmin_arcsec']:.1f} arcsec; bright sources: "
-              + json.dumps(bright[["source_id", "pb", "flux_ratio", "offset_beam"]]
-                           .round(4).to_dict(orient="records")), flush=True)
-    print("group: 96 antennas, 768 channels, 24 integrations, 2 pols; image 2560 x 2560 at "
-          "9 arcsec (defaults)")
+        print(
+            f"{imager}: {results[imager][0]:.0f} s, peak {results[imager][1]:.2f} GiB; "
+            f"rms {m['rms_jy'] * 1e3:.3f} mJy = {m['rms_thermal_ratio']:.2f} x thermal, "
+            f"beam {m['bmaj_arcsec']:.1f} x {m['bmin_arcsec']:.1f} arcsec; bright sources: "
+            + json.dumps(
+                bright[["source_id", "pb", "flux_ratio", "offset_beam"]]
+                .round(4)
+                .to_dict(orient="records")
+            ),
+            flush=True,
+        )
+    print(
+        "group: 96 antennas, 768 channels, 24 integrations, 2 pols; image 2560 x 2560 at "
+        "9 arcsec (defaults)"
+    )
     print(f"{'imager':<10}{'seconds':>10}{'peak GiB':>10}{'rms/thermal':>13}{'flux ratio':>12}")
     for imager, (sec, mem, m, _) in results.items():
-        print(f"{imager:<10}{sec:>10.1f}{mem:>10.2f}{m['rms_thermal_ratio']:>13.2f}"
-              f"{(m['flux_ratio'] or float('nan')):>12.3f}")
+        print(
+            f"{imager:<10}{sec:>10.1f}{mem:>10.2f}{m['rms_thermal_ratio']:>13.2f}"
+            f"{(m['flux_ratio'] or float('nan')):>12.3f}"
+        )
     if {"tclean", "wsclean"} <= set(results):
-        print(f"tclean / wsclean: time {results['tclean'][0] / results['wsclean'][0]:.2f}x, "
-              f"memory {results['tclean'][1] / results['wsclean'][1]:.2f}x")
+        print(
+            f"tclean / wsclean: time {results['tclean'][0] / results['wsclean'][0]:.2f}x, "
+            f"memory {results['tclean'][1] / results['wsclean'][1]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

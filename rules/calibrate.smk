@@ -20,17 +20,17 @@ rule calibrate_solve:
         cal=directory(f"{RESULTS}/cal/{{calgroup}}"),
         qa=f"{RESULTS}/qa/cal/{{calgroup}}.json",
         png=f"{RESULTS}/qa/cal/{{calgroup}}.png",
-    params:
-        settings={**config["calibrate"], "sky_model": SKY_CATALOG},
-    resources:
-        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
     log:
         f"{RESULTS}/logs/calibrate_solve/{{calgroup}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_solve/{{calgroup}}.tsv"
     conda:
         "../envs/contimg.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+    params:
+        settings={**config["calibrate"], "sky_model": SKY_CATALOG},
     script:
         "../scripts/calibrate_solve.py"
 
@@ -43,13 +43,13 @@ checkpoint calibration_selection:
     output:
         selection=f"{RESULTS}/cal/selection.parquet",
         report=f"{RESULTS}/cal/no_calibrator.txt",
-    params:
-        validity_hours=config["calibrate"]["validity_hours"],
-        fallback=config["calibrate"]["fallback"],
     log:
         f"{RESULTS}/logs/calibration_selection/selection.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        validity_hours=config["calibrate"]["validity_hours"],
+        fallback=config["calibrate"]["fallback"],
     script:
         "../scripts/calibrate_select.py"
 
@@ -65,16 +65,16 @@ rule calibrate_apply:
     output:
         ms=directory(f"{RESULTS}/ms_cal/{{group}}.ms"),
         qa=f"{RESULTS}/qa/apply/{{group}}.json",
-    params:
-        interp=config["calibrate"]["interp"],
-    resources:
-        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
     log:
         f"{RESULTS}/logs/calibrate_apply/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_apply/{{group}}.tsv"
     conda:
         "../envs/contimg.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+    params:
+        interp=config["calibrate"]["interp"],
     script:
         "../scripts/calibrate_apply.py"

@@ -120,8 +120,9 @@ def mosaic_plan():
     """{mosaic: [groups]} over the groups that are imaged (see mosaic.plan_mosaics)."""
     manifest = checkpoints.manifest.get().output.groups
     selection = checkpoints.calibration_selection.get().output.selection
-    return _mosaic_plan(manifest, Path(manifest).stat().st_mtime, selection,
-                        Path(selection).stat().st_mtime)
+    return _mosaic_plan(
+        manifest, Path(manifest).stat().st_mtime, selection, Path(selection).stat().st_mtime
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,8 +132,7 @@ def _mosaic_plan(manifest, manifest_mtime, selection, selection_mtime):
 
     groups = manifest_groups()
     groups = groups[groups.group.isin(calibrated_groups())]
-    return plan_mosaics(groups, config["mosaic"]["groups_per_mosaic"],
-                        config["mosaic"]["stride"])
+    return plan_mosaics(groups, config["mosaic"]["groups_per_mosaic"], config["mosaic"]["stride"])
 
 
 def mosaic_members(wildcards):
@@ -176,8 +176,10 @@ def qa_args():
 
     q = config["qa"]
     thresholds = json.dumps(q["thresholds"], sort_keys=True)
-    return (f"--pb-min {q['pb_min']} --detect-snr {q['detect_snr']} --bright-snr "
-            f"{q['bright_snr']} --thresholds-json '{thresholds}'")
+    return (
+        f"--pb-min {q['pb_min']} --detect-snr {q['detect_snr']} --bright-snr "
+        f"{q['bright_snr']} --thresholds-json '{thresholds}'"
+    )
 
 
 # Forced photometry and ESE detection (rules/photometry.smk).
@@ -203,9 +205,12 @@ def photometry_flag_reports(wildcards):
 def all_photometry(wildcards):
     """Per-mosaic photometry plus the whole chain to alerts (none without a sky catalog)."""
     if not SKY_CATALOG:
-        logger.warning("no sky catalog (config sky_catalog, or the archive's sky_catalog.csv): "
-                       "forced photometry and ESE detection are not run")
+        logger.warning(
+            "no sky catalog (config sky_catalog, or the archive's sky_catalog.csv): "
+            "forced photometry and ESE detection are not run"
+        )
         return []
-    mosaics = expand(f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
-                     mosaic=sorted(mosaic_plan()))
+    mosaics = expand(
+        f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet", mosaic=sorted(mosaic_plan())
+    )
     return mosaics + [f"{RESULTS}/ese/alerts.last.json", f"{RESULTS}/ese/candidates.html"]

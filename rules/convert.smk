@@ -14,19 +14,19 @@ rule convert:
             subcategory="flagging",
             caption="../report/flagging.rst",
         ),
-    params:
-        writer=config["convert"]["writer"],
-        flag=json_config("flag"),
-    threads: config["convert"]["workers"]
-    resources:
-        mem_mb=lambda wc, attempt: config["convert"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["convert"]["runtime_min"] * attempt,
     log:
         f"{RESULTS}/logs/convert/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert/{{group}}.tsv"
     conda:
         "../envs/contimg.yaml"
+    threads: config["convert"]["workers"]
+    resources:
+        mem_mb=lambda wc, attempt: config["convert"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["convert"]["runtime_min"] * attempt,
+    params:
+        writer=config["convert"]["writer"],
+        flag=json_config("flag"),
     shell:
         "dsa110-contimg convert {input.files:q} --group {wildcards.group}"
         " --out {output.ms:q} --writer {params.writer} --workers {threads}"

@@ -17,21 +17,21 @@ rule image:
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
         drift=f"{RESULTS}/images/{{group}}/drift_sources.parquet",
-    params:
-        out_dir=lambda wc, output: str(Path(output.image).parent),
-        cfg=json_config("image"),
-        c=config["image"],
-        opts=image_cli_options(config["image"], SKY_CATALOG),
-    threads: config["image"]["threads"]
-    resources:
-        mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["image"]["runtime_min"] * attempt,
     log:
         f"{RESULTS}/logs/image/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/image/{{group}}.tsv"
     conda:
         "../envs/contimg.yaml"
+    threads: config["image"]["threads"]
+    resources:
+        mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["image"]["runtime_min"] * attempt,
+    params:
+        out_dir=lambda wc, output: str(Path(output.image).parent),
+        cfg=json_config("image"),
+        c=config["image"],
+        opts=image_cli_options(config["image"], SKY_CATALOG),
     shell:
         "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q}"
         " --imager {params.c[imager]} --imsize {params.c[imsize]}"

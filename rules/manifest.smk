@@ -7,15 +7,15 @@ checkpoint manifest:
         groups=f"{RESULTS}/manifest/groups.parquet",
         rejected=f"{RESULTS}/manifest/rejected.parquet",
         pointings=f"{RESULTS}/manifest/pointings.parquet",
+    log:
+        f"{RESULTS}/logs/manifest/manifest.log",
+    conda:
+        "../envs/contimg.yaml"
     params:
         tolerance=config["manifest"]["tolerance_s"],
         n_subbands=config["manifest"]["n_subbands"],
         start=config.get("start"),
         end=config.get("end"),
         beam_fraction=config["calibrate"]["beam_fraction"],
-    log:
-        f"{RESULTS}/logs/manifest/manifest.log",
-    conda:
-        "../envs/contimg.yaml"
     script:
         "../scripts/manifest.py"

@@ -13,17 +13,17 @@ rule mosaic:
     output:
         mosaic=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         weight=f"{RESULTS}/mosaics/{{mosaic}}/weight.fits",
-    params:
-        weight_cut=config["mosaic"]["weight_cut"],
-    resources:
-        mem_mb=lambda wc, attempt: config["mosaic"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["mosaic"]["runtime_min"] * attempt,
     log:
         f"{RESULTS}/logs/mosaic/{{mosaic}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/mosaic/{{mosaic}}.tsv"
     conda:
         "../envs/contimg.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: config["mosaic"]["mem_mb"] * attempt,
+        runtime=lambda wc, attempt: config["mosaic"]["runtime_min"] * attempt,
+    params:
+        weight_cut=config["mosaic"]["weight_cut"],
     shell:
         "dsa110-contimg mosaic --images {input.images:q} --pbs {input.pbs:q}"
         " --residuals {input.residuals:q} --qa {input.qa:q} --out {output.mosaic:q}"

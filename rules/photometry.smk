@@ -10,13 +10,13 @@ rule photometry_image:
         catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/images/{{group}}.parquet",
-    params:
-        pb_cut=config["photometry"]["pb_cut"],
-        error_model=config["photometry"]["error_model"],
     log:
         f"{RESULTS}/logs/photometry_image/{{group}}.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        pb_cut=config["photometry"]["pb_cut"],
+        error_model=config["photometry"]["error_model"],
     shell:
         "dsa110-contimg photometry {input.image:q} --pb {input.pb:q} --catalog {input.catalog:q}"
         " --out {output:q} --pb-cut {params.pb_cut} --error-model {params.error_model}"
@@ -30,12 +30,12 @@ rule photometry_mosaic:
         catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
-    params:
-        error_model=config["photometry"]["error_model"],
     log:
         f"{RESULTS}/logs/photometry_mosaic/{{mosaic}}.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        error_model=config["photometry"]["error_model"],
     shell:
         "dsa110-contimg photometry {input.image:q} --no-pb-correct --catalog {input.catalog:q}"
         " --out {output:q} --error-model {params.error_model}"
@@ -65,14 +65,14 @@ rule normalize:
         catalog=photometry_catalog,
     output:
         f"{RESULTS}/photometry/normalized.parquet",
-    params:
-        min_snr=config["photometry"]["reference_min_snr"],
-        max_size=config["photometry"]["reference_max_size_arcsec"],
-        confusion=config["photometry"]["reference_confusion_arcsec"],
     log:
         f"{RESULTS}/logs/normalize/normalize.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        min_snr=config["photometry"]["reference_min_snr"],
+        max_size=config["photometry"]["reference_max_size_arcsec"],
+        confusion=config["photometry"]["reference_confusion_arcsec"],
     shell:
         "dsa110-contimg normalize {input.timeseries:q} {output:q} --ref-min-snr {params.min_snr}"
         " --catalog {input.catalog:q} --beam-arcsec {params.max_size}"
@@ -87,6 +87,10 @@ rule ese_detect:
         stats=f"{RESULTS}/ese/variability_stats.parquet",
         candidates=f"{RESULTS}/ese/ese_candidates.parquet",
         csv=f"{RESULTS}/ese/ese_candidates.csv",
+    log:
+        f"{RESULTS}/logs/ese_detect/ese_detect.log",
+    conda:
+        "../envs/contimg.yaml"
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
         min_sigma=config["ese"]["min_sigma"],
@@ -94,10 +98,6 @@ rule ese_detect:
         low_sigma=config["ese"]["low_sigma"],
         trend_degree=config["ese"]["trend_degree"],
         outlier_sigma=config["ese"]["outlier_sigma"],
-    log:
-        f"{RESULTS}/logs/ese_detect/ese_detect.log",
-    conda:
-        "../envs/contimg.yaml"
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
         " --min-sigma {params.min_sigma} --min-dip-epochs {params.min_dip_epochs}"
@@ -117,12 +117,12 @@ rule ese_candidates_page:
             caption="../report/ese_candidates.rst",
             category="ESE",
         ),
-    params:
-        images=f"{RESULTS}/images",
     log:
         f"{RESULTS}/logs/ese_candidates_page/page.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        images=f"{RESULTS}/images",
     shell:
         "dsa110-contimg ese-page --candidates {input.candidates:q}"
         " --timeseries {input.timeseries:q} --images-dir {params.images:q}"
@@ -137,6 +137,10 @@ rule alerts:
         f"{RESULTS}/ese/ese_candidates.parquet",
     output:
         f"{RESULTS}/ese/alerts.last.json",
+    log:
+        f"{RESULTS}/logs/alerts/alerts.log",
+    conda:
+        "../envs/contimg.yaml"
     params:
         ledger=lambda wildcards, output: str(Path(output[0]).with_name("alerts.jsonl")),
         command=(
@@ -144,10 +148,6 @@ rule alerts:
             if config["ese"]["alert_command"]
             else ""
         ),
-    log:
-        f"{RESULTS}/logs/alerts/alerts.log",
-    conda:
-        "../envs/contimg.yaml"
     shell:
         "dsa110-contimg alerts --candidates {input:q} --out {params.ledger:q} {params.command}"
         " > {output:q} 2> {log:q}"

@@ -17,13 +17,13 @@ rule qa_image:
             subcategory="images",
             labels={"image": "{group}"},
         ),
-    params:
-        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
-        args=qa_args(),
     log:
         f"{RESULTS}/logs/qa_image/{{group}}.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
+        args=qa_args(),
     shell:
         "dsa110-contimg qa-image {input.image:q} --pb {input.pb:q}"
         " --residual {input.residual:q} {params.catalog} {params.args}"
@@ -44,13 +44,13 @@ rule qa_mosaic:
             subcategory="mosaics",
             labels={"mosaic": "{mosaic}"},
         ),
-    params:
-        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
-        args=qa_args(),
     log:
         f"{RESULTS}/logs/qa_mosaic/{{mosaic}}.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
+        args=qa_args(),
     shell:
         "dsa110-contimg qa-mosaic {input.mosaic:q} --weight {input.weight:q}"
         " {params.catalog} {params.args} --json {output.json:q} --png {output.png:q}"

@@ -11,13 +11,13 @@ rule qa_manifest:
             subcategory="manifest",
         ),
         json=f"{RESULTS}/qa/manifest/summary.json",
-    params:
-        n_subbands=config["manifest"]["n_subbands"],
-        quarantine=sorted(QUARANTINE),
     log:
         f"{RESULTS}/logs/qa_manifest/qa_manifest.log",
     conda:
         "../envs/contimg.yaml"
+    params:
+        n_subbands=config["manifest"]["n_subbands"],
+        quarantine=sorted(QUARANTINE),
     shell:
         "dsa110-contimg qa-manifest {input.groups:q} {input.rejected:q} --png {output.png:q}"
         " --json {output.json:q} --n-subbands {params.n_subbands}"

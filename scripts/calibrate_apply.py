@@ -4,8 +4,11 @@ import logging
 
 from dsa110_contimg.calibration.calibrate import apply_from_selection
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
 apply_from_selection(
     snakemake.input.ms,
     snakemake.input.selection,

@@ -4,8 +4,11 @@ import logging
 
 from dsa110_contimg.calibration.calibrate import settings_from_config, solve_from_manifest
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
 solve_from_manifest(
     snakemake.input.ms,
     snakemake.input.manifest,

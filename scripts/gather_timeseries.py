@@ -6,11 +6,15 @@ import logging
 from dsa110_contimg.photometry.forced import gather_timeseries
 from dsa110_contimg.qa import passed_products
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
 log = logging.getLogger("gather_timeseries")
-keep, excluded = passed_products(snakemake.input.photometry, snakemake.input.qa,
-                                 snakemake.input.flag_qa)
+keep, excluded = passed_products(
+    snakemake.input.photometry, snakemake.input.qa, snakemake.input.flag_qa
+)
 for parquet, reports in excluded.items():
     log.warning("left out %s: QA failed (%s)", parquet, ", ".join(reports))
 if not keep:

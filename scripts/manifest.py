@@ -6,8 +6,11 @@ import logging
 from dsa110_contimg.ingest.manifest import write_manifest
 from dsa110_contimg.ingest.pointings import write_pointings
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+)
 groups, _ = write_manifest(
     snakemake.input.files,
     snakemake.output.groups,
@@ -19,5 +22,6 @@ groups, _ = write_manifest(
     calibrators=snakemake.input.calibrators,
     beam_fraction=snakemake.params.beam_fraction,
 )
-write_pointings(groups, snakemake.input.calibrators, snakemake.output.pointings,
-                snakemake.params.beam_fraction)
+write_pointings(
+    groups, snakemake.input.calibrators, snakemake.output.pointings, snakemake.params.beam_fraction
+)

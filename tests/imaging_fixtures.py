@@ -24,11 +24,22 @@ def _bright_sources(settings):
     start = group_start_times(settings)[min(CENTRE_GROUP, settings.n_groups - 1)]
     mid_jd = start.jd + settings.group_duration_s / 2 / 86400
     ra0, dec0 = np.degrees(meridian_phase_center(mid_jd, settings.dec_deg))
-    offsets = [("BRIGHT_C", 0.0, 0.0, 0.3), ("BRIGHT_N", 0.0, 1.0, 0.25),
-               ("BRIGHT_E", 1.2, 0.0, 0.25), ("BRIGHT_SW", -0.6, -0.6, 0.2)]
-    return [{"source_id": name, "ra_deg": ra0 + de / np.cos(np.radians(dec0)),
-             "dec_deg": dec0 + dd, "flux_jy": flux, "spectral_index": -0.7}
-            for name, de, dd, flux in offsets]
+    offsets = [
+        ("BRIGHT_C", 0.0, 0.0, 0.3),
+        ("BRIGHT_N", 0.0, 1.0, 0.25),
+        ("BRIGHT_E", 1.2, 0.0, 0.25),
+        ("BRIGHT_SW", -0.6, -0.6, 0.2),
+    ]
+    return [
+        {
+            "source_id": name,
+            "ra_deg": ra0 + de / np.cos(np.radians(dec0)),
+            "dec_deg": dec0 + dd,
+            "flux_jy": flux,
+            "spectral_index": -0.7,
+        }
+        for name, de, dd, flux in offsets
+    ]
 
 
 def _strong_sources(settings):
@@ -41,9 +52,16 @@ def _strong_sources(settings):
     mid_jd = start.jd + settings.group_duration_s / 2 / 86400
     ra0, dec0 = np.degrees(meridian_phase_center(mid_jd, settings.dec_deg))
     offsets = [("STRONG_N", 0.0, 1.35, 12.0, -0.7), ("STRONG_SE", 1.0, -0.9, 10.0, -0.5)]
-    return [{"source_id": name, "ra_deg": ra0 + de / np.cos(np.radians(dec0)),
-             "dec_deg": dec0 + dd, "flux_jy": flux, "spectral_index": alpha}
-            for name, de, dd, flux, alpha in offsets]
+    return [
+        {
+            "source_id": name,
+            "ra_deg": ra0 + de / np.cos(np.radians(dec0)),
+            "dec_deg": dec0 + dd,
+            "flux_jy": flux,
+            "spectral_index": alpha,
+        }
+        for name, de, dd, flux, alpha in offsets
+    ]
 
 
 def _simulate_and_convert(out, gains, n_groups, strong=False):
@@ -72,8 +90,7 @@ def calibrated_images(tmp_path_factory):
     out = tmp_path_factory.mktemp("imaging")
     archive, groups, mss = _simulate_and_convert(out, gains=False, n_groups=3)
     settings = ImagingSettings(imsize=TEST_IMSIZE)
-    results = [image_group(ms, out / "images" / g, settings)
-               for ms, g in zip(mss, groups.group)]
+    results = [image_group(ms, out / "images" / g, settings) for ms, g in zip(mss, groups.group)]
     return {"archive": archive, "groups": groups, "ms": mss, "images": results, "out": out}
 
 
@@ -82,8 +99,9 @@ def uncalibrated_image(tmp_path_factory):
     """The middle group simulated with gains on and imaged without calibration."""
     out = tmp_path_factory.mktemp("uncalibrated")
     archive, groups, mss = _simulate_and_convert(out, gains=True, n_groups=1)
-    result = image_group(mss[0], out / "images" / groups.group[0],
-                         ImagingSettings(imsize=TEST_IMSIZE))
+    result = image_group(
+        mss[0], out / "images" / groups.group[0], ImagingSettings(imsize=TEST_IMSIZE)
+    )
     return {"archive": archive, "image": result}
 
 
@@ -97,13 +115,25 @@ def drift_images(tmp_path_factory):
     archive, groups, mss = _simulate_and_convert(out, gains=False, n_groups=3, strong=True)
     settings = ImagingSettings(imsize=TEST_IMSIZE, imager=DRIFT_TEST_IMAGER)
     catalog = archive / "sky_catalog.csv"
-    new = [image_group(ms, out / "images" / g, settings, sky_catalog=catalog)
-           for ms, g in zip(mss, groups.group)]
+    new = [
+        image_group(ms, out / "images" / g, settings, sky_catalog=catalog)
+        for ms, g in zip(mss, groups.group)
+    ]
     old = [image_group(ms, out / "old" / g, settings) for ms, g in zip(mss, groups.group)]
-    tclean = image_group(mss[CENTRE_GROUP], out / "tclean" / groups.group[CENTRE_GROUP],
-                         ImagingSettings(imsize=TEST_IMSIZE), sky_catalog=catalog)
-    return {"archive": archive, "groups": groups, "ms": mss, "images": new, "old": old,
-            "tclean": tclean}
+    tclean = image_group(
+        mss[CENTRE_GROUP],
+        out / "tclean" / groups.group[CENTRE_GROUP],
+        ImagingSettings(imsize=TEST_IMSIZE),
+        sky_catalog=catalog,
+    )
+    return {
+        "archive": archive,
+        "groups": groups,
+        "ms": mss,
+        "images": new,
+        "old": old,
+        "tclean": tclean,
+    }
 
 
 def _truth(archive):
@@ -121,5 +151,3 @@ def _expected_thermal(meta, ms):
         cross = int(np.sum(t.getcol("ANTENNA1") != t.getcol("ANTENNA2")))
         nchan = t.getcol("DATA", 0, 1).shape[1]
     return meta["noise_sigma_jy"] / np.sqrt(2 * cross * nchan)
-
-

@@ -14,8 +14,17 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMALL_GROUPS = ["2026-01-01T000000", "2026-01-01T000144"]
-MS_COLUMNS = ("TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA", "CORRECTED_DATA", "MODEL_DATA",
-              "FLAG", "WEIGHT_SPECTRUM")
+MS_COLUMNS = (
+    "TIME",
+    "ANTENNA1",
+    "ANTENNA2",
+    "UVW",
+    "DATA",
+    "CORRECTED_DATA",
+    "MODEL_DATA",
+    "FLAG",
+    "WEIGHT_SPECTRUM",
+)
 
 
 def env(**extra):
@@ -30,24 +39,44 @@ FAST_IMAGING = Path(__file__).with_name("fast-imaging.yaml")
 
 def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
     """The pipeline command line for a test archive and results directory."""
-    return [str(BIN / "snakemake"), *args, "--profile", profile, "--cores", "2",
-            "--configfile", str(FAST_IMAGING),
-            "--config", f"archive_dir={archive}", f"results_dir={results}", *config]
+    return [
+        str(BIN / "snakemake"),
+        *args,
+        "--profile",
+        profile,
+        "--cores",
+        "2",
+        "--configfile",
+        str(FAST_IMAGING),
+        "--config",
+        f"archive_dir={archive}",
+        f"results_dir={results}",
+        *config,
+    ]
 
 
-def run(archive, results, *args, profile="profiles/local", config=(), timeout=900,
-        wrap=(), **env_extra):
+def run(
+    archive, results, *args, profile="profiles/local", config=(), timeout=900, wrap=(), **env_extra
+):
     """Run snakemake to completion; returns (exit status, combined output)."""
     cmd = [*wrap, *snakemake_cmd(archive, results, *args, profile=profile, config=config)]
-    out = subprocess.run(cmd, cwd=REPO, env=env(**env_extra), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    out = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=env(**env_extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
     return out.returncode, out.stdout
 
 
 def product_targets(results, groups=SMALL_GROUPS):
     """Explicit targets for the stages every test needs: the MSs and the manifest QA."""
     return [str(Path(results) / "ms" / f"{g}.ms") for g in groups] + [
-        str(Path(results) / "qa" / "manifest" / "timeline.png")]
+        str(Path(results) / "qa" / "manifest" / "timeline.png")
+    ]
 
 
 _JOB_START = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
@@ -71,8 +100,9 @@ def executed_jobs(log):
 
 def slurm_job_ids(log):
     """{SLURM job id: (snakemake rule, wildcards path)} from the plugin's submission lines."""
-    found = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/?(\S*?)/\d+\.log\)",
-                       log)
+    found = re.findall(
+        r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/?(\S*?)/\d+\.log\)", log
+    )
     return {int(j): (rule, wc) for j, rule, wc in found}
 
 
@@ -105,8 +135,9 @@ def assert_products_equal(results, clean, groups=SMALL_GROUPS):
     for g in groups:
         assert_ms_equal(results / "ms" / f"{g}.ms", clean / "ms" / f"{g}.ms")
     pd.testing.assert_frame_equal(manifest_table(results), manifest_table(clean))
-    qa, qa_clean = (json.loads((r / "qa" / "manifest" / "summary.json").read_text())
-                    for r in (results, clean))
+    qa, qa_clean = (
+        json.loads((r / "qa" / "manifest" / "summary.json").read_text()) for r in (results, clean)
+    )
     for key in ("n_groups_complete", "n_groups_used", "n_subband_files", "incomplete_groups"):
         assert qa[key] == qa_clean[key], key
 

@@ -11,11 +11,20 @@ import pandas as pd
 import pytest
 
 from dsa110_contimg.calibrators import read_calibrator_catalog
-from dsa110_contimg.ingest.manifest import _add_calibrator_transits, find_archive_files, write_manifest
-from dsa110_contimg.ingest.pointings import (calibrator_coverage, calibrators_in_beam,
-                                      pointing_declinations, write_pointings)
+from dsa110_contimg.ingest.manifest import (
+    _add_calibrator_transits,
+    find_archive_files,
+    write_manifest,
+)
+from dsa110_contimg.ingest.pointings import (
+    calibrator_coverage,
+    calibrators_in_beam,
+    pointing_declinations,
+    write_pointings,
+)
 
 from pipeline import REPO
+
 CATALOG = REPO / "config" / "calibrators.csv"
 POINTINGS = [54.57, 16.3, 50.5, 65.7, 33.0]
 OCT_2025_MJD = 60963.0  # 2025-10-15, the epoch of the real archive
@@ -42,8 +51,14 @@ def test_the_team_calibrators_cover_their_pointings(catalog):
     assert names[54.57] == ["J0834+555"]
     assert inside[54.57].offset_deg[0] == pytest.approx(0.915, abs=0.01)  # 1.00 deg in J2000
     assert names[33.0] == ["3C48"]
-    assert set(names[16.3]) == {"3C138", "J0204+152", "J0238+166", "J0318+164", "J1745+173",
-                                "J2253+161"}
+    assert set(names[16.3]) == {
+        "3C138",
+        "J0204+152",
+        "J0238+166",
+        "J0318+164",
+        "J1745+173",
+        "J2253+161",
+    }
     assert set(names[50.5]) == {"3C147", "J0359+509", "J2038+513", "J2355+498"}
     assert set(names[65.7]) == {"J0949+662", "J1308+657", "J2350+646"}
     j0834 = catalog.set_index("name").loc["J0834+555"]
@@ -66,13 +81,16 @@ def test_catalog_numbers_follow_from_their_references(catalog):
             assert row.spectral_index == pytest.approx(index, abs=1e-3), row.name
             n_pb += 1
             continue
-        vla = re.search(r"VLA Calibrator Manual .*20 cm entry ([\d.]+) Jy.*6 cm entry ([\d.]+) Jy",
-                        row.reference)
+        vla = re.search(
+            r"VLA Calibrator Manual .*20 cm entry ([\d.]+) Jy.*6 cm entry ([\d.]+) Jy",
+            row.reference,
+        )
         assert vla, f"{row.name}: reference names neither source: {row.reference}"
         s20, s6 = float(vla.group(1)), float(vla.group(2))
         assert row.flux_jy == s20
-        assert row.spectral_index == pytest.approx(math.log(s6 / s20) / math.log(4.885 / 1.465),
-                                                   abs=1e-3), row.name
+        assert row.spectral_index == pytest.approx(
+            math.log(s6 / s20) / math.log(4.885 / 1.465), abs=1e-3
+        ), row.name
         n_vla += 1
     assert n_pb == 5 and n_vla == len(catalog) - 5
     c = catalog.set_index("name")
@@ -96,9 +114,17 @@ def _groups(decs, mjd0=OCT_2025_MJD):
     rows = []
     for i, dec in enumerate(decs):
         start = mjd0 + i * 300 / 86400
-        rows.append({"group": f"g{i:02d}", "start_mjd": start, "end_mjd": start + 300 / 86400,
-                     "mid_mjd": start + 150 / 86400, "lst_start_deg": 10.0 + 1.25 * i,
-                     "lst_end_deg": 11.25 + 1.25 * i, "dec_deg": dec})
+        rows.append(
+            {
+                "group": f"g{i:02d}",
+                "start_mjd": start,
+                "end_mjd": start + 300 / 86400,
+                "mid_mjd": start + 150 / 86400,
+                "lst_start_deg": 10.0 + 1.25 * i,
+                "lst_end_deg": 11.25 + 1.25 * i,
+                "dec_deg": dec,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -110,10 +136,13 @@ def test_pointing_without_calibrator_is_reported_once(catalog, caplog):
     assert warnings == [
         "pointing Dec +40.00 (3 groups): NO CALIBRATOR within 1.36 deg of the pointing; "
         "nearest catalog calibrator 3C48 is 6.71 deg away: these groups have no calibrator "
-        "transit of their own"]
+        "transit of their own"
+    ]
     infos = [r.getMessage() for r in caplog.records if "pointing Dec +54.57" in r.getMessage()]
-    assert infos == ["pointing Dec +54.57 (2 groups): calibrator J0834+555 in the beam "
-                     "(0.91 deg off, 8.80 Jy); 0 groups contain a calibrator transit"]
+    assert infos == [
+        "pointing Dec +54.57 (2 groups): calibrator J0834+555 in the beam "
+        "(0.91 deg off, 8.80 Jy); 0 groups contain a calibrator transit"
+    ]
     assert out.pointing_calibrator.tolist() == ["", "", "", "J0834+555", "J0834+555"]
     cov = calibrator_coverage(out, catalog)
     assert cov.dec_deg.tolist() == [40.0, 54.57]
@@ -129,12 +158,18 @@ def test_manifest_writes_pointing_coverage(small_archive, tmp_path, caplog):
     cat_path = tmp_path / "far.csv"
     far.to_csv(cat_path, index=False)
     with caplog.at_level(logging.WARNING, logger="dsa110_contimg"):
-        groups, _ = write_manifest(find_archive_files(small_archive), tmp_path / "g.parquet",
-                                   tmp_path / "r.parquet", calibrators=cat_path)
+        groups, _ = write_manifest(
+            find_archive_files(small_archive),
+            tmp_path / "g.parquet",
+            tmp_path / "r.parquet",
+            calibrators=cat_path,
+        )
     cov = write_pointings(tmp_path / "g.parquet", cat_path, tmp_path / "pointings.parquet")
     written = pd.read_parquet(tmp_path / "pointings.parquet")
     assert list(written.columns) == list(cov.columns)
-    assert written.drop(columns="calibrators_in_beam").equals(cov.drop(columns="calibrators_in_beam"))
+    assert written.drop(columns="calibrators_in_beam").equals(
+        cov.drop(columns="calibrators_in_beam")
+    )
     assert len(cov) == 1 and not cov.has_calibrator_in_beam[0]
     dec = float(np.median(groups.dec_deg))
     assert cov.dec_deg[0] == pytest.approx(dec)
@@ -142,7 +177,9 @@ def test_manifest_writes_pointing_coverage(small_archive, tmp_path, caplog):
     assert cov.nearest_offset_deg[0] > cov.max_offset_deg[0]
     warnings = [r.getMessage() for r in caplog.records if "NO CALIBRATOR" in r.getMessage()]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"pointing Dec {dec:+.2f} ({len(groups)} groups): NO CALIBRATOR "
-                                  "within 1.36 deg of the pointing; nearest catalog calibrator "
-                                  "3C295 is ")
+    assert warnings[0].startswith(
+        f"pointing Dec {dec:+.2f} ({len(groups)} groups): NO CALIBRATOR "
+        "within 1.36 deg of the pointing; nearest catalog calibrator "
+        "3C295 is "
+    )
     assert (groups.pointing_calibrator == "").all()

@@ -9,9 +9,15 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from dsa110_contimg import catalogs
+from dsa110_contimg.catalogs import (
+    CatalogError,
+    flag_confused,
+    flag_near_edge,
+    flag_resolved,
+    read_sky_catalog,
+    reference_flags,
+)
 from dsa110_contimg.photometry import normalize
-from dsa110_contimg.catalogs import (CatalogError, flag_confused, flag_near_edge, flag_resolved,
-                                     read_sky_catalog, reference_flags)
 from dsa110_contimg.photometry.forced import NEAR_EDGE, read_catalog
 
 # NVSS rows as VizieR VIII/65/nvss prints them: name, RA "h m s", Dec "d m s", S1.4 (mJy),
@@ -23,8 +29,7 @@ ROWS = [
     ("131455+655959", "13 14 55.80", "+65 59 59.9", " 245.0", "", "18.0", "", "10.5", " 80.0"),
     ("233010-101530", "23 30 10.00", "-10 15 30.0", "  50.0", "", "", "", "", ""),
 ]
-NAMES = ["NVSS", "RAJ2000", "DEJ2000", "S1.4", "l_MajAxis", "MajAxis", "l_MinAxis",
-         "MinAxis", "PA"]
+NAMES = ["NVSS", "RAJ2000", "DEJ2000", "S1.4", "l_MajAxis", "MajAxis", "l_MinAxis", "MinAxis", "PA"]
 UNITS = ["", '"h:m:s"', '"d:m:s"', "mJy", "", "arcsec", "", "arcsec", "deg"]
 WIDTHS = [14, 11, 11, 8, 1, 5, 1, 5, 5]
 HEADER = """#
@@ -56,8 +61,12 @@ HEADER = """#
 
 
 def _vizier_tsv(path, rows=ROWS, names=NAMES, units=UNITS, widths=WIDTHS):
-    lines = [HEADER.rstrip("\n"), "\t".join(names), "\t".join(units),
-             "\t".join("-" * w for w in widths)]
+    lines = [
+        HEADER.rstrip("\n"),
+        "\t".join(names),
+        "\t".join(units),
+        "\t".join("-" * w for w in widths),
+    ]
     lines += ["\t".join(f"{v:>{w}}" for v, w in zip(row, widths)) for row in rows]
     path.write_text("\n".join(lines) + "\n\n")
     return path
@@ -66,10 +75,15 @@ def _vizier_tsv(path, rows=ROWS, names=NAMES, units=UNITS, widths=WIDTHS):
 def _truth():
     """The same sources in degrees and Jy, converted independently with astropy."""
     coords = SkyCoord([r[1] for r in ROWS], [r[2] for r in ROWS], unit=(u.hourangle, u.deg))
-    return pd.DataFrame({"source_id": ["NVSS J" + r[0] for r in ROWS],
-                         "ra_deg": coords.ra.deg, "dec_deg": coords.dec.deg,
-                         "flux_jy": [float(r[3]) / 1000 for r in ROWS],
-                         "spectral_index": -0.7})
+    return pd.DataFrame(
+        {
+            "source_id": ["NVSS J" + r[0] for r in ROWS],
+            "ra_deg": coords.ra.deg,
+            "dec_deg": coords.dec.deg,
+            "flux_jy": [float(r[3]) / 1000 for r in ROWS],
+            "spectral_index": -0.7,
+        }
+    )
 
 
 def _vizier_fits(path):
@@ -130,8 +144,14 @@ def test_project_csv_keeps_its_columns_and_defaults_the_index(tmp_path):
     path = tmp_path / "cat.csv"
     path.write_text("source_id,ra_deg,dec_deg,flux_jy,extra\nA,10.5,20.25,0.5,x\nB,11,21,,y\n")
     cat = read_catalog(path)
-    assert list(cat.columns) == ["source_id", "ra_deg", "dec_deg", "flux_jy", "spectral_index",
-                                 "extra"]
+    assert list(cat.columns) == [
+        "source_id",
+        "ra_deg",
+        "dec_deg",
+        "flux_jy",
+        "spectral_index",
+        "extra",
+    ]
     assert cat.spectral_index.tolist() == [-0.7, -0.7] and cat.extra.tolist() == ["x", "y"]
     assert np.isnan(cat.flux_jy[1])
 
@@ -143,22 +163,30 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
         read_catalog(bad)
     assert str(err.value) == (
         f"{bad}: column 'dec_deg' missing (a sky catalog CSV needs source_id, ra_deg, "
-        "dec_deg, or NVSS from VizieR VIII/65 with RAJ2000, DEJ2000, S1.4)")
+        "dec_deg, or NVSS from VizieR VIII/65 with RAJ2000, DEJ2000, S1.4)"
+    )
 
     rows = [list(r) for r in ROWS]
     rows[1][2] = "+54 15 x2.5"
     tsv = _vizier_tsv(tmp_path / "bad.tsv", rows=rows)
     with pytest.raises(CatalogError) as err:
         read_catalog(tsv)
-    assert str(err.value) == (f"{tsv}: column 'DEJ2000' is not sexagesimal (value "
-                              "'+54 15 x2.5', expected d m s)")
+    assert str(err.value) == (
+        f"{tsv}: column 'DEJ2000' is not sexagesimal (value '+54 15 x2.5', expected d m s)"
+    )
 
-    no_flux = _vizier_tsv(tmp_path / "noflux.tsv", rows=[r[:3] for r in ROWS], names=NAMES[:3],
-                          units=UNITS[:3], widths=WIDTHS[:3])
+    no_flux = _vizier_tsv(
+        tmp_path / "noflux.tsv",
+        rows=[r[:3] for r in ROWS],
+        names=NAMES[:3],
+        units=UNITS[:3],
+        widths=WIDTHS[:3],
+    )
     with pytest.raises(ValueError) as err:
         read_catalog(no_flux)
-    assert str(err.value) == (f"{no_flux}: column 'S1.4' missing (NVSS from VizieR VIII/65 "
-                              "needs RAJ2000, DEJ2000, S1.4)")
+    assert str(err.value) == (
+        f"{no_flux}: column 'S1.4' missing (NVSS from VizieR VIII/65 needs RAJ2000, DEJ2000, S1.4)"
+    )
 
     text = tmp_path / "notes.txt"
     text.write_text("this is not a catalog\n")
@@ -176,14 +204,16 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
 def _constructed():
     """A close pair (30 arcsec apart), a resolved source, an upper-limit size larger than
     the beam (not resolved) and an isolated compact source."""
-    return pd.DataFrame({
-        "source_id": ["pair_a", "pair_b", "big", "limit", "alone"],
-        "ra_deg": [150.0, 150.0, 151.0, 152.0, 153.0],
-        "dec_deg": [55.0, 55.0 + 30 / 3600, 55.0, 55.0, 55.0],
-        "flux_jy": [1.0, 0.01, 1.0, 1.0, 1.0],
-        "major_arcsec": [10.0, 10.0, 60.0, 60.0, 20.0],
-        "size_upper_limit": [False, False, False, True, False],
-    })
+    return pd.DataFrame(
+        {
+            "source_id": ["pair_a", "pair_b", "big", "limit", "alone"],
+            "ra_deg": [150.0, 150.0, 151.0, 152.0, 153.0],
+            "dec_deg": [55.0, 55.0 + 30 / 3600, 55.0, 55.0, 55.0],
+            "flux_jy": [1.0, 0.01, 1.0, 1.0, 1.0],
+            "major_arcsec": [10.0, 10.0, 60.0, 60.0, 20.0],
+            "size_upper_limit": [False, False, False, True, False],
+        }
+    )
 
 
 def test_flags_on_a_constructed_catalog():
@@ -235,21 +265,28 @@ def _timeseries(n_epochs=12, seed=3):
 
 def test_normalization_never_uses_flagged_references():
     ts = _timeseries()
-    with_bad, info_bad = normalize.normalize_timeseries(ts, ref_min_snr=10, ref_min_epochs=5,
-                                                        eta_min=1e9)
+    with_bad, info_bad = normalize.normalize_timeseries(
+        ts, ref_min_snr=10, ref_min_epochs=5, eta_min=1e9
+    )
     assert "bad" in info_bad["references"]
-    flagged, info = normalize.normalize_timeseries(ts, ref_min_snr=10, ref_min_epochs=5,
-                                                   eta_min=1e9, unfit=["bad"])
-    assert "bad" not in info["references"] and not flagged[flagged.source_id == "bad"].is_reference.any()
-    without, _ = normalize.normalize_timeseries(ts[ts.source_id != "bad"], ref_min_snr=10,
-                                                ref_min_epochs=5, eta_min=1e9)
+    flagged, info = normalize.normalize_timeseries(
+        ts, ref_min_snr=10, ref_min_epochs=5, eta_min=1e9, unfit=["bad"]
+    )
+    assert (
+        "bad" not in info["references"]
+        and not flagged[flagged.source_id == "bad"].is_reference.any()
+    )
+    without, _ = normalize.normalize_timeseries(
+        ts[ts.source_id != "bad"], ref_min_snr=10, ref_min_epochs=5, eta_min=1e9
+    )
     f = flagged.groupby("image_id").norm_factor.first()
     w = without.groupby("image_id").norm_factor.first()
     assert np.allclose(f, w, rtol=1e-12)
     assert not np.allclose(with_bad.groupby("image_id").norm_factor.first(), w, rtol=1e-4)
     # an explicit reference list cannot bring a flagged source back
-    _, forced = normalize.normalize_timeseries(ts, references=["bad", "ref0", "ref1", "ref2"],
-                                               eta_min=1e9, unfit=["bad"])
+    _, forced = normalize.normalize_timeseries(
+        ts, references=["bad", "ref0", "ref1", "ref2"], eta_min=1e9, unfit=["bad"]
+    )
     assert forced["references"] == ["ref0", "ref1", "ref2"]
 
 
@@ -258,10 +295,12 @@ def test_normalization_skips_near_edge_measurements():
     edge = (ts.source_id == "ref0") & (ts.image_id == 4)
     ts.loc[edge, "flux_jy"] *= 0.8  # a truncated kernel at the image edge reads low
     ts.loc[edge, "flags"] = NEAR_EDGE
-    out, _ = normalize.normalize_timeseries(ts, ref_min_snr=10, ref_min_epochs=5, eta_min=1e9,
-                                            unfit=["bad"])
-    clean, _ = normalize.normalize_timeseries(ts[~edge], ref_min_snr=10, ref_min_epochs=5,
-                                              eta_min=1e9, unfit=["bad"])
+    out, _ = normalize.normalize_timeseries(
+        ts, ref_min_snr=10, ref_min_epochs=5, eta_min=1e9, unfit=["bad"]
+    )
+    clean, _ = normalize.normalize_timeseries(
+        ts[~edge], ref_min_snr=10, ref_min_epochs=5, eta_min=1e9, unfit=["bad"]
+    )
     f = out.groupby("image_id").norm_factor.first()
     c = clean.groupby("image_id").norm_factor.first()
     # epoch 4 uses the other references only; the median flux of ref0 (taken over all its
@@ -277,22 +316,42 @@ def test_normalize_cli_reads_the_catalog_flags(tmp_path):
 
     ts = _timeseries()
     bad = ts.source_id == "bad"
-    ts.loc[bad, "flux_jy"] = ts[~bad].groupby("image_id").flux_jy.mean()[ts[bad].image_id].to_numpy()
+    ts.loc[bad, "flux_jy"] = (
+        ts[~bad].groupby("image_id").flux_jy.mean()[ts[bad].image_id].to_numpy()
+    )
     pos = {f"ref{i}": (150.0 + i, 55.0) for i in range(5)} | {"bad": (156.0, 55.0)}
     ts["ra"] = ts.source_id.map(lambda s: pos[s][0])
     ts["dec"] = ts.source_id.map(lambda s: pos[s][1])
     ts.to_parquet(tmp_path / "ts.parquet")
-    cat = pd.DataFrame([(s, ra, dec, 1.0) for s, (ra, dec) in pos.items()]
-                       + [("neighbour", 156.0, 55.0 + 30 / 3600, 0.05), ("far", 10.0, -30.0, 1.0)],
-                       columns=["source_id", "ra_deg", "dec_deg", "flux_jy"])
+    cat = pd.DataFrame(
+        [(s, ra, dec, 1.0) for s, (ra, dec) in pos.items()]
+        + [("neighbour", 156.0, 55.0 + 30 / 3600, 0.05), ("far", 10.0, -30.0, 1.0)],
+        columns=["source_id", "ra_deg", "dec_deg", "flux_jy"],
+    )
     cat.to_csv(tmp_path / "cat.csv", index=False)
-    assert cli.main(["normalize", str(tmp_path / "ts.parquet"), str(tmp_path / "norm.parquet"),
-                     "--ref-min-snr", "10", "--catalog", str(tmp_path / "cat.csv")]) in (0, None)
+    assert cli.main(
+        [
+            "normalize",
+            str(tmp_path / "ts.parquet"),
+            str(tmp_path / "norm.parquet"),
+            "--ref-min-snr",
+            "10",
+            "--catalog",
+            str(tmp_path / "cat.csv"),
+        ]
+    ) in (0, None)
     norm = pd.read_parquet(tmp_path / "norm.parquet")
     refs = sorted(norm[norm.is_reference].source_id.unique())
     assert refs == ["ref0", "ref1", "ref2", "ref3", "ref4"]
-    cli.main(["normalize", str(tmp_path / "ts.parquet"), str(tmp_path / "plain.parquet"),
-              "--ref-min-snr", "10"])
+    cli.main(
+        [
+            "normalize",
+            str(tmp_path / "ts.parquet"),
+            str(tmp_path / "plain.parquet"),
+            "--ref-min-snr",
+            "10",
+        ]
+    )
     plain = pd.read_parquet(tmp_path / "plain.parquet")
     assert sorted(plain[plain.is_reference].source_id.unique()) == ["bad"] + refs
 
@@ -302,8 +361,9 @@ def test_catalog_cli_writes_a_parquet_strip_that_stages_read(tmp_path):
 
     tsv = _vizier_tsv(tmp_path / "nvss.tsv")
     out = tmp_path / "strip.parquet"
-    assert cli.main(["catalog", str(tsv), "--out", str(out), "--dec", "55", "--halfwidth",
-                     "3"]) in (0, None)
+    assert cli.main(
+        ["catalog", str(tsv), "--out", str(out), "--dec", "55", "--halfwidth", "3"]
+    ) in (0, None)
     stored = pd.read_parquet(out)
     assert list(stored.source_id) == ["NVSS J083454+553421", "NVSS J084012+541502"]
     assert stored.resolved.tolist() == [False, True]  # 58.2 arcsec > 40

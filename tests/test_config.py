@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dsa110_contimg.configuration import ConfigError, check_config, config_problems
+
 from pipeline import BIN, REPO, env
 
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -52,8 +53,10 @@ def test_each_problem_is_named_by_its_key(defaults, tmp_path):
     ]
     with pytest.raises(ConfigError) as err:
         check_config(config, SCHEMA, base=REPO)
-    assert str(err.value).startswith("invalid configuration (config/config.yaml with "
-                                     "--configfile and --config overrides):\n  archve_dir: ")
+    assert str(err.value).startswith(
+        "invalid configuration (config/config.yaml with "
+        "--configfile and --config overrides):\n  archve_dir: "
+    )
     # without the path checks (snakemake --lint) only the values are judged
     assert len(config_problems(config, SCHEMA, check_paths=False, base=REPO)) == 8
 
@@ -63,7 +66,9 @@ def test_nested_command_line_overrides_get_their_types(defaults, tmp_path):
     defaults["archive_dir"] = str(tmp_path)
     defaults["image"].update(imsize="2048", robust="-0.5")
     defaults["convert"]["workers"] = "two"
-    assert config_problems(defaults, SCHEMA, base=REPO) == ["convert.workers: 'two' is not an integer"]
+    assert config_problems(defaults, SCHEMA, base=REPO) == [
+        "convert.workers: 'two' is not an integer"
+    ]
     assert defaults["image"]["imsize"] == 2048 and defaults["image"]["robust"] == -0.5
 
 
@@ -71,17 +76,34 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path):
     archive, results = tmp_path / "archive", tmp_path / "results"
     archive.mkdir()
     out = subprocess.run(
-        [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "1", "--config",
-         f"archive_dir={archive}", f"results_dir={results}", "image={imsize: 100.5, robust: 0.5}",
-         f"sky_catalog={tmp_path / 'nvss.csv'}", "photometry={pb_cutoff: 0.2}"],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+        [
+            str(BIN / "dsa110-contimg"),
+            "run",
+            "--",
+            "--cores",
+            "1",
+            "--config",
+            f"archive_dir={archive}",
+            f"results_dir={results}",
+            "image={imsize: 100.5, robust: 0.5}",
+            f"sky_catalog={tmp_path / 'nvss.csv'}",
+            "photometry={pb_cutoff: 0.2}",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = out.stdout + out.stderr
     assert out.returncode == 1, log
-    assert ("invalid configuration (config/config.yaml with --configfile and --config "
-            "overrides):\n"
-            "  image.imsize: 100.5 is not an integer\n"
-            "  photometry.pb_cutoff: unknown key (did you mean pb_cut?)\n"
-            f"  sky_catalog: file {tmp_path / 'nvss.csv'} does not exist\n") in log, log
+    assert (
+        "invalid configuration (config/config.yaml with --configfile and --config "
+        "overrides):\n"
+        "  image.imsize: 100.5 is not an integer\n"
+        "  photometry.pb_cutoff: unknown key (did you mean pb_cut?)\n"
+        f"  sky_catalog: file {tmp_path / 'nvss.csv'} does not exist\n"
+    ) in log, log
     assert "Building DAG of jobs" not in log
     # nothing but the runner's lock file (see workflow.RUN_LOCK)
     assert [p.name for p in results.iterdir()] == [".dsa110-contimg-run.lock"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.flagging import FlagSettings, flag_group, strategy_file
+from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
 from dsa110_contimg.simulation.rfi import RFISpec, inject_rfi, plan_rfi
+from dsa110_contimg.simulation.visibilities import SimulationSettings, simulate_archive
 
 N_CHANNELS = 16
 
@@ -21,8 +21,9 @@ N_CHANNELS = 16
 def clean_ms(tmp_path_factory):
     """One converted group: 12 antennas, 16 x 16 channels, 24 integrations."""
     tmp = tmp_path_factory.mktemp("flag")
-    settings = SimulationSettings(n_groups=1, n_antennas=12, n_channels=N_CHANNELS,
-                                  n_sources=10, seed=5)
+    settings = SimulationSettings(
+        n_groups=1, n_antennas=12, n_channels=N_CHANNELS, n_sources=10, seed=5
+    )
     meta = simulate_archive(tmp / "archive", settings)
     groups, _ = build_manifest(find_archive_files(tmp / "archive"))
     ms = convert_group(list(groups.iloc[0].files), tmp / "clean.ms", groups.iloc[0].group)
@@ -62,8 +63,10 @@ def test_injected_rfi_and_dead_antenna_are_flagged(clean_ms, tmp_path):
     cross = (ant1 != ant2) & ~dead
     found = flagged[cross][truth[cross]].mean()
     false = flagged[cross][~truth[cross]].mean()
-    print(f"RFI samples flagged {found:.4f}, clean samples flagged {false:.4f}, "
-          f"dead antennas {record['dead_antennas']} (injected {plan['dead_antennas']})")
+    print(
+        f"RFI samples flagged {found:.4f}, clean samples flagged {false:.4f}, "
+        f"dead antennas {record['dead_antennas']} (injected {plan['dead_antennas']})"
+    )
     assert found >= 0.95
     assert false < 0.05
     assert record["dead_antennas"] == plan["dead_antennas"]
@@ -97,8 +100,9 @@ def test_mostly_flagged_group_fails_qa(clean_ms, tmp_path):
         data = t.getcol("DATA")
         data[: int(0.6 * len(data))] = np.nan
         t.putcol("DATA", data)
-    record = flag_group(ms, "g", tmp_path / "flag.json", tmp_path / "flag.png",
-                        FlagSettings(max_flag_fraction=0.5))
+    record = flag_group(
+        ms, "g", tmp_path / "flag.json", tmp_path / "flag.png", FlagSettings(max_flag_fraction=0.5)
+    )
     assert record["status"] == "fail"
     assert record["failed"] == ["flag_fraction"]
     assert record["reason"].startswith("flagged fraction 0.6")
@@ -107,4 +111,3 @@ def test_mostly_flagged_group_fails_qa(clean_ms, tmp_path):
 def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown AOFlagger strategy 'lofar-x'; bundled: "):
         strategy_file("lofar-x")
-

@@ -11,6 +11,7 @@ from astropy.io import fits
 
 from dsa110_contimg.mosaic import make_mosaic, plan_mosaics
 from dsa110_contimg.qa import catalog_comparison, robust_rms
+
 from imaging_fixtures import _truth
 
 pytestmark = pytest.mark.casa
@@ -23,10 +24,15 @@ def _paths(calibrated_images, kind):
 @pytest.fixture(scope="module")
 def mosaic(calibrated_images, tmp_path_factory):
     out = tmp_path_factory.mktemp("mosaic")
-    info = make_mosaic(_paths(calibrated_images, "image.fits"), _paths(calibrated_images, "pb.fits"),
-                       out / "mosaic.fits", out / "weight.fits",
-                       residuals=_paths(calibrated_images, "residual.fits"), weight_cut=0.1,
-                       name="test")
+    info = make_mosaic(
+        _paths(calibrated_images, "image.fits"),
+        _paths(calibrated_images, "pb.fits"),
+        out / "mosaic.fits",
+        out / "weight.fits",
+        residuals=_paths(calibrated_images, "residual.fits"),
+        weight_cut=0.1,
+        name="test",
+    )
     return out, info
 
 
@@ -42,8 +48,9 @@ def test_mosaic_fluxes_match_truth_above_the_weight_cut(calibrated_images, mosai
     assert np.isnan(data[weight < 0.1 * weight.max()]).all()
     _, catalog = _truth(calibrated_images["archive"])
     noise = np.where(weight > 0, 1 / np.sqrt(np.where(weight > 0, weight, 1)), np.nan)
-    table, metrics = catalog_comparison(data, _wcs(header).celestial, header, catalog, noise,
-                                        gain=None, valid=np.isfinite(data))
+    table, metrics = catalog_comparison(
+        data, _wcs(header).celestial, header, catalog, noise, gain=None, valid=np.isfinite(data)
+    )
     bright = table[table.predicted_snr >= 100]
     assert len(bright) >= 4, table[table.predicted_snr > 0]
     assert np.all(np.abs(bright.flux_ratio - 1) < 0.05), bright[["source_id", "flux_ratio"]]
@@ -59,8 +66,14 @@ def test_mosaic_noise_is_lower_where_images_overlap(calibrated_images, mosaic, t
 
     out, _ = mosaic
     residuals = _paths(calibrated_images, "residual.fits")
-    make_mosaic(residuals, _paths(calibrated_images, "pb.fits"), tmp_path / "r.fits",
-                tmp_path / "w.fits", residuals=residuals, weight_cut=0.1)
+    make_mosaic(
+        residuals,
+        _paths(calibrated_images, "pb.fits"),
+        tmp_path / "r.fits",
+        tmp_path / "w.fits",
+        residuals=residuals,
+        weight_cut=0.1,
+    )
     res_mosaic = fits.getdata(tmp_path / "r.fits").astype(float)
     wcs_out = _wcs(fits.getheader(tmp_path / "r.fits")).celestial
     singles = []
@@ -90,13 +103,27 @@ def test_failed_image_is_left_out_and_named(calibrated_images, tmp_path, caplog)
     for i, g in enumerate(calibrated_images["groups"].group):
         status = "fail" if i == 1 else "pass"
         p = tmp_path / f"{g}.json"
-        p.write_text(json.dumps({"stage": "image", "name": g, "status": status,
-                                 "failed": ["flux_ratio_error"] if i == 1 else []}))
+        p.write_text(
+            json.dumps(
+                {
+                    "stage": "image",
+                    "name": g,
+                    "status": status,
+                    "failed": ["flux_ratio_error"] if i == 1 else [],
+                }
+            )
+        )
         reports.append(p)
     images = _paths(calibrated_images, "image.fits")
     with caplog.at_level("WARNING"):
-        info = make_mosaic(images, _paths(calibrated_images, "pb.fits"), tmp_path / "m.fits",
-                           tmp_path / "w.fits", reports=reports, name="m1")
+        info = make_mosaic(
+            images,
+            _paths(calibrated_images, "pb.fits"),
+            tmp_path / "m.fits",
+            tmp_path / "w.fits",
+            reports=reports,
+            name="m1",
+        )
     assert info["used"] == [str(images[0]), str(images[2])]
     assert fits.getheader(tmp_path / "m.fits")["NEXCLUD"] == 1
     assert f"mosaic m1: leaving out {images[1]}, failed QA (flux_ratio_error)" in caplog.text
@@ -105,13 +132,26 @@ def test_failed_image_is_left_out_and_named(calibrated_images, tmp_path, caplog)
 def test_plan_consecutive_windows():
     length = 309.24 / 86400
     starts = [61041 + i * length for i in range(7)] + [61042 + i * length for i in range(2)]
-    groups = pd.DataFrame({"group": [f"g{i}" for i in range(9)], "start_mjd": starts,
-                           "end_mjd": [s + length for s in starts],
-                           "mid_mjd": [s + length / 2 for s in starts], "dec_deg": 33.0})
-    assert plan_mosaics(groups, 3, 2) == {"g0": ["g0", "g1", "g2"], "g2": ["g2", "g3", "g4"],
-                                          "g4": ["g4", "g5", "g6"]}
-    assert plan_mosaics(groups, 2, 2) == {"g0": ["g0", "g1"], "g2": ["g2", "g3"],
-                                          "g4": ["g4", "g5"], "g7": ["g7", "g8"]}
+    groups = pd.DataFrame(
+        {
+            "group": [f"g{i}" for i in range(9)],
+            "start_mjd": starts,
+            "end_mjd": [s + length for s in starts],
+            "mid_mjd": [s + length / 2 for s in starts],
+            "dec_deg": 33.0,
+        }
+    )
+    assert plan_mosaics(groups, 3, 2) == {
+        "g0": ["g0", "g1", "g2"],
+        "g2": ["g2", "g3", "g4"],
+        "g4": ["g4", "g5", "g6"],
+    }
+    assert plan_mosaics(groups, 2, 2) == {
+        "g0": ["g0", "g1"],
+        "g2": ["g2", "g3"],
+        "g4": ["g4", "g5"],
+        "g7": ["g7", "g8"],
+    }
     groups.loc[1, "dec_deg"] = 40.0
     assert list(plan_mosaics(groups, 3, 3)) == ["g2"]
     with pytest.raises(ValueError, match="must be >= 1"):

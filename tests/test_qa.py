@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dsa110_contimg import qa
+
 from imaging_fixtures import _truth
 
 pytestmark = pytest.mark.casa
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.casa
 def test_uncalibrated_image_fails_qa(uncalibrated_image, tmp_path):
     _, catalog = _truth(uncalibrated_image["archive"])
     paths = uncalibrated_image["image"]["paths"]
-    report, table, image = qa.qa_image(paths["image.fits"], paths["pb.fits"],
-                                       paths["residual.fits"], catalog)
+    report, table, image = qa.qa_image(
+        paths["image.fits"], paths["pb.fits"], paths["residual.fits"], catalog
+    )
     assert report["status"] == "fail"
     assert "flux_ratio_error" in report["failed"], report["metrics"]
     assert report["metrics"]["flux_ratio"] < 0.5
@@ -29,10 +31,18 @@ def test_uncalibrated_image_fails_qa(uncalibrated_image, tmp_path):
 
 def test_grade_limits_and_missing_metrics():
     status, grades, failed, warned = qa.grade(
-        {"dynamic_range": 50.0, "flux_ratio_error": 0.35, "position_offset_beam": None,
-         "rms_thermal_ratio": 1.2})
-    assert grades == {"dynamic_range": "warn", "flux_ratio_error": "fail",
-                      "rms_thermal_ratio": "pass"}
+        {
+            "dynamic_range": 50.0,
+            "flux_ratio_error": 0.35,
+            "position_offset_beam": None,
+            "rms_thermal_ratio": 1.2,
+        }
+    )
+    assert grades == {
+        "dynamic_range": "warn",
+        "flux_ratio_error": "fail",
+        "rms_thermal_ratio": "pass",
+    }
     assert (status, failed, warned) == ("fail", ["flux_ratio_error"], ["dynamic_range"])
     status, _, failed, _ = qa.grade({"dynamic_range": 50.0}, {"dynamic_range": [40, 30]})
     assert (status, failed) == ("pass", [])
@@ -41,10 +51,21 @@ def test_grade_limits_and_missing_metrics():
 
 
 def test_summary_names_failed_products(tmp_path, caplog):
-    good = {"stage": "image", "name": "2026-01-01T000000", "status": "pass", "failed": [],
-            "warned": [], "metrics": {"rms_jy": 0.001}}
-    bad = dict(good, name="2026-01-01T000509", status="fail", failed=["flux_ratio_error"],
-               metrics={"rms_jy": 0.003, "calibration_status": "uncalibrated"})
+    good = {
+        "stage": "image",
+        "name": "2026-01-01T000000",
+        "status": "pass",
+        "failed": [],
+        "warned": [],
+        "metrics": {"rms_jy": 0.001},
+    }
+    bad = dict(
+        good,
+        name="2026-01-01T000509",
+        status="fail",
+        failed=["flux_ratio_error"],
+        metrics={"rms_jy": 0.003, "calibration_status": "uncalibrated"},
+    )
     cal = {"calgroup": "2026-01-01T001019", "passed": False, "reasons": ["median SNR 3 < 10"]}
     paths = []
     for i, rep in enumerate((good, bad)):

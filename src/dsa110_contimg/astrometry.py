@@ -20,7 +20,9 @@ def lst_rad(times_jd):
     computation, so simulator and converter share it)."""
     from pyuvdata.utils.times import get_lst_for_time
 
-    return get_lst_for_time(np.atleast_1d(np.asarray(times_jd, float)), telescope_loc=site_location())
+    return get_lst_for_time(
+        np.atleast_1d(np.asarray(times_jd, float)), telescope_loc=site_location()
+    )
 
 
 def lst_deg(times):
@@ -48,8 +50,12 @@ def apparent_hadec(ra_deg, dec_deg, times_jd):
     app_ra, app_dec = calc_app_coords(
         lon_coord=np.full(times_jd.size, np.radians(ra_deg)),
         lat_coord=np.full(times_jd.size, np.radians(dec_deg)),
-        coord_frame="icrs", coord_epoch=2000.0, time_array=times_jd, lst_array=lst,
-        telescope_loc=site_location())
+        coord_frame="icrs",
+        coord_epoch=2000.0,
+        time_array=times_jd,
+        lst_array=lst,
+        telescope_loc=site_location(),
+    )
     return lst - app_ra, app_dec
 
 
@@ -76,17 +82,25 @@ def meridian_altaz(dec_rad, lat_rad=np.radians(SITE_LAT_DEG)):
 def direction_enu(ha_rad, dec_rad, lat_rad=np.radians(SITE_LAT_DEG)):
     """Unit vector(s) toward (hour angle, declination) in ENU; shape (..., 3)."""
     ha, dec = np.broadcast_arrays(np.asarray(ha_rad, float), np.asarray(dec_rad, float))
-    return np.stack([-np.cos(dec) * np.sin(ha),
-                     np.cos(lat_rad) * np.sin(dec) - np.sin(lat_rad) * np.cos(dec) * np.cos(ha),
-                     np.sin(lat_rad) * np.sin(dec) + np.cos(lat_rad) * np.cos(dec) * np.cos(ha)], axis=-1)
+    return np.stack(
+        [
+            -np.cos(dec) * np.sin(ha),
+            np.cos(lat_rad) * np.sin(dec) - np.sin(lat_rad) * np.cos(dec) * np.cos(ha),
+            np.sin(lat_rad) * np.sin(dec) + np.cos(lat_rad) * np.cos(dec) * np.cos(ha),
+        ],
+        axis=-1,
+    )
 
 
 def meridian_uvw_basis(dec_rad, lat_rad=np.radians(SITE_LAT_DEG)):
     """ENU unit vectors (u_hat, v_hat, w_hat) of the uvw frame toward hour angle 0 at
     declination `dec_rad`: u east, v toward the pole, w = the meridian direction."""
     z = dec_rad - lat_rad
-    return (np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(z), -np.sin(z)]),
-            np.array([0.0, np.sin(z), np.cos(z)]))
+    return (
+        np.array([1.0, 0.0, 0.0]),
+        np.array([0.0, np.cos(z), -np.sin(z)]),
+        np.array([0.0, np.sin(z), np.cos(z)]),
+    )
 
 
 def enu_from_ecef(xyz, lat_rad=np.radians(SITE_LAT_DEG), lon_rad=np.radians(SITE_LON_DEG)):
@@ -94,9 +108,7 @@ def enu_from_ecef(xyz, lat_rad=np.radians(SITE_LAT_DEG), lon_rad=np.radians(SITE
     xyz = np.asarray(xyz, float)
     sl, cl = np.sin(lon_rad), np.cos(lon_rad)
     sp, cp = np.sin(lat_rad), np.cos(lat_rad)
-    rot = np.array([[-sl, cl, 0.0],
-                    [-sp * cl, -sp * sl, cp],
-                    [cp * cl, cp * sl, sp]])
+    rot = np.array([[-sl, cl, 0.0], [-sp * cl, -sp * sl, cp], [cp * cl, cp * sl, sp]])
     return xyz @ rot.T
 
 

@@ -16,8 +16,15 @@ from dsa110_contimg import instrument as inst
 from dsa110_contimg.primary_beam import airy_power, fwhm_rad
 
 CATALOG_COLUMNS = ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]
-TRANSIT_COLUMNS = ["has_calibrator", "calibrator", "calibrator_flux_jy",
-                   "calibrator_pb_response", "calibrator_offset_deg", "calibrator_transit_mjd"]
+TRANSIT_COLUMNS = [
+    "has_calibrator",
+    "calibrator",
+    "calibrator_flux_jy",
+    "calibrator_pb_response",
+    "calibrator_offset_deg",
+    "calibrator_transit_mjd",
+]
+
 
 def read_calibrator_catalog(path):
     """Calibrator catalog CSV (name, ra_deg, dec_deg, flux_jy at 1.4 GHz, spectral_index,
@@ -29,10 +36,14 @@ def read_calibrator_catalog(path):
     cat = pd.read_csv(path, comment="#", skipinitialspace=True)
     missing = [c for c in CATALOG_COLUMNS if c not in cat.columns]
     if missing:
-        raise ValueError(f"{path}: calibrator catalog lacks columns {missing} "
-                         f"(needs {CATALOG_COLUMNS})")
-    reference = (cat["reference"].fillna("").astype(str) if "reference" in cat.columns
-                 else pd.Series("", index=cat.index))
+        raise ValueError(
+            f"{path}: calibrator catalog lacks columns {missing} (needs {CATALOG_COLUMNS})"
+        )
+    reference = (
+        cat["reference"].fillna("").astype(str)
+        if "reference" in cat.columns
+        else pd.Series("", index=cat.index)
+    )
     cat = cat[CATALOG_COLUMNS].copy()
     numeric = CATALOG_COLUMNS[1:]
     bad = cat[numeric].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
@@ -40,7 +51,9 @@ def read_calibrator_catalog(path):
         raise ValueError(f"{path}: non-numeric or empty values for {list(cat.name[bad])}")
     cat[numeric] = cat[numeric].astype(float)
     if cat.name.duplicated().any():
-        raise ValueError(f"{path}: duplicate calibrator names {list(cat.name[cat.name.duplicated()])}")
+        raise ValueError(
+            f"{path}: duplicate calibrator names {list(cat.name[cat.name.duplicated()])}"
+        )
     if ((cat.dec_deg.abs() > 90) | (cat.flux_jy <= 0)).any():
         raise ValueError(f"{path}: declination outside +-90 deg or flux <= 0")
     cat["name"] = cat.name.astype(str)
@@ -55,8 +68,9 @@ def _hadec(ra_deg, dec_deg, mjd):
     from astropy.time import Time
 
     coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
-    frame = HADec(obstime=Time(np.asarray(mjd), format="mjd", scale="utc"),
-                  location=inst.site_location())
+    frame = HADec(
+        obstime=Time(np.asarray(mjd), format="mjd", scale="utc"), location=inst.site_location()
+    )
     hadec = coord.transform_to(frame)
     return (np.asarray(hadec.ha.deg) + 180.0) % 360.0 - 180.0, np.asarray(hadec.dec.deg)
 
@@ -66,9 +80,17 @@ def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFEREN
     hour angle crosses 0 between the group's start and end and its declination lies
     within beam_fraction x FWHM(freq_hz) of the pointing; of several, the brightest
     after primary-beam attenuation is recorded."""
-    out = pd.DataFrame({"has_calibrator": False, "calibrator": "", "calibrator_flux_jy": np.nan,
-                        "calibrator_pb_response": np.nan, "calibrator_offset_deg": np.nan,
-                        "calibrator_transit_mjd": np.nan}, index=groups.index)
+    out = pd.DataFrame(
+        {
+            "has_calibrator": False,
+            "calibrator": "",
+            "calibrator_flux_jy": np.nan,
+            "calibrator_pb_response": np.nan,
+            "calibrator_offset_deg": np.nan,
+            "calibrator_transit_mjd": np.nan,
+        },
+        index=groups.index,
+    )
     if groups.empty or catalog.empty:
         return out
     max_offset = beam_fraction * np.degrees(fwhm_rad(freq_hz))
@@ -88,7 +110,13 @@ def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFEREN
                 continue
             pb = float(airy_power(np.radians(offset), freq_hz))
             if best is None or cal.flux_jy * pb > best[1] * best[2]:
-                best = (cal.name, cal.flux_jy, pb, offset, g.start_mjd + frac * (g.end_mjd - g.start_mjd))
+                best = (
+                    cal.name,
+                    cal.flux_jy,
+                    pb,
+                    offset,
+                    g.start_mjd + frac * (g.end_mjd - g.start_mjd),
+                )
         if best is not None:
             out.loc[g.Index, TRANSIT_COLUMNS] = [True, *best]
     out["has_calibrator"] = out.has_calibrator.astype(bool)

@@ -64,8 +64,12 @@ def read_sky_catalog(path, dec_range=None):
         cat = _read_parquet(path, dec_range)
     else:
         cat = _read_text(path, dec_range)
-    log.info("%s: %d sources%s", path, len(cat),
-             "" if dec_range is None else f" in Dec {dec_range[0]:+.2f}..{dec_range[1]:+.2f}")
+    log.info(
+        "%s: %d sources%s",
+        path,
+        len(cat),
+        "" if dec_range is None else f" in Dec {dec_range[0]:+.2f}..{dec_range[1]:+.2f}",
+    )
     return cat.reset_index(drop=True)
 
 
@@ -112,11 +116,20 @@ def _read_project_csv(path, sep, header, dec_range):
     _check_columns(path, names)
     chunks = []
     try:
-        reader = pd.read_csv(path, sep=sep, comment="#", skiprows=header, chunksize=CHUNK_ROWS,
-                             dtype={"source_id": str})
+        reader = pd.read_csv(
+            path,
+            sep=sep,
+            comment="#",
+            skiprows=header,
+            chunksize=CHUNK_ROWS,
+            dtype={"source_id": str},
+        )
         for chunk in reader:
-            chunk = _numeric(path, chunk, ["ra_deg", "dec_deg"]
-                             + [c for c in ("flux_jy", "spectral_index") if c in chunk])
+            chunk = _numeric(
+                path,
+                chunk,
+                ["ra_deg", "dec_deg"] + [c for c in ("flux_jy", "spectral_index") if c in chunk],
+            )
             if dec_range is not None:
                 chunk = chunk[(chunk.dec_deg >= dec_range[0]) & (chunk.dec_deg <= dec_range[1])]
             chunks.append(chunk)
@@ -141,11 +154,15 @@ def _check_columns(path, names):
     n_project = len(REQUIRED_PROJECT) - len(project)
     n_nvss = len(NVSS_REQUIRED) - len(nvss)
     if n_nvss > n_project:
-        raise CatalogError(f"{path}: column {nvss[0]!r} missing (NVSS from VizieR VIII/65 "
-                           f"needs {', '.join(NVSS_REQUIRED)})")
-    raise CatalogError(f"{path}: column {project[0]!r} missing (a sky catalog CSV needs "
-                       f"{', '.join(REQUIRED_PROJECT)}, or NVSS from VizieR VIII/65 with "
-                       f"{', '.join(NVSS_REQUIRED)})")
+        raise CatalogError(
+            f"{path}: column {nvss[0]!r} missing (NVSS from VizieR VIII/65 "
+            f"needs {', '.join(NVSS_REQUIRED)})"
+        )
+    raise CatalogError(
+        f"{path}: column {project[0]!r} missing (a sky catalog CSV needs "
+        f"{', '.join(REQUIRED_PROJECT)}, or NVSS from VizieR VIII/65 with "
+        f"{', '.join(NVSS_REQUIRED)})"
+    )
 
 
 def _numeric(path, df, columns):
@@ -155,8 +172,9 @@ def _numeric(path, df, columns):
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
         if bad.any():
-            raise CatalogError(f"{path}: column {col!r} has a non-numeric value "
-                               f"{str(df[col][bad].iloc[0])!r}")
+            raise CatalogError(
+                f"{path}: column {col!r} has a non-numeric value {str(df[col][bad].iloc[0])!r}"
+            )
         df[col] = values.astype(float)
     return df
 
@@ -166,8 +184,9 @@ def _check_positions(path, cat):
         values = cat[col].to_numpy(float)
         bad = ~np.isfinite(values) | (np.abs(values) > limit)
         if bad.any():
-            raise CatalogError(f"{path}: column {col!r} has a missing or out-of-range value "
-                               f"({values[bad][0]!r})")
+            raise CatalogError(
+                f"{path}: column {col!r} has a missing or out-of-range value ({values[bad][0]!r})"
+            )
 
 
 def _read_vizier_text(path, sep, header, dec_range):
@@ -177,19 +196,37 @@ def _read_vizier_text(path, sep, header, dec_range):
         raise CatalogError(f"{path}: not a readable VizieR table ({err})") from err
     names = [str(n).strip() for n in names]
     if _check_columns(path, names) == "project":
-        raise CatalogError(f"{path}: a units and dashes line follow the column names as in "
-                           "VizieR output, but the columns are the project's: write it as a "
-                           "plain CSV")
+        raise CatalogError(
+            f"{path}: a units and dashes line follow the column names as in "
+            "VizieR output, but the columns are the project's: write it as a "
+            "plain CSV"
+        )
     chunks = []
-    wanted = [n for n in names if n in ("NVSS", "RAJ2000", "DEJ2000", "S1.4", "l_MajAxis",
-                                        "MajAxis", "MinAxis", "PA")]
-    reader = pd.read_csv(path, sep=sep, skiprows=header + 3, names=names, header=None,
-                         usecols=wanted, dtype=object, keep_default_na=False,
-                         chunksize=CHUNK_ROWS, comment="#", skip_blank_lines=True)
+    wanted = [
+        n
+        for n in names
+        if n in ("NVSS", "RAJ2000", "DEJ2000", "S1.4", "l_MajAxis", "MajAxis", "MinAxis", "PA")
+    ]
+    reader = pd.read_csv(
+        path,
+        sep=sep,
+        skiprows=header + 3,
+        names=names,
+        header=None,
+        usecols=wanted,
+        dtype=object,
+        keep_default_na=False,
+        chunksize=CHUNK_ROWS,
+        comment="#",
+        skip_blank_lines=True,
+    )
     for chunk in reader:
         dec = _sexagesimal(path, "DEJ2000", chunk.DEJ2000, hours=False)
-        keep = np.ones(len(chunk), bool) if dec_range is None else (
-            (dec >= dec_range[0]) & (dec <= dec_range[1]))
+        keep = (
+            np.ones(len(chunk), bool)
+            if dec_range is None
+            else ((dec >= dec_range[0]) & (dec <= dec_range[1]))
+        )
         if not keep.any():
             continue
         chunk = chunk[keep].apply(lambda col: col.str.strip())
@@ -211,14 +248,22 @@ def _sexagesimal(path, column, values, hours):
         return np.array([])
     blob = "\n".join(text).replace(":", " ")
     try:
-        num = pd.read_csv(io.StringIO(blob), sep=r"\s+", header=None, dtype=float,
-                          engine="c", skip_blank_lines=False).to_numpy()
+        num = pd.read_csv(
+            io.StringIO(blob),
+            sep=r"\s+",
+            header=None,
+            dtype=float,
+            engine="c",
+            skip_blank_lines=False,
+        ).to_numpy()
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         num = None
     if num is None or num.shape != (text.size, 3) or not np.isfinite(num).all():
-        raise CatalogError(f"{path}: column {column!r} is not sexagesimal (value "
-                           f"{_first_bad_sexagesimal(text)!r}, "
-                           f"expected {'h m s' if hours else 'd m s'})")
+        raise CatalogError(
+            f"{path}: column {column!r} is not sexagesimal (value "
+            f"{_first_bad_sexagesimal(text)!r}, "
+            f"expected {'h m s' if hours else 'd m s'})"
+        )
     deg = np.abs(num[:, 0]) + num[:, 1] / 60.0 + num[:, 2] / 3600.0
     sign = np.where(np.signbit(num[:, 0]), -1.0, 1.0)  # "-00 30 00" is -0.5 deg
     return sign * deg * (15.0 if hours else 1.0)
@@ -245,9 +290,15 @@ def _nvss_frame(path, rows, ra_deg, dec_deg, flux_scale):
         ids = ["NVSS J" + str(n).strip() for n in rows["NVSS"]]
     else:
         ids = [f"NVSS J{r:09.5f}{d:+09.5f}" for r, d in zip(ra_deg, dec_deg)]
-    out = pd.DataFrame({"source_id": ids, "ra_deg": np.asarray(ra_deg, float),
-                        "dec_deg": np.asarray(dec_deg, float), "flux_jy": flux * flux_scale,
-                        "spectral_index": DEFAULT_SPECTRAL_INDEX})
+    out = pd.DataFrame(
+        {
+            "source_id": ids,
+            "ra_deg": np.asarray(ra_deg, float),
+            "dec_deg": np.asarray(dec_deg, float),
+            "flux_jy": flux * flux_scale,
+            "spectral_index": DEFAULT_SPECTRAL_INDEX,
+        }
+    )
     sizes = {"MajAxis": "major_arcsec", "MinAxis": "minor_arcsec", "PA": "pa_deg"}
     for col, name in sizes.items():
         if col in rows:
@@ -270,15 +321,21 @@ def _read_parquet(path, dec_range):
         names = pq.read_schema(path).names
         _check_columns(path, names)
         if "dec_deg" not in names:
-            raise CatalogError(f"{path}: column 'dec_deg' missing (a sky catalog Parquet has "
-                               f"the project's columns {', '.join(REQUIRED_PROJECT)})")
-        filters = None if dec_range is None else [("dec_deg", ">=", dec_range[0]),
-                                                  ("dec_deg", "<=", dec_range[1])]
+            raise CatalogError(
+                f"{path}: column 'dec_deg' missing (a sky catalog Parquet has "
+                f"the project's columns {', '.join(REQUIRED_PROJECT)})"
+            )
+        filters = (
+            None
+            if dec_range is None
+            else [("dec_deg", ">=", dec_range[0]), ("dec_deg", "<=", dec_range[1])]
+        )
         cat = pq.read_table(path, filters=filters).to_pandas()
     except (pa.ArrowException, OSError) as err:
         raise CatalogError(f"{path}: not a readable Parquet file ({err})") from err
-    cat = _numeric(path, cat, [c for c in ("ra_deg", "dec_deg", "flux_jy", "spectral_index")
-                               if c in cat])
+    cat = _numeric(
+        path, cat, [c for c in ("ra_deg", "dec_deg", "flux_jy", "spectral_index") if c in cat]
+    )
     if "spectral_index" not in cat:
         cat["spectral_index"] = DEFAULT_SPECTRAL_INDEX
     _check_positions(path, cat)
@@ -312,18 +369,27 @@ def _read_fits(path, dec_range):
             dec = np.asarray(data["dec_deg"], float)
             keep = _strip_mask(dec, dec_range)
             cat = pd.DataFrame({n: _column(data[n], keep) for n in names})
-            cat = _numeric(path, cat, [c for c in ("ra_deg", "dec_deg", "flux_jy",
-                                                   "spectral_index") if c in cat])
+            cat = _numeric(
+                path,
+                cat,
+                [c for c in ("ra_deg", "dec_deg", "flux_jy", "spectral_index") if c in cat],
+            )
             if "spectral_index" not in cat:
                 cat["spectral_index"] = DEFAULT_SPECTRAL_INDEX
             _check_positions(path, cat)
             return cat
         dec = _fits_angle(path, "DEJ2000", data["DEJ2000"], units["DEJ2000"], hours=False)
         keep = _strip_mask(dec, dec_range)
-        ra = _fits_angle(path, "RAJ2000", _column(data["RAJ2000"], keep), units["RAJ2000"],
-                         hours=True)
-        rows = pd.DataFrame({n: _column(data[n], keep) for n in names
-                             if n in ("NVSS", "S1.4", "MajAxis", "MinAxis", "PA", "l_MajAxis")})
+        ra = _fits_angle(
+            path, "RAJ2000", _column(data["RAJ2000"], keep), units["RAJ2000"], hours=True
+        )
+        rows = pd.DataFrame(
+            {
+                n: _column(data[n], keep)
+                for n in names
+                if n in ("NVSS", "S1.4", "MajAxis", "MinAxis", "PA", "l_MajAxis")
+            }
+        )
         scale = _flux_scale(path, units.get("S1.4", "mJy"))
         return _nvss_frame(path, rows, ra, dec[keep], scale)
 
@@ -414,7 +480,9 @@ def flag_near_edge(cat, image, margin_arcsec=120.0):
     ny, nx = valid.shape
     x, y = wcs.world_to_pixel_values(cat.ra_deg.to_numpy(float), cat.dec_deg.to_numpy(float))
     x, y = np.asarray(x, float), np.asarray(y, float)
-    inside = np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
+    inside = (
+        np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
+    )
     padded = np.pad(valid, 1, constant_values=False)
     distance = distance_transform_edt(padded)[1:-1, 1:-1]
     near = np.ones(len(cat), bool)
@@ -444,8 +512,9 @@ def _footprint(image):
     return wcs, np.isfinite(np.asarray(data, float))
 
 
-def reference_flags(cat, beam_arcsec=40.0, confusion_radius_arcsec=80.0, image=None,
-                    edge_margin_arcsec=120.0):
+def reference_flags(
+    cat, beam_arcsec=40.0, confusion_radius_arcsec=80.0, image=None, edge_margin_arcsec=120.0
+):
     """The catalog with FLAG_COLUMNS and `reference_unfit` = resolved | confused |
     near_edge: sources never to be used as normalization references. `resolved` and
     `confused` are computed from these parameters; `near_edge` from `image` when given,
@@ -466,27 +535,53 @@ def reference_flags(cat, beam_arcsec=40.0, confusion_radius_arcsec=80.0, image=N
 
 
 def register_cli(sub):
-    p = sub.add_parser("catalog", help="convert a sky catalog (project CSV, NVSS from VizieR as "
-                       "TSV or FITS) to the project's Parquet, optionally a declination strip, "
-                       "with reference-fitness flags")
+    p = sub.add_parser(
+        "catalog",
+        help="convert a sky catalog (project CSV, NVSS from VizieR as "
+        "TSV or FITS) to the project's Parquet, optionally a declination strip, "
+        "with reference-fitness flags",
+    )
     p.add_argument("input", help="catalog file")
     p.add_argument("--out", required=True, help="Parquet to write (point sky_catalog at it)")
     p.add_argument("--dec", type=float, help="pointing declination (deg) of the strip")
-    p.add_argument("--halfwidth", type=float, default=5.0,
-                   help="strip half-width around --dec (deg, default 5)")
-    p.add_argument("--beam-arcsec", type=float, default=40.0,
-                   help="larger deconvolved sizes are resolved (default 40)")
-    p.add_argument("--confusion-arcsec", type=float, default=80.0,
-                   help="a neighbour closer than this confuses a source (default 80)")
+    p.add_argument(
+        "--halfwidth",
+        type=float,
+        default=5.0,
+        help="strip half-width around --dec (deg, default 5)",
+    )
+    p.add_argument(
+        "--beam-arcsec",
+        type=float,
+        default=40.0,
+        help="larger deconvolved sizes are resolved (default 40)",
+    )
+    p.add_argument(
+        "--confusion-arcsec",
+        type=float,
+        default=80.0,
+        help="a neighbour closer than this confuses a source (default 80)",
+    )
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
     strip = None if args.dec is None else dec_strip(args.dec, args.halfwidth)
-    cat = reference_flags(read_sky_catalog(args.input, strip), args.beam_arcsec,
-                          args.confusion_arcsec)
-    settings = {"input": str(args.input), "dec_range": strip, "beam_arcsec": args.beam_arcsec,
-                "confusion_arcsec": args.confusion_arcsec}
+    cat = reference_flags(
+        read_sky_catalog(args.input, strip), args.beam_arcsec, args.confusion_arcsec
+    )
+    settings = {
+        "input": str(args.input),
+        "dec_range": strip,
+        "beam_arcsec": args.beam_arcsec,
+        "confusion_arcsec": args.confusion_arcsec,
+    }
     write_sky_catalog(cat, args.out, settings)
-    log.info("%s: %d sources (%d resolved, %d confused) -> %s", args.input, len(cat),
-             int(cat.resolved.sum()), int(cat.confused.sum()), args.out)
+    log.info(
+        "%s: %d sources (%d resolved, %d confused) -> %s",
+        args.input,
+        len(cat),
+        int(cat.resolved.sum()),
+        int(cat.confused.sum()),
+        args.out,
+    )

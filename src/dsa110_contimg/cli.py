@@ -13,9 +13,20 @@ import sys
 from dsa110_contimg import __version__
 
 STAGE_MODULES = [
-    "simulation.visibilities", "ingest.manifest", "workflow.timeline", "ingest.convert",
-    "flagging", "calibration.calibrate", "imaging.image", "qa", "mosaic", "catalogs",
-    "photometry.forced", "photometry.normalize", "variability.ese", "workflow.runner",
+    "simulation.visibilities",
+    "ingest.manifest",
+    "workflow.timeline",
+    "ingest.convert",
+    "flagging",
+    "calibration.calibrate",
+    "imaging.image",
+    "qa",
+    "mosaic",
+    "catalogs",
+    "photometry.forced",
+    "photometry.normalize",
+    "variability.ese",
+    "workflow.runner",
 ]
 
 

@@ -12,12 +12,21 @@ from pathlib import Path
 import yaml
 
 # Keys naming inputs that must exist: (key path, "file" or "directory").
-REQUIRED_PATHS = (("archive_dir", "directory"), ("sky_catalog", "file"),
-                  ("calibrate.catalog", "file"))
+REQUIRED_PATHS = (
+    ("archive_dir", "directory"),
+    ("sky_catalog", "file"),
+    ("calibrate.catalog", "file"),
+)
 
-_TYPE_NAMES = {"string": "a string", "number": "a number", "integer": "an integer",
-               "boolean": "true or false", "array": "a list", "object": "a mapping",
-               "null": "null"}
+_TYPE_NAMES = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
+}
 
 
 class ConfigError(ValueError):
@@ -39,7 +48,12 @@ def _type_phrase(types):
 
 def _describe(error):
     """One line for one jsonschema error, naming the key."""
-    key, value, v, arg = _key(error.absolute_path), error.instance, error.validator, error.validator_value
+    key, value, v, arg = (
+        _key(error.absolute_path),
+        error.instance,
+        error.validator,
+        error.validator_value,
+    )
     if v == "type":
         return f"{key}: {value!r} is not {_type_phrase(arg)}"
     if v == "minimum":
@@ -129,7 +143,9 @@ def coerce_scalars(config, schema):
             types = [types] if isinstance(types, str) else types
             if isinstance(value, str) and {"integer", "number"} & set(types):
                 config[key] = _number(value)
-            elif isinstance(value, str) and "boolean" in types and value.lower() in ("true", "false"):
+            elif (
+                isinstance(value, str) and "boolean" in types and value.lower() in ("true", "false")
+            ):
                 config[key] = value.lower() == "true"
             else:
                 coerce_scalars(value, sub)
@@ -162,5 +178,7 @@ def check_config(config, schema_path, check_paths=True, base="."):
     """Raise ConfigError listing every problem of `config` (see config_problems)."""
     problems = config_problems(config, schema_path, check_paths, base)
     if problems:
-        raise ConfigError("invalid configuration (config/config.yaml with --configfile and "
-                          "--config overrides):\n" + "\n".join(f"  {p}" for p in problems))
+        raise ConfigError(
+            "invalid configuration (config/config.yaml with --configfile and "
+            "--config overrides):\n" + "\n".join(f"  {p}" for p in problems)
+        )

@@ -98,13 +98,13 @@ def _read_planes(ms, tidx, bidx, n_times, n_baselines, chunk=20000):
         if bad is None:
             bad = np.zeros((nrow,) + data.shape[1:], bool)
             cube = np.full((n_baselines, n_times, data.shape[1]), np.nan, np.complex64)
-        bad[start:start + n] = b
+        bad[start : start + n] = b
         good = ~b
         total = np.where(good, data, 0).sum(axis=2)
         count = good.sum(axis=2)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        cube[bidx[start:start + n], tidx[start:start + n]] = mean
+        cube[bidx[start : start + n], tidx[start : start + n]] = mean
     return bad, cube
 
 
@@ -164,8 +164,9 @@ def _aoflagger_masks(cube, baselines, strategy, workers):
         return np.concatenate([_flag_baselines(c) for c in chunks])
     _WORKER["cube"] = cube
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(strategy, None)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(strategy, None)
+    ) as pool:
         return np.concatenate(list(pool.map(_flag_baselines, chunks)))
 
 
@@ -222,13 +223,23 @@ def flag_ms(ms_path, settings=None):
         ms.putcol("FLAG_ROW", flags.all(axis=(1, 2)))
         freqs = tables.table(f"{ms_path}::SPECTRAL_WINDOW", ack=False).getcol("CHAN_FREQ")[0]
     stats = flag_statistics(flags, bad, rfi[bidx, tidx], dead_rows, ant1, ant2, tidx)
-    stats.update(dead_antennas=dead, freq_mhz=(freqs / 1e6).tolist(),
-                 antenna_median_amplitude=medians, seconds=time.perf_counter() - t0,
-                 strategy=strategy)
-    log.info("%s: flagged %.1f%% of cross-correlation samples (bad %.1f%%, RFI %.1f%%, "
-             "dead antennas %s) in %.1f s", ms_path, 100 * stats["flag_fraction"],
-             100 * stats["bad_fraction"], 100 * stats["rfi_fraction"], dead or "none",
-             stats["seconds"])
+    stats.update(
+        dead_antennas=dead,
+        freq_mhz=(freqs / 1e6).tolist(),
+        antenna_median_amplitude=medians,
+        seconds=time.perf_counter() - t0,
+        strategy=strategy,
+    )
+    log.info(
+        "%s: flagged %.1f%% of cross-correlation samples (bad %.1f%%, RFI %.1f%%, "
+        "dead antennas %s) in %.1f s",
+        ms_path,
+        100 * stats["flag_fraction"],
+        100 * stats["bad_fraction"],
+        100 * stats["rfi_fraction"],
+        dead or "none",
+        stats["seconds"],
+    )
     return stats
 
 
@@ -266,11 +277,15 @@ def flag_qa_record(stats, ms_path, group, settings):
     elif fraction > settings.warn_flag_fraction:
         warned.append("flag_fraction")
     status = FAIL if failed else WARN if warned else PASS
-    metrics = {k: stats[k] for k in ("flag_fraction", "bad_fraction", "rfi_fraction",
-                                     "dead_fraction")}
+    metrics = {
+        k: stats[k] for k in ("flag_fraction", "bad_fraction", "rfi_fraction", "dead_fraction")
+    }
     metrics["n_dead_antennas"] = len(stats["dead_antennas"])
-    reason = (f"flagged fraction {fraction:.3f} exceeds the limit {settings.max_flag_fraction}"
-              if failed else None)
+    reason = (
+        f"flagged fraction {fraction:.3f} exceeds the limit {settings.max_flag_fraction}"
+        if failed
+        else None
+    )
     return {
         "stage": "flag",
         "name": group,
@@ -280,8 +295,13 @@ def flag_qa_record(stats, ms_path, group, settings):
         "warned": warned,
         "reason": reason,
         "metrics": metrics,
-        "thresholds": {"flag_fraction": {"kind": "max", "warn": settings.warn_flag_fraction,
-                                         "fail": settings.max_flag_fraction}},
+        "thresholds": {
+            "flag_fraction": {
+                "kind": "max",
+                "warn": settings.warn_flag_fraction,
+                "fail": settings.max_flag_fraction,
+            }
+        },
         "settings": asdict(settings),
         "dead_antennas": stats["dead_antennas"],
         "per_antenna": stats["per_antenna"],
@@ -312,8 +332,10 @@ def plot_flags(record, png):
         ax.set_ylabel("flagged")
         ax.set_ylim(0, 1.02)
     dead = ", ".join(str(a + 1) for a in record["dead_antennas"]) or "none"
-    fig.suptitle(f"{record['name']}: {100 * record['metrics']['flag_fraction']:.1f}% flagged "
-                 f"({record['status']}); dead stations: {dead}")
+    fig.suptitle(
+        f"{record['name']}: {100 * record['metrics']['flag_fraction']:.1f}% flagged "
+        f"({record['status']}); dead stations: {dead}"
+    )
     fig.tight_layout()
     with atomic_output(png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

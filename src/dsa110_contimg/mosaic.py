@@ -44,7 +44,7 @@ def plan_mosaics(groups, groups_per_mosaic=3, stride=2, max_gap_factor=1.5, dec_
     plan = {}
     for first, last in zip(edges[:-1], edges[1:]):
         for start in range(first, last - groups_per_mosaic + 1, stride):
-            members = names[start:start + groups_per_mosaic]
+            members = names[start : start + groups_per_mosaic]
             plan[members[0]] = members
     return plan
 
@@ -62,12 +62,24 @@ def common_grid(wcs_shapes, projection="SIN"):
     from reproject.mosaicking import find_optimal_celestial_wcs
 
     resolution = min(float(np.min(proj_plane_pixel_scales(w))) for w, _ in wcs_shapes)
-    return find_optimal_celestial_wcs([(shape, w) for w, shape in wcs_shapes],
-                                      projection=projection, resolution=resolution * u.deg)
+    return find_optimal_celestial_wcs(
+        [(shape, w) for w, shape in wcs_shapes],
+        projection=projection,
+        resolution=resolution * u.deg,
+    )
 
 
-def make_mosaic(images, pbs, out_mosaic, out_weight, residuals=None, reports=None,
-                weight_cut=0.1, name=None, config=None):
+def make_mosaic(
+    images,
+    pbs,
+    out_mosaic,
+    out_weight,
+    residuals=None,
+    reports=None,
+    weight_cut=0.1,
+    name=None,
+    config=None,
+):
     """Combine images (flat noise) with their primary beams into a mosaic and its
     weight map; returns a dict with the images used and left out."""
     from astropy.io import fits
@@ -77,7 +89,9 @@ def make_mosaic(images, pbs, out_mosaic, out_weight, residuals=None, reports=Non
 
     images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
     if len(images) != len(pbs) or not images:
-        raise ValueError(f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)")
+        raise ValueError(
+            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
+        )
     residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
     reports = [Path(p) for p in reports] if reports else [None] * len(images)
     if not 0 <= weight_cut < 1:
@@ -96,7 +110,9 @@ def make_mosaic(images, pbs, out_mosaic, out_weight, residuals=None, reports=Non
         data, wcs, header = _read_plane(img)
         beam, _, _ = _read_plane(pb)
         if beam.shape != data.shape:
-            raise ValueError(f"{pb}: primary beam shape {beam.shape} differs from {img} {data.shape}")
+            raise ValueError(
+                f"{pb}: primary beam shape {beam.shape} differs from {img} {data.shape}"
+            )
         s = robust_rms(_read_plane(res)[0] if res is not None else data)
         if not (np.isfinite(s) and s > 0):
             raise ValueError(f"{img}: cannot weight an image whose rms is {s}")
@@ -123,26 +139,43 @@ def make_mosaic(images, pbs, out_mosaic, out_weight, residuals=None, reports=Non
         mosaic = np.where(keep, num / den, np.nan)
 
     header = wcs_out.to_header()
-    prov = provenance([str(p) for p in images + pbs], config or {"weight_cut": weight_cut},
-                      used=[str(u[0]) for u in used], excluded=excluded)
+    prov = provenance(
+        [str(p) for p in images + pbs],
+        config or {"weight_cut": weight_cut},
+        used=[str(u[0]) for u in used],
+        excluded=excluded,
+    )
     _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name)
     weight_header = header.copy()
     for key in ("BMAJ", "BMIN", "BPA"):
         weight_header.remove(key, ignore_missing=True)
     header["BUNIT"] = "Jy/beam"
     header["PBCOR"] = (True, "primary-beam corrected (linear mosaic)")
-    header["COMMENT"] = ("M = sum(P_i I_i / s_i^2) / sum(P_i^2 / s_i^2); noise 1/sqrt(W) with "
-                         "W in weight.fits; blank where W < WCUT x WMAX.")
+    header["COMMENT"] = (
+        "M = sum(P_i I_i / s_i^2) / sum(P_i^2 / s_i^2); noise 1/sqrt(W) with "
+        "W in weight.fits; blank where W < WCUT x WMAX."
+    )
     weight_header["BUNIT"] = "Jy-2"
     weight_header["COMMENT"] = "W = sum(P_i^2 / s_i^2); the mosaic's noise is 1/sqrt(W) (Jy/beam)."
     for path, data, hdr in ((out_mosaic, mosaic, header), (out_weight, den, weight_header)):
         with atomic_output(path) as tmp:
             fits.PrimaryHDU(data=data.astype(np.float32), header=hdr).writeto(tmp)
-    log.info("mosaic %s: %d images (%d left out), %dx%d pixels, %.1f%% above the weight cut "
-             "-> %s", name, len(used), len(excluded), shape_out[1], shape_out[0],
-             100.0 * keep.mean(), out_mosaic)
-    return {"used": [str(u[0]) for u in used], "excluded": excluded, "shape": shape_out,
-            "weight_max": wmax}
+    log.info(
+        "mosaic %s: %d images (%d left out), %dx%d pixels, %.1f%% above the weight cut -> %s",
+        name,
+        len(used),
+        len(excluded),
+        shape_out[1],
+        shape_out[0],
+        100.0 * keep.mean(),
+        out_mosaic,
+    )
+    return {
+        "used": [str(u[0]) for u in used],
+        "excluded": excluded,
+        "shape": shape_out,
+        "weight_max": wmax,
+    }
 
 
 def _fallback_grid(image):
@@ -183,8 +216,16 @@ def _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name)
 
 
 def _run(args):
-    make_mosaic(args.images, args.pbs, args.out, args.weight, residuals=args.residuals,
-                reports=args.qa, weight_cut=args.weight_cut, name=args.name)
+    make_mosaic(
+        args.images,
+        args.pbs,
+        args.out,
+        args.weight,
+        residuals=args.residuals,
+        reports=args.qa,
+        weight_cut=args.weight_cut,
+        name=args.name,
+    )
 
 
 def _run_plan(args):

@@ -75,8 +75,11 @@ def image_frequency(header):
 def catalog_flux(catalog, freq_hz):
     """Catalog flux densities (Jy) scaled from 1.4 GHz to `freq_hz` with each source's
     spectral index (-0.7 when the catalog has none)."""
-    alpha = (catalog["spectral_index"].to_numpy(float) if "spectral_index" in catalog
-             else np.full(len(catalog), SPECTRAL_INDEX_DEFAULT))
+    alpha = (
+        catalog["spectral_index"].to_numpy(float)
+        if "spectral_index" in catalog
+        else np.full(len(catalog), SPECTRAL_INDEX_DEFAULT)
+    )
     alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
     return catalog["flux_jy"].to_numpy(float) * (freq_hz / REFERENCE_FREQ_HZ) ** alpha
 
@@ -107,15 +110,15 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
         cx, cy = int(np.round(x0[i])), int(np.round(y0[i]))
         if not (search <= cx < nx - search and search <= cy < ny - search):
             continue
-        box = data[cy - search:cy + search + 1, cx - search:cx + search + 1]
+        box = data[cy - search : cy + search + 1, cx - search : cx + search + 1]
         if not np.isfinite(box).all():
             continue
         by, bx = np.unravel_index(np.argmax(box), box.shape)
         px, py = cx - search + bx, cy - search + by
         if not (half <= px < nx - half and half <= py < ny - half):
             continue
-        yy, xx = np.mgrid[py - half:py + half + 1, px - half:px + half + 1]
-        stamp = data[py - half:py + half + 1, px - half:px + half + 1]
+        yy, xx = np.mgrid[py - half : py + half + 1, px - half : px + half + 1]
+        stamp = data[py - half : py + half + 1, px - half : px + half + 1]
 
         def residual(p):
             dx, dy = xx - p[1], yy - p[2]
@@ -135,25 +138,30 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
 def _sep_arcsec(ra1, dec1, ra2, dec2):
     from dsa110_contimg.primary_beam import angular_separation
 
-    return np.degrees(angular_separation(np.radians(ra1), np.radians(dec1),
-                                         np.radians(ra2), np.radians(dec2))) * 3600.0
+    return (
+        np.degrees(
+            angular_separation(np.radians(ra1), np.radians(dec1), np.radians(ra2), np.radians(dec2))
+        )
+        * 3600.0
+    )
 
 
-def catalog_comparison(data, wcs, header, catalog, noise, gain=None, valid=None,
-                       detect_snr=5.0, bright_snr=30.0):
+def catalog_comparison(
+    data, wcs, header, catalog, noise, gain=None, valid=None, detect_snr=5.0, bright_snr=30.0
+):
     """Compare an image with a catalog (see module docstring).
 
     `noise` is the rms of `data` (scalar, or a map on its grid); `gain` the primary-beam
     map by which catalog fluxes are attenuated in `data` (None: already corrected);
     `valid` a boolean map of where to compare. Returns (per-source DataFrame, metrics)."""
     import pandas as pd
-
     from scipy.ndimage import map_coordinates
 
     freq = image_frequency(header)
     ny, nx = data.shape
-    x, y = wcs.world_to_pixel_values(catalog["ra_deg"].to_numpy(float),
-                                     catalog["dec_deg"].to_numpy(float))
+    x, y = wcs.world_to_pixel_values(
+        catalog["ra_deg"].to_numpy(float), catalog["dec_deg"].to_numpy(float)
+    )
     x, y = np.asarray(x, float), np.asarray(y, float)
     inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
 
@@ -164,8 +172,9 @@ def catalog_comparison(data, wcs, header, catalog, noise, gain=None, valid=None,
         if np.ndim(m) == 0:
             out[inside] = float(m)
             return out
-        out[inside] = map_coordinates(np.asarray(m, float), [y[inside], x[inside]], order=1,
-                                      mode="nearest")
+        out[inside] = map_coordinates(
+            np.asarray(m, float), [y[inside], x[inside]], order=1, mode="nearest"
+        )
         return out
 
     pb = sample(gain, 1.0)
@@ -180,29 +189,36 @@ def catalog_comparison(data, wcs, header, catalog, noise, gain=None, valid=None,
     ra_fit, dec_fit = np.full(x.size, np.nan), np.full(x.size, np.nan)
     if todo.size:
         peak[todo], ra_fit[todo], dec_fit[todo] = fit_point_sources(
-            data, wcs, header, catalog["ra_deg"].to_numpy(float)[todo],
-            catalog["dec_deg"].to_numpy(float)[todo])
+            data,
+            wcs,
+            header,
+            catalog["ra_deg"].to_numpy(float)[todo],
+            catalog["dec_deg"].to_numpy(float)[todo],
+        )
     beam_arcsec = 3600.0 * np.sqrt(float(header["BMAJ"]) * float(header["BMIN"]))
-    offset = _sep_arcsec(catalog["ra_deg"].to_numpy(float), catalog["dec_deg"].to_numpy(float),
-                         ra_fit, dec_fit)
+    offset = _sep_arcsec(
+        catalog["ra_deg"].to_numpy(float), catalog["dec_deg"].to_numpy(float), ra_fit, dec_fit
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = peak / pb / true_flux
         detected = (peak >= detect_snr * sig) & (offset <= beam_arcsec)
-    table = pd.DataFrame({
-        "source_id": catalog["source_id"].astype(str).to_numpy(),
-        "ra_deg": catalog["ra_deg"].to_numpy(float),
-        "dec_deg": catalog["dec_deg"].to_numpy(float),
-        "catalog_flux_jy": true_flux,
-        "pb": pb,
-        "predicted_snr": predicted_snr,
-        "fitted_peak_jy": peak,
-        "flux_ratio": ratio,
-        "offset_arcsec": offset,
-        "offset_beam": offset / beam_arcsec,
-        "detected": detected,
-    })
+    table = pd.DataFrame(
+        {
+            "source_id": catalog["source_id"].astype(str).to_numpy(),
+            "ra_deg": catalog["ra_deg"].to_numpy(float),
+            "dec_deg": catalog["dec_deg"].to_numpy(float),
+            "catalog_flux_jy": true_flux,
+            "pb": pb,
+            "predicted_snr": predicted_snr,
+            "fitted_peak_jy": peak,
+            "flux_ratio": ratio,
+            "offset_arcsec": offset,
+            "offset_beam": offset / beam_arcsec,
+            "detected": detected,
+        }
+    )
     expected = predicted_snr >= 2 * detect_snr
-    bright = (predicted_snr >= bright_snr)
+    bright = predicted_snr >= bright_snr
     bright_ratio = np.where(bright & np.isfinite(ratio), ratio, np.nan)
     bright_offset = np.where(bright & detected, offset / beam_arcsec, np.nan)
     metrics = {
@@ -212,10 +228,12 @@ def catalog_comparison(data, wcs, header, catalog, noise, gain=None, valid=None,
         "detected_fraction": (float(detected[expected].mean()) if expected.any() else None),
         "n_bright": int(bright.sum()),
         "flux_ratio": _nanmedian(bright_ratio) if bright.any() else None,
-        "position_offset_arcsec": (_nanmedian(bright_offset) * beam_arcsec
-                                   if np.isfinite(bright_offset).any() else None),
-        "position_offset_beam": (_nanmedian(bright_offset)
-                                 if np.isfinite(bright_offset).any() else None),
+        "position_offset_arcsec": (
+            _nanmedian(bright_offset) * beam_arcsec if np.isfinite(bright_offset).any() else None
+        ),
+        "position_offset_beam": (
+            _nanmedian(bright_offset) if np.isfinite(bright_offset).any() else None
+        ),
     }
     if bright.any():
         # a bright source that could not be fitted at all counts as lost flux
@@ -276,8 +294,11 @@ def _beam_metrics(header, path):
     missing = [k for k in ("BMAJ", "BMIN", "BPA") if k not in header]
     if missing:
         raise ValueError(f"{path}: no {missing} beam keywords in the header")
-    return {"bmaj_arcsec": float(header["BMAJ"]) * 3600, "bmin_arcsec": float(header["BMIN"]) * 3600,
-            "bpa_deg": float(header["BPA"])}
+    return {
+        "bmaj_arcsec": float(header["BMAJ"]) * 3600,
+        "bmin_arcsec": float(header["BMIN"]) * 3600,
+        "bpa_deg": float(header["BPA"]),
+    }
 
 
 def _load_catalog(catalog):
@@ -293,15 +314,15 @@ def _load_catalog(catalog):
     return cat
 
 
-def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=None,
-             thresholds=None):
+def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=None, thresholds=None):
     """QA report (dict) and catalog table of one flat-noise image with its primary beam."""
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     data, wcs, header = _read(image_path)
     pb, _, _ = _read(pb_path)
     if pb.shape != data.shape:
-        raise ValueError(f"{pb_path}: primary beam shape {pb.shape} differs from image "
-                         f"{image_path} {data.shape}")
+        raise ValueError(
+            f"{pb_path}: primary beam shape {pb.shape} differs from image {image_path} {data.shape}"
+        )
     metrics = {"rms_jy": robust_rms(data)}
     if residual_path is not None:
         resid, _, _ = _read(residual_path)
@@ -316,13 +337,28 @@ def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=Non
     cat = _load_catalog(catalog)
     if cat is not None:
         table, cmetrics = catalog_comparison(
-            data, wcs, header, cat, metrics["rms_jy"], gain=pb, valid=pb >= settings["pb_min"],
-            detect_snr=settings["detect_snr"], bright_snr=settings["bright_snr"])
+            data,
+            wcs,
+            header,
+            cat,
+            metrics["rms_jy"],
+            gain=pb,
+            valid=pb >= settings["pb_min"],
+            detect_snr=settings["detect_snr"],
+            bright_snr=settings["bright_snr"],
+        )
         metrics.update(cmetrics)
     metrics["calibration_status"] = str(header.get("CALSTAT", "unknown"))
-    report = _report("image", image_path, metrics, thresholds, settings,
-                     [image_path, pb_path] + ([residual_path] if residual_path else [])
-                     + ([catalog] if isinstance(catalog, (str, Path)) else []))
+    report = _report(
+        "image",
+        image_path,
+        metrics,
+        thresholds,
+        settings,
+        [image_path, pb_path]
+        + ([residual_path] if residual_path else [])
+        + ([catalog] if isinstance(catalog, (str, Path)) else []),
+    )
     if metrics["calibration_status"] == "uncalibrated":
         report["grades"]["calibration_status"] = FAIL
         report["failed"] = sorted(report["failed"] + ["calibration_status"])
@@ -336,23 +372,28 @@ def qa_mosaic(mosaic_path, weight_path, catalog=None, settings=None, thresholds=
     data, wcs, header = _read(mosaic_path)
     weight, _, _ = _read(weight_path)
     if weight.shape != data.shape:
-        raise ValueError(f"{weight_path}: weight shape {weight.shape} differs from mosaic "
-                         f"{mosaic_path} {data.shape}")
+        raise ValueError(
+            f"{weight_path}: weight shape {weight.shape} differs from mosaic "
+            f"{mosaic_path} {data.shape}"
+        )
     good = np.isfinite(data)
     if not good.any():
         metrics = {"rms_jy": None, "peak_jy": None, "dynamic_range": None, "n_images": 0}
-        report = _report("mosaic", mosaic_path, metrics, thresholds, settings,
-                         [mosaic_path, weight_path])
+        report = _report(
+            "mosaic", mosaic_path, metrics, thresholds, settings, [mosaic_path, weight_path]
+        )
         report["status"], report["failed"] = FAIL, ["n_images"]
         return report, None, (data, wcs, header)
     wmax = float(np.nanmax(weight))
     core = good & (weight >= 0.5 * wmax)
     with np.errstate(divide="ignore", invalid="ignore"):
         noise_map = np.where(weight > 0, 1.0 / np.sqrt(weight), np.nan)
-    metrics = {"rms_jy": robust_rms(data[core]),
-               "noise_model_ratio": robust_rms((data * np.sqrt(np.where(good, weight, 0)))[good]),
-               "peak_jy": float(np.nanmax(data)),
-               "n_images": int(header.get("NIMAGES", 0))}
+    metrics = {
+        "rms_jy": robust_rms(data[core]),
+        "noise_model_ratio": robust_rms((data * np.sqrt(np.where(good, weight, 0)))[good]),
+        "peak_jy": float(np.nanmax(data)),
+        "n_images": int(header.get("NIMAGES", 0)),
+    }
     metrics["dynamic_range"] = metrics["peak_jy"] / metrics["rms_jy"]
     metrics.update(_beam_metrics(header, mosaic_path))
     table = None
@@ -360,18 +401,33 @@ def qa_mosaic(mosaic_path, weight_path, catalog=None, settings=None, thresholds=
     if cat is not None:
         scale = metrics["noise_model_ratio"] if np.isfinite(metrics["noise_model_ratio"]) else 1.0
         table, cmetrics = catalog_comparison(
-            data, wcs, header, cat, noise_map * scale, gain=None, valid=good,
-            detect_snr=settings["detect_snr"], bright_snr=settings["bright_snr"])
+            data,
+            wcs,
+            header,
+            cat,
+            noise_map * scale,
+            gain=None,
+            valid=good,
+            detect_snr=settings["detect_snr"],
+            bright_snr=settings["bright_snr"],
+        )
         metrics.update(cmetrics)
-    report = _report("mosaic", mosaic_path, metrics, thresholds, settings,
-                     [mosaic_path, weight_path]
-                     + ([catalog] if isinstance(catalog, (str, Path)) else []))
+    report = _report(
+        "mosaic",
+        mosaic_path,
+        metrics,
+        thresholds,
+        settings,
+        [mosaic_path, weight_path] + ([catalog] if isinstance(catalog, (str, Path)) else []),
+    )
     return report, table, (data, wcs, header)
 
 
 def _report(stage, product, metrics, thresholds, settings, inputs):
     status, grades, failed, warned = grade(metrics, thresholds)
-    limits = {k: {"kind": v[0], "warn": v[1], "fail": v[2]} for k, v in _thresholds(thresholds).items()}
+    limits = {
+        k: {"kind": v[0], "warn": v[1], "fail": v[2]} for k, v in _thresholds(thresholds).items()
+    }
     product = Path(product)
     name = product.parent.name
     return {
@@ -411,19 +467,40 @@ def thumbnail(data, wcs, path, title, table=None, max_pixels=800):
     trimmed = data[: ny - ny % step, : nx - nx % step]
     small = np.nanmean(trimmed.reshape(ny // step, step, nx // step, step), axis=(1, 3))
     finite = small[np.isfinite(small)]
-    lo, hi = (np.percentile(finite, [1, 99.8]) if finite.size else (0, 1))
+    lo, hi = np.percentile(finite, [1, 99.8]) if finite.size else (0, 1)
     fig = plt.figure(figsize=(7, 7 * ny / nx + 0.4))
     ax = fig.add_subplot(111)
-    ax.imshow(small, origin="lower", cmap="gray_r", vmin=lo, vmax=max(hi, lo + 1e-12),
-              extent=(-0.5, nx - 0.5, -0.5, ny - 0.5), interpolation="nearest")
+    ax.imshow(
+        small,
+        origin="lower",
+        cmap="gray_r",
+        vmin=lo,
+        vmax=max(hi, lo + 1e-12),
+        extent=(-0.5, nx - 0.5, -0.5, ny - 0.5),
+        interpolation="nearest",
+    )
     if table is not None and len(table):
         x, y = wcs.world_to_pixel_values(table["ra_deg"].to_numpy(), table["dec_deg"].to_numpy())
         det = table["detected"].to_numpy(bool)
         missed = (table["predicted_snr"].to_numpy() > 0) & ~det
-        ax.scatter(np.asarray(x)[det], np.asarray(y)[det], s=80, facecolors="none",
-                   edgecolors="tab:green", linewidths=1.2, label="catalog, detected")
-        ax.scatter(np.asarray(x)[missed], np.asarray(y)[missed], s=60, marker="x",
-                   color="tab:red", linewidths=1.2, label="catalog, not detected")
+        ax.scatter(
+            np.asarray(x)[det],
+            np.asarray(y)[det],
+            s=80,
+            facecolors="none",
+            edgecolors="tab:green",
+            linewidths=1.2,
+            label="catalog, detected",
+        )
+        ax.scatter(
+            np.asarray(x)[missed],
+            np.asarray(y)[missed],
+            s=60,
+            marker="x",
+            color="tab:red",
+            linewidths=1.2,
+            label="catalog, not detected",
+        )
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
@@ -439,10 +516,15 @@ def write_report(report, table, image, json_path, png_path):
     """Write the JSON report and the PNG thumbnail; logs a failed product by name."""
     data, wcs, _ = image
     metrics = report["metrics"]
-    title = (f"{report['stage']} {report['name']}: {report['status'].upper()}"
-             + (f" ({', '.join(report['failed'])})" if report["failed"] else "")
-             + (f"\nrms {metrics['rms_jy'] * 1e3:.2f} mJy, DR {metrics['dynamic_range']:.0f}"
-                if metrics.get("rms_jy") else ""))
+    title = (
+        f"{report['stage']} {report['name']}: {report['status'].upper()}"
+        + (f" ({', '.join(report['failed'])})" if report["failed"] else "")
+        + (
+            f"\nrms {metrics['rms_jy'] * 1e3:.2f} mJy, DR {metrics['dynamic_range']:.0f}"
+            if metrics.get("rms_jy")
+            else ""
+        )
+    )
     thumbnail(data, wcs, png_path, title, table)
     report = dict(report, png=str(png_path))
     if table is not None:
@@ -450,8 +532,14 @@ def write_report(report, table, image, json_path, png_path):
         report["sources"] = json.loads(checked.to_json(orient="records"))
     write_text(json.dumps(report, indent=2, default=str), json_path)
     level = logging.WARNING if report["status"] != PASS else logging.INFO
-    log.log(level, "QA %s %s: %s%s", report["stage"], report["name"], report["status"],
-            f" (failed: {', '.join(report['failed'])})" if report["failed"] else "")
+    log.log(
+        level,
+        "QA %s %s: %s%s",
+        report["stage"],
+        report["name"],
+        report["status"],
+        f" (failed: {', '.join(report['failed'])})" if report["failed"] else "",
+    )
     return report
 
 
@@ -519,9 +607,15 @@ def summarize(report_paths, out_path):
     rows = []
     for path in report_paths:
         report, stage, name, status, failed, warned = _summary_fields(path)
-        row = {"stage": stage, "name": name, "status": status, "failed": ",".join(failed),
-               "warned": ",".join(warned), "product": report.get("product"),
-               "report": str(path)}
+        row = {
+            "stage": stage,
+            "name": name,
+            "status": status,
+            "failed": ",".join(failed),
+            "warned": ",".join(warned),
+            "product": report.get("product"),
+            "report": str(path),
+        }
         for key, value in (report.get("metrics") or {}).items():
             row[key] = value if value is None or isinstance(value, (int, float)) else str(value)
         rows.append(row)
@@ -545,15 +639,15 @@ def _settings_args(args):
 
 def _run_image(args):
     settings, thresholds = _settings_args(args)
-    report, table, image = qa_image(args.image, args.pb, args.residual, args.catalog,
-                                    settings, thresholds)
+    report, table, image = qa_image(
+        args.image, args.pb, args.residual, args.catalog, settings, thresholds
+    )
     write_report(report, table, image, args.json, args.png)
 
 
 def _run_mosaic(args):
     settings, thresholds = _settings_args(args)
-    report, table, image = qa_mosaic(args.mosaic, args.weight, args.catalog, settings,
-                                     thresholds)
+    report, table, image = qa_mosaic(args.mosaic, args.weight, args.catalog, settings, thresholds)
     write_report(report, table, image, args.json, args.png)
 
 
@@ -562,14 +656,18 @@ def _run_summary(args):
 
 
 def register_cli(sub):
-    common = [("--catalog", dict(help="catalog CSV (source_id, ra_deg, dec_deg, flux_jy "
-                                      "[, spectral_index])")),
-              ("--json", dict(required=True, help="QA report to write")),
-              ("--png", dict(required=True, help="thumbnail to write")),
-              ("--thresholds-json", dict(help="{metric: [warn, fail]} overriding the defaults")),
-              ("--pb-min", dict(type=float, dest="pb_min")),
-              ("--detect-snr", dict(type=float, dest="detect_snr")),
-              ("--bright-snr", dict(type=float, dest="bright_snr"))]
+    common = [
+        (
+            "--catalog",
+            dict(help="catalog CSV (source_id, ra_deg, dec_deg, flux_jy [, spectral_index])"),
+        ),
+        ("--json", dict(required=True, help="QA report to write")),
+        ("--png", dict(required=True, help="thumbnail to write")),
+        ("--thresholds-json", dict(help="{metric: [warn, fail]} overriding the defaults")),
+        ("--pb-min", dict(type=float, dest="pb_min")),
+        ("--detect-snr", dict(type=float, dest="detect_snr")),
+        ("--bright-snr", dict(type=float, dest="bright_snr")),
+    ]
     p = sub.add_parser("qa-image", help="QA of one image: noise, beam, catalog comparison")
     p.add_argument("image")
     p.add_argument("--pb", required=True)

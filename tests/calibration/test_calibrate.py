@@ -10,19 +10,30 @@ import pandas as pd
 import pytest
 from casacore import tables
 
-from dsa110_contimg.primary_beam import airy_power
-from dsa110_contimg.calibration.calibrate import (MS_KEYWORD, apply_calibration, calibration_status,
-                                                  read_caltable, select_calibrations,
-                                                  solve_calibrator_group, write_point_model,
-                                                  write_selection)
+from dsa110_contimg.calibration.calibrate import (
+    MS_KEYWORD,
+    apply_calibration,
+    calibration_status,
+    read_caltable,
+    select_calibrations,
+    solve_calibrator_group,
+    write_point_model,
+    write_selection,
+)
 from dsa110_contimg.calibrators import calibrator_transits, read_calibrator_catalog
 from dsa110_contimg.casaenv import casatasks
 from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulation.visibilities import (SimulationSettings, calibrator_placement, load_truth,
-                                     simulate_archive)
+from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.simulation.visibilities import (
+    SimulationSettings,
+    calibrator_placement,
+    load_truth,
+    simulate_archive,
+)
 
 from pipeline import REPO
+
 CATALOG = REPO / "config" / "calibrators.csv"
 pytestmark = pytest.mark.casa
 
@@ -38,9 +49,15 @@ def cal_archive(tmp_path_factory, catalog):
     transiting mid-group at the pointing dec 33 deg and no other sources: the solve is
     limited by thermal noise only."""
     out = tmp_path_factory.mktemp("calarchive")
-    settings = SimulationSettings(n_antennas=20, n_channels=4, n_integrations=24, n_groups=1,
-                                  n_sources=0, seed=3,
-                                  calibrators=[calibrator_placement(catalog, "3C48", 0)])
+    settings = SimulationSettings(
+        n_antennas=20,
+        n_channels=4,
+        n_integrations=24,
+        n_groups=1,
+        n_sources=0,
+        seed=3,
+        calibrators=[calibrator_placement(catalog, "3C48", 0)],
+    )
     simulate_archive(out, settings)
     return out
 
@@ -52,8 +69,15 @@ def solved(cal_archive, catalog, tmp_path_factory):
     g = groups.iloc[0]
     ms = convert_group(list(g.files), tmp / "cal.ms", g.group)
     cal = catalog.set_index("name").loc["3C48"]
-    qa = solve_calibrator_group(ms, {"name": "3C48", **cal.to_dict()}, g.dec_deg, tmp / "cal",
-                                tmp / "qa.json", tmp / "qa.png", group=g.group)
+    qa = solve_calibrator_group(
+        ms,
+        {"name": "3C48", **cal.to_dict()},
+        g.dec_deg,
+        tmp / "cal",
+        tmp / "qa.json",
+        tmp / "qa.png",
+        group=g.group,
+    )
     return {"groups": groups, "ms": ms, "qa": qa, "dir": tmp}
 
 
@@ -67,7 +91,9 @@ def test_catalog_has_real_calibrators(catalog):
 def test_bad_catalog_is_named(tmp_path):
     bad = tmp_path / "cals.csv"
     bad.write_text("name,ra_deg,dec_deg,flux_jy\n3C48,24.4,33.2,16\n")
-    with pytest.raises(ValueError, match=r"cals.csv: calibrator catalog lacks columns \['spectral_index'\]"):
+    with pytest.raises(
+        ValueError, match=r"cals.csv: calibrator catalog lacks columns \['spectral_index'\]"
+    ):
         read_calibrator_catalog(bad)
     bad.write_text("name,ra_deg,dec_deg,flux_jy,spectral_index\n3C48,24.4,abc,16,-0.8\n")
     with pytest.raises(ValueError, match=r"cals.csv: non-numeric or empty values for \['3C48'\]"):
@@ -79,7 +105,8 @@ def test_manifest_marks_the_calibrator_transit(solved, catalog):
     assert bool(g.has_calibrator) and g.calibrator == "3C48"
     assert g.calibrator_offset_deg == pytest.approx(0.295, abs=0.02)  # apparent dec of date
     assert g.calibrator_pb_response == pytest.approx(
-        float(airy_power(np.radians(g.calibrator_offset_deg), 1.4e9)), rel=1e-9)
+        float(airy_power(np.radians(g.calibrator_offset_deg), 1.4e9)), rel=1e-9
+    )
     assert g.start_mjd < g.calibrator_transit_mjd < g.end_mjd
     assert abs(g.calibrator_transit_mjd - g.mid_mjd) * 86400 < 5.0
     far = solved["groups"].assign(dec_deg=40.0)
@@ -101,8 +128,9 @@ def test_bandpass_matches_truth_gains(solved, cal_archive):
     rows = {a: i for i, a in enumerate(bp["antenna"])}
     solved_g = np.array([bp["gain"][rows[a]] * g_by_ant[a][None, :] for a in ants])
     t_mid = np.mean(gain["time"]) / 86400.0 + 2400000.5
-    true_g = truth["bandpass"] * np.exp(1j * truth["drift_rad_per_s"][:, None, :]
-                                        * (t_mid - truth["t_ref_jd"]) * 86400.0)
+    true_g = truth["bandpass"] * np.exp(
+        1j * truth["drift_rad_per_s"][:, None, :] * (t_mid - truth["t_ref_jd"]) * 86400.0
+    )
     assert solved_g.shape == true_g.shape == (20, 64, 2)
     ratio = (solved_g / solved_g[:1]) / (true_g / true_g[:1])
     amp_err = np.abs(np.abs(ratio) - 1)
@@ -123,8 +151,9 @@ def test_calibrated_calibrator_matches_model_chi_square(solved, cal_archive, cat
     shutil.copytree(solved["ms"], ms)
     cal = catalog.set_index("name").loc["3C48"]
     write_point_model(ms, cal.ra_deg, cal.dec_deg, cal.flux_jy, cal.spectral_index, 33.0, tmp_path)
-    casatasks().applycal(vis=str(ms), gaintable=list(solved["qa"]["tables"].values()),
-                         calwt=False, flagbackup=False)
+    casatasks().applycal(
+        vis=str(ms), gaintable=list(solved["qa"]["tables"].values()), calwt=False, flagbackup=False
+    )
     with tables.table(str(ms), ack=False) as t:
         a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
         corrected, model = t.getcol("CORRECTED_DATA"), t.getcol("MODEL_DATA")
@@ -138,7 +167,7 @@ def test_calibrated_calibrator_matches_model_chi_square(solved, cal_archive, cat
     n_ant, n_chan, n_pol = 20, 64, 2
     n_par = n_pol * (n_chan + 1) * (2 * n_ant - 1)
     dof = n_data - n_par
-    chi2_red = float(np.sum(r.real ** 2 + r.imag ** 2) / dof)
+    chi2_red = float(np.sum(r.real**2 + r.imag**2) / dof)
     assert abs(chi2_red - 1.0) < 5 * np.sqrt(2.0 / dof), chi2_red
     assert solved["qa"]["amplitude_ratio"] == pytest.approx(1.0, abs=0.005)
 
@@ -157,23 +186,30 @@ def test_qa_record_and_plot(solved):
 
 def _groups(mids_hours, cal_flags):
     mjd0 = 61041.0
-    return pd.DataFrame({"group": [f"2026-01-01T{int(h):02d}{int(h * 60) % 60:02d}00" for h in mids_hours],
-                         "mid_mjd": [mjd0 + h / 24 for h in mids_hours],
-                         "has_calibrator": cal_flags})
+    return pd.DataFrame(
+        {
+            "group": [f"2026-01-01T{int(h):02d}{int(h * 60) % 60:02d}00" for h in mids_hours],
+            "mid_mjd": [mjd0 + h / 24 for h in mids_hours],
+            "has_calibrator": cal_flags,
+        }
+    )
 
 
 def test_selection_uses_nearer_calibrator_and_reports_missing():
     groups = _groups([1.0, 3.0, 4.0, 6.5, 12.0, 20.0], [True, False, False, True, False, False])
     names = list(groups.group)
     qa = {names[0]: {"passed": True}, names[3]: {"passed": True}}
-    sel = select_calibrations(groups, qa, validity_hours=3.0, fallback="uncalibrated").set_index("group")
-    assert sel.loc[names[1], "calgroup"] == names[0]          # 2.0 h vs 3.5 h
+    sel = select_calibrations(groups, qa, validity_hours=3.0, fallback="uncalibrated").set_index(
+        "group"
+    )
+    assert sel.loc[names[1], "calgroup"] == names[0]  # 2.0 h vs 3.5 h
     assert sel.loc[names[1], "separation_hours"] == pytest.approx(2.0)
-    assert sel.loc[names[2], "calgroup"] == names[3]          # 3.0 h vs 2.5 h
+    assert sel.loc[names[2], "calgroup"] == names[3]  # 3.0 h vs 2.5 h
     assert sel.loc[names[0], "calgroup"] == names[0]
     assert sel.loc[names[4], "status"] == "uncalibrated"
-    assert sel.loc[names[4], "reason"] == (f"no calibrator group passed QA within 3 h; "
-                                           f"nearest usable: {names[3]} at 5.50 h")
+    assert sel.loc[names[4], "reason"] == (
+        f"no calibrator group passed QA within 3 h; nearest usable: {names[3]} at 5.50 h"
+    )
     skip = select_calibrations(groups, qa, validity_hours=3.0, fallback="skip").set_index("group")
     assert list(skip.status[skip.calgroup == ""]) == ["skip", "skip"]
 
@@ -181,13 +217,16 @@ def test_selection_uses_nearer_calibrator_and_reports_missing():
 def test_failed_calibrator_group_is_not_used():
     groups = _groups([1.0, 2.0, 6.0], [True, False, True])
     names = list(groups.group)
-    qa = {names[0]: {"passed": False, "reasons": ["bandpass: median solution SNR 1.2 < 10"]},
-          names[2]: {"passed": True}}
+    qa = {
+        names[0]: {"passed": False, "reasons": ["bandpass: median solution SNR 1.2 < 10"]},
+        names[2]: {"passed": True},
+    }
     sel = select_calibrations(groups, qa, validity_hours=3.0).set_index("group")
     assert sel.loc[names[1], "status"] == "uncalibrated"
     assert sel.loc[names[1], "reason"] == (
         f"no calibrator group passed QA within 3 h; nearest usable: {names[2]} at 4.00 h; "
-        f"{names[0]} at 1.00 h failed QA (bandpass: median solution SNR 1.2 < 10)")
+        f"{names[0]} at 1.00 h failed QA (bandpass: median solution SNR 1.2 < 10)"
+    )
     sel = select_calibrations(groups, qa, validity_hours=5.0).set_index("group")
     assert sel.loc[names[1], "calgroup"] == names[2]
     with pytest.raises(ValueError, match="calibrate fallback 'guess'"):
@@ -198,14 +237,28 @@ def test_write_selection_and_uncalibrated_fallback(solved, tmp_path):
     groups_path = tmp_path / "groups.parquet"
     solved["groups"].to_parquet(groups_path)
     qa_path = tmp_path / "qa.json"
-    qa_path.write_text(json.dumps({"calgroup": solved["groups"].group[0], "passed": False,
-                                   "reasons": ["bandpass: 100% of solutions flagged (limit 20%)"]}))
-    sel = write_selection(groups_path, [qa_path], tmp_path / "sel.parquet",
-                          tmp_path / "no_calibrator.txt", validity_hours=1.0)
+    qa_path.write_text(
+        json.dumps(
+            {
+                "calgroup": solved["groups"].group[0],
+                "passed": False,
+                "reasons": ["bandpass: 100% of solutions flagged (limit 20%)"],
+            }
+        )
+    )
+    sel = write_selection(
+        groups_path,
+        [qa_path],
+        tmp_path / "sel.parquet",
+        tmp_path / "no_calibrator.txt",
+        validity_hours=1.0,
+    )
     assert list(sel.status) == ["uncalibrated"]
     report = (tmp_path / "no_calibrator.txt").read_text().splitlines()
-    assert report[-1].startswith(f"{sel.group[0]}\tuncalibrated\tno calibrator group passed QA "
-                                 f"within 1 h; {sel.group[0]} at 0.00 h failed QA (bandpass: 100%")
+    assert report[-1].startswith(
+        f"{sel.group[0]}\tuncalibrated\tno calibrator group passed QA "
+        f"within 1 h; {sel.group[0]} at 0.00 h failed QA (bandpass: 100%"
+    )
     out = tmp_path / "ms_cal.ms"
     record = apply_calibration(solved["ms"], out, tmp_path / "apply.json", sel.iloc[0].to_dict())
     assert record["status"] == "uncalibrated" and record["warnings"][0].startswith("UNCALIBRATED")
@@ -222,8 +275,15 @@ def _field_flux(ms, source, cal, pointing_dec):
     calibrator's model: 1.0 means the source has its true flux."""
     from dsa110_contimg.calibration.calibrate import add_field_sources
 
-    write_point_model(ms, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"], cal["spectral_index"],
-                      pointing_dec, Path(ms).parent)
+    write_point_model(
+        ms,
+        cal["ra_deg"],
+        cal["dec_deg"],
+        cal["flux_jy"],
+        cal["spectral_index"],
+        pointing_dec,
+        Path(ms).parent,
+    )
     with tables.table(str(ms), readonly=False, ack=False) as t:
         residual = t.getcol("CORRECTED_DATA") - t.getcol("MODEL_DATA")
         cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
@@ -243,11 +303,23 @@ def test_sky_model_keeps_field_sources_out_of_the_gains(catalog, tmp_path):
     from dsa110_contimg.calibration.calibrate import SolveSettings
 
     cal = {"name": "3C48", **catalog.set_index("name").loc["3C48"].to_dict()}
-    field = {"source_id": "FIELD", "ra_deg": cal["ra_deg"] + 1.0, "dec_deg": cal["dec_deg"] - 0.3,
-             "flux_jy": 3.0, "spectral_index": -0.7}
-    settings = SimulationSettings(n_antennas=10, n_channels=4, n_integrations=24, n_groups=1,
-                                  n_sources=0, seed=11, extra_sources=[field],
-                                  calibrators=[calibrator_placement(catalog, "3C48", 0)])
+    field = {
+        "source_id": "FIELD",
+        "ra_deg": cal["ra_deg"] + 1.0,
+        "dec_deg": cal["dec_deg"] - 0.3,
+        "flux_jy": 3.0,
+        "spectral_index": -0.7,
+    }
+    settings = SimulationSettings(
+        n_antennas=10,
+        n_channels=4,
+        n_integrations=24,
+        n_groups=1,
+        n_sources=0,
+        seed=11,
+        extra_sources=[field],
+        calibrators=[calibrator_placement(catalog, "3C48", 0)],
+    )
     simulate_archive(tmp_path / "archive", settings)
     groups, _ = build_manifest(find_archive_files(tmp_path / "archive"), calibrators=catalog)
     g = groups.iloc[0]
@@ -256,17 +328,30 @@ def test_sky_model_keeps_field_sources_out_of_the_gains(catalog, tmp_path):
     ratios = {}
     for label, sky in (("without", None), ("with", str(tmp_path / "sky.csv"))):
         work = tmp_path / label
-        qa = solve_calibrator_group(ms, cal, g.dec_deg, work / "cal", work / "qa.json",
-                                    work / "qa.png", replace(SolveSettings(), sky_model=sky),
-                                    group=g.group)
+        qa = solve_calibrator_group(
+            ms,
+            cal,
+            g.dec_deg,
+            work / "cal",
+            work / "qa.json",
+            work / "qa.png",
+            replace(SolveSettings(), sky_model=sky),
+            group=g.group,
+        )
         assert qa["passed"], qa["reasons"]
         target = work / "target.ms"
         shutil.copytree(ms, target)
-        casatasks().applycal(vis=str(target), gaintable=[str(work / "cal" / "bandpass.b"),
-                                                         str(work / "cal" / "gain.g")],
-                             interp=["nearest", "nearest"], calwt=False, flagbackup=False)
+        casatasks().applycal(
+            vis=str(target),
+            gaintable=[str(work / "cal" / "bandpass.b"), str(work / "cal" / "gain.g")],
+            interp=["nearest", "nearest"],
+            calwt=False,
+            flagbackup=False,
+        )
         ratios[label] = _field_flux(target, field, cal, g.dec_deg)
-    print(f"field source flux / truth: without sky model {ratios['without']:.3f}, "
-          f"with {ratios['with']:.3f}")
+    print(
+        f"field source flux / truth: without sky model {ratios['without']:.3f}, "
+        f"with {ratios['with']:.3f}"
+    )
     assert abs(ratios["with"] - 1) < 0.03
     assert abs(ratios["without"] - 1) > 0.05, "the effect the sky model removes is real"

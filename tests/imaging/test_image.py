@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.imaging.image import ImagingSettings, image_group, pointing_track
+from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.qa import catalog_comparison, qa_image, robust_rms
-from imaging_fixtures import (CENTRE_GROUP, DRIFT_TEST_IMAGER, TEST_IMSIZE, _expected_thermal,
-                              _truth)
+
+from imaging_fixtures import CENTRE_GROUP, DRIFT_TEST_IMAGER, TEST_IMSIZE, _expected_thermal, _truth
 
 pytestmark = pytest.mark.casa
+
 
 def _comparison(paths, catalog):
     data = fits.getdata(paths["image.fits"]).squeeze().astype(float)
@@ -33,8 +34,9 @@ def _comparison(paths, catalog):
     from dsa110_contimg.photometry.forced import _wcs
 
     rms = robust_rms(fits.getdata(paths["residual.fits"]))
-    table, metrics = catalog_comparison(data, _wcs(header).celestial, header, catalog, rms,
-                                        gain=pb, valid=pb >= 0.3)
+    table, metrics = catalog_comparison(
+        data, _wcs(header).celestial, header, catalog, rms, gain=pb, valid=pb >= 0.3
+    )
     return table, metrics, rms
 
 
@@ -66,7 +68,9 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
     assert img_hdr["PBCOR"] is False and img_hdr["BUNIT"] == "Jy/beam"
     assert img_hdr["MJD-OBS"] < img_hdr["MJD-AVG"]
     prov = json.loads(img_hdr["PROVJSON"])
-    assert prov["imager"] == "tclean" and prov["inputs"] == [str(calibrated_images["ms"][CENTRE_GROUP])]
+    assert prov["imager"] == "tclean" and prov["inputs"] == [
+        str(calibrated_images["ms"][CENTRE_GROUP])
+    ]
     assert fits.getdata(paths["pb.fits"]).shape == fits.getdata(paths["image.fits"]).shape
     assert pb_hdr["PBNTIME"] == 24
 
@@ -127,8 +131,9 @@ def test_missing_ms_is_a_clear_error(tmp_path):
 def test_qa_of_calibrated_image_passes(calibrated_images):
     _, catalog = _truth(calibrated_images["archive"])
     paths = calibrated_images["images"][CENTRE_GROUP]["paths"]
-    report, table, _ = qa_image(paths["image.fits"], paths["pb.fits"], paths["residual.fits"],
-                                catalog)
+    report, table, _ = qa_image(
+        paths["image.fits"], paths["pb.fits"], paths["residual.fits"], catalog
+    )
     assert report["status"] != "fail", report
     assert report["failed"] == []
     m = report["metrics"]
@@ -149,7 +154,9 @@ def test_drift_subtraction_reaches_thermal_noise_in_every_group(drift_images):
     above the noise; with the drifting sources fitted, subtracted and restored every
     group's rms is <= 1.5x the simulator's thermal noise and bright fluxes within 3%."""
     meta, catalog, strong = _strong_truth(drift_images["archive"])
-    print("\ngroup                rms/thermal old  new   bright flux ratio (pb-corrected) old -> new")
+    print(
+        "\ngroup                rms/thermal old  new   bright flux ratio (pb-corrected) old -> new"
+    )
     ratios = []
     for i, g in enumerate(drift_images["groups"].group):
         new, old = drift_images["images"][i], drift_images["old"][i]
@@ -157,14 +164,18 @@ def test_drift_subtraction_reaches_thermal_noise_in_every_group(drift_images):
         t_new, _, rms_new = _comparison(new["paths"], catalog)
         t_old, _, rms_old = _comparison(old["paths"], catalog)
         bright = t_new[t_new.predicted_snr >= 150]
-        pairs = ", ".join(f"{s}: {t_old.flux_ratio[t_old.source_id == s].iloc[0]:.3f} -> {r:.3f}"
-                          for s, r in zip(bright.source_id, bright.flux_ratio))
+        pairs = ", ".join(
+            f"{s}: {t_old.flux_ratio[t_old.source_id == s].iloc[0]:.3f} -> {r:.3f}"
+            for s, r in zip(bright.source_id, bright.flux_ratio)
+        )
         print(f"{g}  {rms_old / thermal:14.2f} {rms_new / thermal:5.2f}   {pairs}")
         ratios.append((rms_old / thermal, rms_new / thermal))
         assert rms_new / thermal <= 1.5, (g, rms_new, thermal)
         assert set(strong.source_id) & set(bright.source_id), bright
         assert len(bright) >= 4
-        assert np.all(np.abs(bright.flux_ratio - 1) < 0.03), bright[["source_id", "pb", "flux_ratio"]]
+        assert np.all(np.abs(bright.flux_ratio - 1) < 0.03), bright[
+            ["source_id", "pb", "flux_ratio"]
+        ]
         assert np.all(bright.offset_beam < 0.2)
     # the test is meaningful: without subtraction every group is far from the noise
     assert min(old for old, _ in ratios) > 3.0, ratios
@@ -189,14 +200,17 @@ def test_drift_table_holds_the_fitted_fluxes(drift_images):
         freq = image_frequency(header)
         assert row.image_freq_hz == freq
         assert row.restored_peak_jy == pytest.approx(
-            row.fitted_flux_jy * (freq / 1.4e9) ** row.spectral_index * row.pb, rel=1e-6)
+            row.fitted_flux_jy * (freq / 1.4e9) ** row.spectral_index * row.pb, rel=1e-6
+        )
         pb = fits.getdata(paths["pb.fits"]).squeeze()
         x, y = _wcs(header).celestial.world_to_pixel_values(src.ra_deg, src.dec_deg)
         assert row.pb == pytest.approx(pb[int(round(float(y))), int(round(float(x)))], abs=0.01)
     # the residual has no trace of them: its peak near STRONG_N is noise-like
     resid = fits.getdata(paths["residual.fits"]).squeeze()
-    x, y = _wcs(header).celestial.world_to_pixel_values(strong.ra_deg.iloc[0], strong.dec_deg.iloc[0])
-    box = resid[int(y) - 10:int(y) + 11, int(x) - 10:int(x) + 11]
+    x, y = _wcs(header).celestial.world_to_pixel_values(
+        strong.ra_deg.iloc[0], strong.dec_deg.iloc[0]
+    )
+    box = resid[int(y) - 10 : int(y) + 11, int(x) - 10 : int(x) + 11]
     assert np.abs(box).max() < 6 * robust_rms(resid)
 
 
@@ -226,10 +240,12 @@ def test_drift_fit_measures_flux_not_catalog(drift_images, tmp_path):
             columns.append(t.getcol("DRIFT_SUBTRACTED"))
     fitted = table.set_index("source_id").fitted_flux_jy
     truth = strong.set_index("source_id").flux_jy
-    print(f"\nSTRONG_N catalog {wrong.flux_jy[wrong.source_id == 'STRONG_N'].iloc[0]:.2f} Jy, "
-          f"fitted {fitted['STRONG_N']:.3f} Jy, truth {truth['STRONG_N']:.2f} Jy; "
-          f"variance per sample before {facts['unit_variance_before']:.3f}, after "
-          f"{facts['unit_variance_after']:.4f}, simulator sigma^2 {meta['noise_sigma_jy'] ** 2:.4f}")
+    print(
+        f"\nSTRONG_N catalog {wrong.flux_jy[wrong.source_id == 'STRONG_N'].iloc[0]:.2f} Jy, "
+        f"fitted {fitted['STRONG_N']:.3f} Jy, truth {truth['STRONG_N']:.2f} Jy; "
+        f"variance per sample before {facts['unit_variance_before']:.3f}, after "
+        f"{facts['unit_variance_after']:.4f}, simulator sigma^2 {meta['noise_sigma_jy'] ** 2:.4f}"
+    )
     assert fitted["STRONG_N"] == pytest.approx(truth["STRONG_N"], rel=0.01)
     assert fitted["STRONG_SE"] == pytest.approx(truth["STRONG_SE"], rel=0.01)
     assert np.array_equal(columns[0], columns[1])
@@ -259,8 +275,10 @@ def test_tclean_images_the_subtracted_copy(drift_images):
     table, _, rms = _comparison(result["paths"], catalog)
     thermal = _expected_thermal(meta, ms)
     bright = table[table.predicted_snr >= 150]
-    print(f"\ntclean, middle group: rms/thermal {rms / thermal:.2f}; flux ratios "
-          + ", ".join(f"{s}: {r:.3f}" for s, r in zip(bright.source_id, bright.flux_ratio)))
+    print(
+        f"\ntclean, middle group: rms/thermal {rms / thermal:.2f}; flux ratios "
+        + ", ".join(f"{s}: {r:.3f}" for s, r in zip(bright.source_id, bright.flux_ratio))
+    )
     assert rms / thermal <= 1.5
     assert set(strong.source_id) <= set(bright.source_id)
     assert np.all(np.abs(bright.flux_ratio - 1) < 0.03), bright[["source_id", "flux_ratio"]]
@@ -277,18 +295,21 @@ def test_drift_model_matches_noise_free_visibilities(tmp_path):
     from casacore import tables
 
     from dsa110_contimg.imaging import drift
-    from dsa110_contimg.ingest.convert import convert_group
     from dsa110_contimg.imaging.image import pointing_track, read_ms_summary
+    from dsa110_contimg.ingest.convert import convert_group
     from dsa110_contimg.ingest.manifest import build_manifest
     from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, simulate_archive
+
     from imaging_fixtures import _strong_sources
 
-    settings = SimulationSettings(**{**PRESETS["test"], "n_groups": 1, "n_sources": 1,
-                                     "noise": False, "gains": False})
+    settings = SimulationSettings(
+        **{**PRESETS["test"], "n_groups": 1, "n_sources": 1, "noise": False, "gains": False}
+    )
     settings.extra_sources = _strong_sources(settings)
     simulate_archive(tmp_path / "archive", settings)
-    groups, _ = build_manifest(sorted((tmp_path / "archive").glob("*.hdf5")), 60.0, range(16),
-                               None, None)
+    groups, _ = build_manifest(
+        sorted((tmp_path / "archive").glob("*.hdf5")), 60.0, range(16), None, None
+    )
     ms = convert_group(list(groups.files[0]), tmp_path / "g.ms", groups.group[0])
     _, catalog = _truth(tmp_path / "archive")
     summary = read_ms_summary(ms)
@@ -300,8 +321,10 @@ def test_drift_model_matches_noise_free_visibilities(tmp_path):
         data, resid = t.getcol("CORRECTED_DATA")[cross], t.getcol("DRIFT_SUBTRACTED")[cross]
     fraction = np.sqrt(np.mean(np.abs(resid) ** 2) / np.mean(np.abs(data) ** 2))
     fitted = table.set_index("source_id").fitted_flux_jy
-    print(f"\nnoise-free residual / data rms {fraction:.2e}; fitted "
-          + ", ".join(f"{s} {f:.5f}" for s, f in fitted.items()))
+    print(
+        f"\nnoise-free residual / data rms {fraction:.2e}; fitted "
+        + ", ".join(f"{s} {f:.5f}" for s, f in fitted.items())
+    )
     assert fraction < 2e-4  # 2e-2 with plain ICRS offsets (no aberration, no frame angle)
     for src in settings.extra_sources:
         assert fitted[src["source_id"]] == pytest.approx(src["flux_jy"], rel=1e-4)

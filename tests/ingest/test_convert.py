@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from casacore import tables
 
-from dsa110_contimg.casaenv import casatasks, casatools
 from dsa110_contimg.astrometry import meridian_phase_center
+from dsa110_contimg.casaenv import casatasks, casatools
 from dsa110_contimg.ingest.convert import convert_group, write_ms_pyuvdata
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
 
@@ -24,16 +24,31 @@ def group(small_archive):
 @pytest.fixture(scope="module")
 def ms_pair(group, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("convert")
-    direct = convert_group(list(group.files), tmp / "direct.ms", group.group, writer="direct", workers=2)
+    direct = convert_group(
+        list(group.files), tmp / "direct.ms", group.group, writer="direct", workers=2
+    )
     reference = convert_group(list(group.files), tmp / "ref.ms", group.group, writer="pyuvdata")
     return direct, reference
 
 
 def _sorted_main(ms):
     with tables.table(str(ms), ack=False) as t:
-        cols = {c: t.getcol(c) for c in ("TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA",
-                                          "MODEL_DATA", "CORRECTED_DATA", "WEIGHT_SPECTRUM",
-                                          "FLAG", "WEIGHT", "SIGMA")}
+        cols = {
+            c: t.getcol(c)
+            for c in (
+                "TIME",
+                "ANTENNA1",
+                "ANTENNA2",
+                "UVW",
+                "DATA",
+                "MODEL_DATA",
+                "CORRECTED_DATA",
+                "WEIGHT_SPECTRUM",
+                "FLAG",
+                "WEIGHT",
+                "SIGMA",
+            )
+        }
     order = np.lexsort((cols["ANTENNA2"], cols["ANTENNA1"], cols["TIME"]))
     return {k: v[order] for k, v in cols.items()}
 
@@ -50,7 +65,15 @@ def test_direct_ms_equals_pyuvdata_reference(ms_pair):
     direct, reference = (_sorted_main(m) for m in ms_pair)
     for key in ("TIME", "ANTENNA1", "ANTENNA2", "FLAG"):
         assert np.array_equal(direct[key], reference[key]), key
-    for key in ("DATA", "CORRECTED_DATA", "MODEL_DATA", "UVW", "WEIGHT_SPECTRUM", "WEIGHT", "SIGMA"):
+    for key in (
+        "DATA",
+        "CORRECTED_DATA",
+        "MODEL_DATA",
+        "UVW",
+        "WEIGHT_SPECTRUM",
+        "WEIGHT",
+        "SIGMA",
+    ):
         assert _max_rel(direct[key], reference[key]) < RTOL, key
     freqs = []
     for ms in ms_pair:
@@ -67,8 +90,9 @@ def test_treating_the_files_as_zenith_drift_data_is_far_off(ms_pair, group, tmp_
     north-south baselines at Dec +54.6) is then applied a second time."""
     from dsa110_contimg.ingest.convert import read_group_pyuvdata
 
-    zenith = write_ms_pyuvdata(list(group.files), tmp_path / "zenith.ms", group.group,
-                               treat_as_zenith=True)
+    zenith = write_ms_pyuvdata(
+        list(group.files), tmp_path / "zenith.ms", group.group, treat_as_zenith=True
+    )
     reference, wrong = _sorted_main(ms_pair[1]), _sorted_main(zenith)
     assert _max_rel(wrong["UVW"], reference["UVW"]) < RTOL, "same uvw: only the phases differ"
     error = _max_rel(_cross(wrong, "DATA"), _cross(reference, "DATA"))
@@ -80,7 +104,9 @@ def test_treating_the_files_as_zenith_drift_data_is_far_off(ms_pair, group, tmp_
 
 
 def test_ms_is_phased_to_meridian_at_midpoint(ms_pair, group):
-    ra, dec = meridian_phase_center((group.start_mjd + group.end_mjd) / 2 + 2400000.5, group.dec_deg)
+    ra, dec = meridian_phase_center(
+        (group.start_mjd + group.end_mjd) / 2 + 2400000.5, group.dec_deg
+    )
     with tables.table(f"{ms_pair[0]}/FIELD", ack=False) as t:
         phase_dir = t.getcol("PHASE_DIR")[0, 0]
         name = t.getcol("NAME")[0]
@@ -151,8 +177,9 @@ def test_bad_samples_are_flagged_with_zero_weight(group, archive_copy, ms_pair, 
     negative = d["FLAG"][~last]
     assert negative.sum() == 20 * 2 * 2, "20 rows x 2 channels x 2 pols of sb03"
     good = ~d["FLAG"]
-    assert _max_rel(d["DATA"][good], clean["DATA"][good]) < RTOL, \
+    assert _max_rel(d["DATA"][good], clean["DATA"][good]) < RTOL, (
         "station table positions and |channel_width|: the damage changes nothing else"
+    )
     assert _max_rel(d["UVW"], clean["UVW"]) < RTOL
 
 

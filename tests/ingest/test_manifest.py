@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import REPO
-
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files, write_manifest
 from dsa110_contimg.ingest.uvh5 import read_header
+
+from pipeline import REPO
 
 
 def _files(archive, subband):
@@ -18,7 +18,9 @@ def _files(archive, subband):
 
 
 def test_clean_archive_gives_complete_groups(small_archive, tmp_path):
-    groups, rejected = write_manifest(find_archive_files(small_archive), tmp_path / "g.parquet", tmp_path / "r.parquet")
+    groups, rejected = write_manifest(
+        find_archive_files(small_archive), tmp_path / "g.parquet", tmp_path / "r.parquet"
+    )
     assert len(groups) == 2 and len(rejected) == 0
     g = groups.iloc[0]
     assert g.n_subbands == 16 and list(g.subbands) == list(range(15, -1, -1))
@@ -87,7 +89,9 @@ def _rename(path, seconds_after):
 
     stamp, sb = path.name.split("_sb")
     start = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(second=0)
-    new = path.with_name(f"{(start + timedelta(seconds=seconds_after)).strftime('%Y-%m-%dT%H:%M:%S')}_sb{sb}")
+    new = path.with_name(
+        f"{(start + timedelta(seconds=seconds_after)).strftime('%Y-%m-%dT%H:%M:%S')}_sb{sb}"
+    )
     path.rename(new)
     return new
 
@@ -109,11 +113,20 @@ def test_incomplete_file_is_ignored(archive_copy):
     assert str(partial) not in list(groups.files[0])
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("no_dec", "no pointing declination (Header/extra_keywords/phase_center_dec missing)"),
-    ("shape", "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not (Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)"),
-    ("freqs", "frequencies 1372.789-1378.648 MHz do not match subband sb05 (1428.453-1440.172 MHz)"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("no_dec", "no pointing declination (Header/extra_keywords/phase_center_dec missing)"),
+        (
+            "shape",
+            "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not (Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)",
+        ),
+        (
+            "freqs",
+            "frequencies 1372.789-1378.648 MHz do not match subband sb05 (1428.453-1440.172 MHz)",
+        ),
+    ],
+)
 def test_bad_header_is_rejected_with_reason(archive_copy, tmp_path, damage, reason):
     victim = _files(archive_copy, 5)[0]
     with h5py.File(victim, "r+") as fh:
@@ -124,8 +137,9 @@ def test_bad_header_is_rejected_with_reason(archive_copy, tmp_path, damage, reas
         else:
             with h5py.File(_files(archive_copy, 10)[0], "r") as other:
                 fh["Header/freq_array"][...] = other["Header/freq_array"][()]
-    groups, rejected = write_manifest(find_archive_files(archive_copy), tmp_path / "g.parquet",
-                                      tmp_path / "r.parquet")
+    groups, rejected = write_manifest(
+        find_archive_files(archive_copy), tmp_path / "g.parquet", tmp_path / "r.parquet"
+    )
     import pandas as pd
 
     stored = pd.read_parquet(tmp_path / "r.parquet")
@@ -141,13 +155,26 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     from pathlib import Path
 
     from dsa110_contimg.calibrators import read_calibrator_catalog
-    from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, calibrator_placement, simulate_archive
+    from dsa110_contimg.simulation.visibilities import (
+        PRESETS,
+        SimulationSettings,
+        calibrator_placement,
+        simulate_archive,
+    )
 
     catalog = REPO / "config" / "calibrators.csv"
     cals = read_calibrator_catalog(catalog)
-    settings = SimulationSettings(**{**PRESETS["demo"], "n_antennas": 4, "n_channels": 1,
-                                     "n_groups": 3, "n_sources": 0, "noise": False},
-                                  calibrators=[calibrator_placement(cals, "J0834+555", 1)])
+    settings = SimulationSettings(
+        **{
+            **PRESETS["demo"],
+            "n_antennas": 4,
+            "n_channels": 1,
+            "n_groups": 3,
+            "n_sources": 0,
+            "noise": False,
+        },
+        calibrators=[calibrator_placement(cals, "J0834+555", 1)],
+    )
     assert settings.dec_deg == pytest.approx(54.5734, abs=1e-4)
     simulate_archive(tmp_path, settings)
     groups, rejected = build_manifest(find_archive_files(tmp_path), calibrators=catalog)

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsa110_contimg import cli
-from dsa110_contimg.simulation import lightcurves
 from dsa110_contimg.photometry import forced
+from dsa110_contimg.simulation import lightcurves
 
 CENTRE = (150.0, 37.0)
 RMS = 1e-3
@@ -18,11 +18,13 @@ RMS = 1e-3
 def _measure(tmp_path, seed, correlated=False, error_model="white"):
     cat = lightcurves.grid_catalog(150, CENTRE, 0.38, 0.05, flux_range=(2e-3, 0.5), seed=seed)
     image, pb = tmp_path / f"image{seed}.fits", tmp_path / f"pb{seed}.fits"
-    lightcurves.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=seed + 100,
-                          correlated_noise=correlated)
+    lightcurves.make_test_image(
+        image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=seed + 100, correlated_noise=correlated
+    )
     table, meta = forced.forced_photometry(image, cat, pb_path=pb, error_model=error_model)
-    table = table.merge(cat[["source_id", "flux_jy"]].rename(columns={"flux_jy": "true_jy"}),
-                        on="source_id")
+    table = table.merge(
+        cat[["source_id", "flux_jy"]].rename(columns={"flux_jy": "true_jy"}), on="source_id"
+    )
     return table, meta
 
 
@@ -38,8 +40,10 @@ def test_bright_sources_within_3_percent(white_noise_tables):
     frac = (t["flux_jy"] / t["true_jy"] - 1.0).abs()
     snr50 = t["snr"] > 50
     snr100 = t["snr"] > 100
-    print(f"\nSNR>50: n={snr50.sum()} median |dS/S|={frac[snr50].median():.4f} "
-          f"max={frac[snr50].max():.4f}; SNR>100 max={frac[snr100].max():.4f}")
+    print(
+        f"\nSNR>50: n={snr50.sum()} median |dS/S|={frac[snr50].median():.4f} "
+        f"max={frac[snr50].max():.4f}; SNR>100 max={frac[snr100].max():.4f}"
+    )
     assert snr50.sum() > 100
     assert frac[snr100].max() < 0.03
     assert (frac[snr50] < 0.03).mean() >= 0.95
@@ -50,8 +54,10 @@ def test_faint_sources_unbiased_with_honest_errors(white_noise_tables):
     t = white_noise_tables
     pull = (t["flux_jy"] - t["true_jy"]) / t["flux_err_jy"]
     faint = t["snr"] < 50
-    print(f"\npulls: n={len(pull)} mean={pull.mean():.3f} std={pull.std():.3f}; "
-          f"faint n={faint.sum()} mean={pull[faint].mean():.3f} std={pull[faint].std():.3f}")
+    print(
+        f"\npulls: n={len(pull)} mean={pull.mean():.3f} std={pull.std():.3f}; "
+        f"faint n={faint.sum()} mean={pull[faint].mean():.3f} std={pull[faint].std():.3f}"
+    )
     assert faint.sum() > 100
     assert abs(pull.mean()) < 0.2
     assert abs(pull[faint].mean()) < 0.25
@@ -66,8 +72,10 @@ def test_beam_correlated_noise_needs_beam_error_model(tmp_path):
     white, _ = _measure(tmp_path, 3, correlated=True, error_model="white")
     pull_beam = (beam["flux_jy"] - beam["true_jy"]) / beam["flux_err_jy"]
     pull_white = (white["flux_jy"] - white["true_jy"]) / white["flux_err_jy"]
-    print(f"\ncorrelated noise: pull std beam model {pull_beam.std():.2f}, "
-          f"white model {pull_white.std():.2f}")
+    print(
+        f"\ncorrelated noise: pull std beam model {pull_beam.std():.2f}, "
+        f"white model {pull_white.std():.2f}"
+    )
     assert 0.75 < pull_beam.std() < 1.25
     assert pull_white.std() > 2.0
     np.testing.assert_allclose(beam["flux_jy"], white["flux_jy"])
@@ -75,13 +83,15 @@ def test_beam_correlated_noise_needs_beam_error_model(tmp_path):
 
 def test_unmeasurable_sources_are_flagged_rows(tmp_path):
     cat = lightcurves.grid_catalog(20, CENTRE, 0.3, 0.1, flux_range=(0.05, 0.1), seed=4)
-    extra = pd.DataFrame({
-        "source_id": ["far_off", "low_pb", "edge"],
-        "ra_deg": [CENTRE[0] + 5.0, CENTRE[0], CENTRE[0]],
-        "dec_deg": [CENTRE[1], CENTRE[1] + 0.4245, CENTRE[1] - 0.4245],
-        "flux_jy": [0.1, 0.1, 0.1],
-        "spectral_index": [-0.7] * 3,
-    })
+    extra = pd.DataFrame(
+        {
+            "source_id": ["far_off", "low_pb", "edge"],
+            "ra_deg": [CENTRE[0] + 5.0, CENTRE[0], CENTRE[0]],
+            "dec_deg": [CENTRE[1], CENTRE[1] + 0.4245, CENTRE[1] - 0.4245],
+            "flux_jy": [0.1, 0.1, 0.1],
+            "spectral_index": [-0.7] * 3,
+        }
+    )
     cat = pd.concat([cat, extra], ignore_index=True)
     image, pb = tmp_path / "image.fits", tmp_path / "pb.fits"
     lightcurves.make_test_image(image, cat, pb_path=pb, npix=256, rms_jy=RMS, seed=5)
@@ -118,7 +128,10 @@ def test_blanked_pixels(tmp_path):
     table, _ = forced.forced_photometry(image, cat)
     assert table["flags"].tolist()[:2] == [forced.NAN_PIXELS] * 2
     assert np.isnan(table["flux_jy"].iloc[0])
-    assert abs(table["flux_jy"].iloc[1] - table0["flux_jy"].iloc[1]) < 3 * table0["flux_err_jy"].iloc[1]
+    assert (
+        abs(table["flux_jy"].iloc[1] - table0["flux_jy"].iloc[1])
+        < 3 * table0["flux_err_jy"].iloc[1]
+    )
     assert (table["flags"].iloc[2:] == 0).all()
 
 
@@ -146,11 +159,31 @@ def test_cli_photometry_and_gather(tmp_path, capsys):
     for day, date in enumerate(["2025-01-01T12:00:00", "2025-01-03T12:00:00"]):
         group = tmp_path / "images" / f"2025-01-0{1 + 2 * day}T12:00:00"
         group.mkdir(parents=True)
-        lightcurves.make_test_image(group / "image.fits", cat, pb_path=group / "pb.fits", npix=256,
-                              rms_jy=RMS, seed=10 + day, date_obs=date)
+        lightcurves.make_test_image(
+            group / "image.fits",
+            cat,
+            pb_path=group / "pb.fits",
+            npix=256,
+            rms_jy=RMS,
+            seed=10 + day,
+            date_obs=date,
+        )
         out = tmp_path / "photometry" / f"{group.name}.parquet"
-        assert cli.main(["photometry", str(group / "image.fits"), "--catalog", str(cat_csv),
-                         "--out", str(out), "--pb", str(group / "pb.fits")]) == 0
+        assert (
+            cli.main(
+                [
+                    "photometry",
+                    str(group / "image.fits"),
+                    "--catalog",
+                    str(cat_csv),
+                    "--out",
+                    str(out),
+                    "--pb",
+                    str(group / "pb.fits"),
+                ]
+            )
+            == 0
+        )
         outs.append(out)
     meta = json.loads(pq.read_schema(outs[0]).metadata[b"dsa110_contimg"])
     assert meta["photometry"]["beam_deg"][2] == 30.0

@@ -8,17 +8,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsa110_contimg import cli
-from dsa110_contimg.simulation import lightcurves
-from dsa110_contimg.photometry import normalize
 from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.photometry import normalize
+from dsa110_contimg.simulation import lightcurves
 
 
 @pytest.fixture(scope="module")
 def gain_errors():
     """300 sources x 120 epochs, 10% rms common gain error, 10 bright sources with ESEs."""
     sim = lightcurves.simulate_lightcurves(
-        n_sources=300, n_epochs=120, seed=11, snr_range=(20.0, 2000.0), gain_error=0.10,
-        n_ese=10, ese_depth=(0.3, 0.5), ese_fwhm_days=(5.0, 20.0),
+        n_sources=300,
+        n_epochs=120,
+        seed=11,
+        snr_range=(20.0, 2000.0),
+        gain_error=0.10,
+        n_ese=10,
+        ese_depth=(0.3, 0.5),
+        ese_fwhm_days=(5.0, 20.0),
     )
     # make the ESE sources bright, so they would be references if not rejected
     sim["flux"][:10] *= 20.0
@@ -36,9 +42,11 @@ def test_common_gain_error_removed(gain_errors):
     sim, t, info = gain_errors
     bright = t[~t["ese"] & (t["true_flux_jy"] > 0.2)]  # per-epoch SNR > 200
     raw, norm = _scatter(bright, "flux_jy"), _scatter(bright, "flux_norm_jy")
-    print(f"\n{bright['source_id'].nunique()} constant bright sources: fractional scatter "
-          f"raw median {raw.median():.4f}, normalized median {norm.median():.4f} "
-          f"max {norm.max():.4f}; references {info['n_references']}")
+    print(
+        f"\n{bright['source_id'].nunique()} constant bright sources: fractional scatter "
+        f"raw median {raw.median():.4f}, normalized median {norm.median():.4f} "
+        f"max {norm.max():.4f}; references {info['n_references']}"
+    )
     assert raw.median() > 0.08
     assert norm.median() < 0.005
     assert norm.max() < 0.01
@@ -52,7 +60,8 @@ def test_normalized_errors_are_honest(gain_errors):
     _, t, _ = gain_errors
     const = t[~t["ese"]]
     resid = const["flux_norm_jy"] - const.groupby("source_id", observed=True)[
-        "flux_norm_jy"].transform("mean")
+        "flux_norm_jy"
+    ].transform("mean")
     pull = resid / const["flux_norm_err_jy"]
     print(f"\nnormalized pulls of constant sources: std {pull.std():.3f}")
     assert 0.85 < pull.std() < 1.1
@@ -63,8 +72,10 @@ def test_normalized_errors_are_honest(gain_errors):
 def test_variable_references_rejected(gain_errors):
     _, t, info = gain_errors
     ese_ids = set(t.loc[t["ese"], "source_id"].astype(str))
-    print(f"\nrejected {len(info['rejected_references'])} references; ESE sources rejected "
-          f"{len(ese_ids & set(info['rejected_references']))}/10")
+    print(
+        f"\nrejected {len(info['rejected_references'])} references; ESE sources rejected "
+        f"{len(ese_ids & set(info['rejected_references']))}/10"
+    )
     assert ese_ids <= set(info["rejected_references"])
     assert not ese_ids & set(info["references"])
     assert len(info["rejected_references"]) <= 15
@@ -73,19 +84,39 @@ def test_variable_references_rejected(gain_errors):
     lc = t[t["source_id"] == row["source_id"]]
     centre = lc.iloc[np.argmin(np.abs(lc["mjd"] - row["ese_mjd"]))]
     base = lc["flux_norm_jy"].median()
-    expected = 1 - lightcurves.ese_profile(centre["mjd"], row["ese_mjd"], row["ese_fwhm_days"],
-                                     row["ese_depth"], row["ese_shoulder"])
+    expected = 1 - lightcurves.ese_profile(
+        centre["mjd"], row["ese_mjd"], row["ese_fwhm_days"], row["ese_depth"], row["ese_shoulder"]
+    )
     assert abs((1 - centre["flux_norm_jy"] / base) - expected) < 0.05
 
 
 def test_epoch_without_references_is_flagged(tmp_path):
-    sim = lightcurves.simulate_lightcurves(n_sources=40, n_epochs=30, seed=12, snr_range=(100, 1000))
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=40, n_epochs=30, seed=12, snr_range=(100, 1000)
+    )
     table = lightcurves.lightcurves_to_table(sim)
     table["image_id"] = table["image_id"].astype(str)
-    table = pd.concat([table, pd.DataFrame({
-        "source_id": ["lonely"], "ra": [0.0], "dec": [0.0], "image_id": ["other_field"],
-        "mjd": [60100.0], "flux_jy": [0.01], "flux_err_jy": [0.001], "local_rms_jy": [0.001],
-        "snr": [10.0], "pb_response": [1.0], "flags": [0]})], ignore_index=True)
+    table = pd.concat(
+        [
+            table,
+            pd.DataFrame(
+                {
+                    "source_id": ["lonely"],
+                    "ra": [0.0],
+                    "dec": [0.0],
+                    "image_id": ["other_field"],
+                    "mjd": [60100.0],
+                    "flux_jy": [0.01],
+                    "flux_err_jy": [0.001],
+                    "local_rms_jy": [0.001],
+                    "snr": [10.0],
+                    "pb_response": [1.0],
+                    "flags": [0],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     table["source_id"] = table["source_id"].astype(str)
     src, out = tmp_path / "timeseries.parquet", tmp_path / "normalized.parquet"
     write_parquet(table, src)

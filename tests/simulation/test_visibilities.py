@@ -15,15 +15,19 @@ from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 from casacore import tables
 
-from pipeline import REPO
-
 from dsa110_contimg import instrument as inst
-from dsa110_contimg.primary_beam import airy_power
 from dsa110_contimg.astrometry import meridian_phase_center
 from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
-from dsa110_contimg.simulation.visibilities import (POINTING_DEC_DEG, SimulationSettings, group_start_times,
-                                     simulate_archive)
+from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.simulation.visibilities import (
+    POINTING_DEC_DEG,
+    SimulationSettings,
+    group_start_times,
+    simulate_archive,
+)
+
+from pipeline import REPO
 
 CHECK_LAYOUT = Path("/work/shared/dsa110/check_layout.py")
 ALPHA = -0.7
@@ -65,8 +69,11 @@ def _expected_apparent(ra, dec, flux, times_s, freqs, dec0_deg):
     obstime = Time(times_s / 86400.0, format="mjd", scale="utc")
     frame = HADec(obstime=obstime, location=inst.site_location())
     source = SkyCoord(ra * u.deg, dec * u.deg).transform_to(frame)
-    pointing = SkyCoord(ha=np.zeros(times_s.size) * u.hourangle,
-                        dec=np.full(times_s.size, dec0_deg) * u.deg, frame=frame)
+    pointing = SkyCoord(
+        ha=np.zeros(times_s.size) * u.hourangle,
+        dec=np.full(times_s.size, dec0_deg) * u.deg,
+        frame=frame,
+    )
     theta = source.separation(pointing).rad
     spectrum = flux * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
     return spectrum[None, :] * airy_power(theta[:, None], freqs[None, :])
@@ -77,15 +84,30 @@ def sky_ms(tmp_path_factory):
     """Three bright sources around the pointing (Dec +54.57), 24 real stations including
     outriggers (baselines to 2.6 km), no gains, thermal noise on."""
     tmp = tmp_path_factory.mktemp("threesources")
-    settings = SimulationSettings(n_antennas=24, n_channels=2, n_integrations=12, n_groups=1,
-                                  n_sources=0, gains=False, noise=True, seed=5)
+    settings = SimulationSettings(
+        n_antennas=24,
+        n_channels=2,
+        n_integrations=12,
+        n_groups=1,
+        n_sources=0,
+        gains=False,
+        noise=True,
+        seed=5,
+    )
     assert settings.dec_deg == pytest.approx(54.5734, abs=1e-4)
     start = group_start_times(settings)[0]
     mid = start + settings.group_duration_s / 2 * u.s
     ra_mid, dec_mid = np.degrees(meridian_phase_center(mid.jd, settings.dec_deg))
-    sources = [dict(source_id=name, ra_deg=ra_mid + de / np.cos(np.radians(dec_mid + dn)),
-                    dec_deg=dec_mid + dn, flux_jy=flux, spectral_index=ALPHA)
-               for name, de, dn, flux in SOURCES]
+    sources = [
+        dict(
+            source_id=name,
+            ra_deg=ra_mid + de / np.cos(np.radians(dec_mid + dn)),
+            dec_deg=dec_mid + dn,
+            flux_jy=flux,
+            spectral_index=ALPHA,
+        )
+        for name, de, dn, flux in SOURCES
+    ]
     settings.extra_sources = sources
     simulate_archive(tmp / "archive", settings)
     groups, rejected = build_manifest(find_archive_files(tmp / "archive"))
@@ -98,8 +120,9 @@ def sky_ms(tmp_path_factory):
 @pytest.mark.skipif(not CHECK_LAYOUT.exists(), reason="the layout checker is not on this machine")
 def test_files_have_the_telescope_layout(sky_ms):
     archive = sky_ms["archive"]
-    out = subprocess.run([sys.executable, str(CHECK_LAYOUT), str(archive)], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, str(CHECK_LAYOUT), str(archive)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout
     assert "16 files, 16 subbands, 0 departures from the real layout" in out.stdout
     with h5py.File(sorted(archive.glob("*_sb00.hdf5"))[0], "r") as fh:
@@ -124,12 +147,18 @@ def _joint_fit(vis, uvw, time_s, freqs, ra0, dec0, sources):
         design = []
         for s in sources:
             l, m, _ = _lmn(np.radians(s["ra_deg"]), np.radians(s["dec_deg"]), ra0, dec0)
-            design.append((_fringe(uvw[rows], freqs, l, m)
-                           * (freqs / inst.REFERENCE_FREQ_HZ)[None, :] ** ALPHA).ravel())
+            design.append(
+                (
+                    _fringe(uvw[rows], freqs, l, m)
+                    * (freqs / inst.REFERENCE_FREQ_HZ)[None, :] ** ALPHA
+                ).ravel()
+            )
         design = np.array(design).T
-        x, *_ = np.linalg.lstsq(np.vstack([design.real, design.imag]),
-                                np.concatenate([vis[rows].ravel().real, vis[rows].ravel().imag]),
-                                rcond=None)
+        x, *_ = np.linalg.lstsq(
+            np.vstack([design.real, design.imag]),
+            np.concatenate([vis[rows].ravel().real, vis[rows].ravel().imag]),
+            rcond=None,
+        )
         amps[k] = x
     return times, amps
 
@@ -143,8 +172,9 @@ def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
     times, amps = _joint_fit(vis, uvw, time_s, freqs, ra0, dec0, sources)
     for k, s in enumerate(sources):
         # flux: fitted spectrum amplitude vs the true beam-attenuated flux, per integration
-        expected = _expected_apparent(s["ra_deg"], s["dec_deg"], s["flux_jy"], times, freqs,
-                                      POINTING_DEC_DEG)
+        expected = _expected_apparent(
+            s["ra_deg"], s["dec_deg"], s["flux_jy"], times, freqs, POINTING_DEC_DEG
+        )
         expected_amp = np.mean(expected / (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA, axis=1)
         ratio = amps[:, k] / expected_amp
         assert np.all(np.abs(ratio - 1) < 0.01), (s["source_id"], ratio)
@@ -154,16 +184,29 @@ def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
             if j != k:
                 l, m, _ = _lmn(np.radians(o["ra_deg"]), np.radians(o["dec_deg"]), ra0, dec0)
                 a = amps[np.searchsorted(times, time_s), j]
-                others += a[:, None] * _fringe(uvw, freqs, l, m) * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
+                others += (
+                    a[:, None]
+                    * _fringe(uvw, freqs, l, m)
+                    * (freqs / inst.REFERENCE_FREQ_HZ) ** ALPHA
+                )
         resid = vis - others
         l0, m0, _ = _lmn(np.radians(s["ra_deg"]), np.radians(s["dec_deg"]), ra0, dec0)
         offsets = np.linspace(-0.5 * beam, 0.5 * beam, 41)
-        image = np.array([[np.mean(resid * np.conj(_fringe(uvw, freqs, l0 + dl, m0 + dm))).real
-                           for dl in offsets] for dm in offsets])
+        image = np.array(
+            [
+                [
+                    np.mean(resid * np.conj(_fringe(uvw, freqs, l0 + dl, m0 + dm))).real
+                    for dl in offsets
+                ]
+                for dm in offsets
+            ]
+        )
         i, j = np.unravel_index(np.argmax(image), image.shape)
         assert 0 < i < offsets.size - 1 and 0 < j < offsets.size - 1, "peak inside the search box"
         error = np.hypot(offsets[i], offsets[j]) / beam
-        print(f"{s['source_id']}: offset {error:.3f} beam, flux ratio {ratio.min():.4f}-{ratio.max():.4f}")
+        print(
+            f"{s['source_id']}: offset {error:.3f} beam, flux ratio {ratio.min():.4f}-{ratio.max():.4f}"
+        )
         assert error < 0.1, f"{s['source_id']}: peak {error:.2f} beams from the true position"
     assert amps[:, 2].min() < 0.9 * sources[2]["flux_jy"], "the sources drift through the beam"
 
@@ -171,8 +214,16 @@ def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
 def test_truth_records_faults_and_stations(tmp_path):
     from dsa110_contimg.simulation.visibilities import load_truth
 
-    settings = SimulationSettings(n_antennas=6, n_channels=2, n_integrations=4, n_groups=2,
-                                  n_sources=2, dropped=[[1, 2]], zero_nsamples=0.1, seed=3)
+    settings = SimulationSettings(
+        n_antennas=6,
+        n_channels=2,
+        n_integrations=4,
+        n_groups=2,
+        n_sources=2,
+        dropped=[[1, 2]],
+        zero_nsamples=0.1,
+        seed=3,
+    )
     simulate_archive(tmp_path, settings)
     meta, gains, _ = load_truth(tmp_path)
     assert meta["correlated_stations"] == settings.stations and len(settings.stations) == 6
@@ -203,10 +254,18 @@ def test_ese_sources_follow_their_light_curve():
 
     from dsa110_contimg.simulation.visibilities import fluxes_at
 
-    catalog = pd.DataFrame({"source_id": ["A", "B"], "ra_deg": [0.0, 1.0], "dec_deg": [33.0, 33.0],
-                            "flux_jy": [1.0, 2.0], "spectral_index": [-0.7, -0.7],
-                            "ese_mjd": [61050.0, np.nan], "ese_fwhm_days": [20.0, np.nan],
-                            "ese_depth": [0.4, np.nan]})
+    catalog = pd.DataFrame(
+        {
+            "source_id": ["A", "B"],
+            "ra_deg": [0.0, 1.0],
+            "dec_deg": [33.0, 33.0],
+            "flux_jy": [1.0, 2.0],
+            "spectral_index": [-0.7, -0.7],
+            "ese_mjd": [61050.0, np.nan],
+            "ese_fwhm_days": [20.0, np.nan],
+            "ese_depth": [0.4, np.nan],
+        }
+    )
     at_centre = fluxes_at(catalog, 61050.0)
     assert at_centre.flux_jy.tolist() == pytest.approx([0.6, 2.0])
     half_width = fluxes_at(catalog, 61060.0)

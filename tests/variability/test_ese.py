@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsa110_contimg import cli
-from dsa110_contimg.variability import ese
-from dsa110_contimg.simulation import lightcurves
-from dsa110_contimg.photometry import normalize
 from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.photometry import normalize
+from dsa110_contimg.simulation import lightcurves
+from dsa110_contimg.variability import ese
 
 
 def _detect(sim, **kwargs):
@@ -23,8 +23,9 @@ def _detect(sim, **kwargs):
 
 
 def test_variability_stats_match_direct_computation():
-    sim = lightcurves.simulate_lightcurves(n_sources=5, n_epochs=50, seed=21, snr_range=(10, 100),
-                                     missing_fraction=0.2, n_ese=1)
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=5, n_epochs=50, seed=21, snr_range=(10, 100), missing_fraction=0.2, n_ese=1
+    )
     table = lightcurves.lightcurves_to_table(sim)
     stats = ese.analyse_sources(table).set_index("source_id")
     for sid, lc in table.groupby("source_id", observed=True):
@@ -46,21 +47,29 @@ def test_variability_stats_match_direct_computation():
 def test_injection_recovery_after_normalization():
     """ESEs of depth >= 30% lasting >= 5 epochs at per-epoch SNR >= 20, with 5% gain errors."""
     sim = lightcurves.simulate_lightcurves(
-        n_sources=2000, n_epochs=200, seed=22, snr_range=(20.0, 1000.0), gain_error=0.05,
-        n_ese=400, ese_depth=(0.3, 0.6), ese_fwhm_days=(5.0, 40.0), ese_shoulder=(0.0, 0.3),
+        n_sources=2000,
+        n_epochs=200,
+        seed=22,
+        snr_range=(20.0, 1000.0),
+        gain_error=0.05,
+        n_ese=400,
+        ese_depth=(0.3, 0.6),
+        ese_fwhm_days=(5.0, 40.0),
+        ese_shoulder=(0.0, 0.3),
         missing_fraction=0.05,
     )
     table, _ = normalize.normalize_timeseries(lightcurves.lightcurves_to_table(sim))
-    stats = ese.analyse_sources(table).merge(sim["truth"], on="source_id",
-                                             suffixes=("", "_true"))
+    stats = ese.analyse_sources(table).merge(sim["truth"], on="source_id", suffixes=("", "_true"))
     injected = stats[stats["ese"]]
     found = injected["ese_sigma"] >= 5.0
     false = int((stats.loc[~stats["ese"], "ese_sigma"] >= 5.0).sum())
     good = injected[found]
     dt = (good["ese_mjd"] - good["ese_mjd_true"]).abs()
-    print(f"\ncompleteness {found.mean():.3f} ({found.sum()}/{len(injected)}), "
-          f"false {false}/1600, median |dt| {dt.median():.2f} d, median depth ratio "
-          f"{(good['ese_depth'] / good['ese_depth_true']).median():.3f}")
+    print(
+        f"\ncompleteness {found.mean():.3f} ({found.sum()}/{len(injected)}), "
+        f"false {false}/1600, median |dt| {dt.median():.2f} d, median depth ratio "
+        f"{(good['ese_depth'] / good['ese_depth_true']).median():.3f}"
+    )
     assert found.mean() >= 0.90
     assert false == 0
     assert dt.median() < 1.0
@@ -70,13 +79,16 @@ def test_injection_recovery_after_normalization():
 
 
 def test_false_candidates_in_10000_constant_sources():
-    sim = lightcurves.simulate_lightcurves(n_sources=10000, n_epochs=200, seed=23,
-                                     snr_range=(5.0, 1000.0), missing_fraction=0.1)
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=10000, n_epochs=200, seed=23, snr_range=(5.0, 1000.0), missing_fraction=0.1
+    )
     fit = _detect(sim)
     sigma = fit["ese_sigma"]
-    print(f"\n10000 constant sources: {int((sigma >= 5).sum())} candidates >= 5 sigma; "
-          f"fraction > 3 sigma {(sigma > 3).mean():.2e} (Gaussian 1.35e-03), "
-          f"> 2 sigma {(sigma > 2).mean():.2e} (2.28e-02)")
+    print(
+        f"\n10000 constant sources: {int((sigma >= 5).sum())} candidates >= 5 sigma; "
+        f"fraction > 3 sigma {(sigma > 3).mean():.2e} (Gaussian 1.35e-03), "
+        f"> 2 sigma {(sigma > 2).mean():.2e} (2.28e-02)"
+    )
     assert (sigma >= 5).sum() <= 1
     # the trials correction is calibrated, not just conservative
     assert 2e-4 < (sigma > 3).mean() < 4e-3
@@ -84,14 +96,17 @@ def test_false_candidates_in_10000_constant_sources():
 
 
 def test_underestimated_errors_do_not_make_candidates():
-    sim = lightcurves.simulate_lightcurves(n_sources=2000, n_epochs=200, seed=24,
-                                     snr_range=(20.0, 500.0))
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=2000, n_epochs=200, seed=24, snr_range=(20.0, 500.0)
+    )
     sim["flux_err"] = sim["flux_err"] / 2.0  # errors reported 2x too small
     fit = _detect(sim)
     naive = _detect(sim, rescale_errors=False)
-    print(f"\nerrors 2x too small: {int((naive['ese_sigma'] >= 5).sum())} false candidates "
-          f"unscaled, {int((fit['ese_sigma'] >= 5).sum())} with error rescaling "
-          f"(median scale {np.median(fit['error_scale']):.2f})")
+    print(
+        f"\nerrors 2x too small: {int((naive['ese_sigma'] >= 5).sum())} false candidates "
+        f"unscaled, {int((fit['ese_sigma'] >= 5).sum())} with error rescaling "
+        f"(median scale {np.median(fit['error_scale']):.2f})"
+    )
     assert (naive["ese_sigma"] >= 5).sum() > 20
     assert (fit["ese_sigma"] >= 5).sum() == 0
     assert abs(np.median(fit["error_scale"]) - 2.0) < 0.1
@@ -99,9 +114,15 @@ def test_underestimated_errors_do_not_make_candidates():
 
 @pytest.fixture
 def small_run(tmp_path):
-    sim = lightcurves.simulate_lightcurves(n_sources=200, n_epochs=150, seed=25,
-                                     snr_range=(30.0, 300.0), n_ese=5,
-                                     ese_depth=(0.4, 0.6), ese_fwhm_days=(10.0, 30.0))
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=200,
+        n_epochs=150,
+        seed=25,
+        snr_range=(30.0, 300.0),
+        n_ese=5,
+        ese_depth=(0.4, 0.6),
+        ese_fwhm_days=(10.0, 30.0),
+    )
     table = lightcurves.lightcurves_to_table(sim)
     table["source_id"] = table["source_id"].astype(str)
     table["image_id"] = table["image_id"].astype(str)
@@ -133,8 +154,10 @@ def test_incremental_runs_refit_only_new_measurements(small_run):
     second = pd.read_parquet(outdir / "variability_stats.parquet")
     assert second.loc[second["source_id"] == "S00100", "n"].item() == 151
     others = second["source_id"] != "S00100"
-    pd.testing.assert_frame_equal(second[others].reset_index(drop=True),
-                                  first[first["source_id"] != "S00100"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        second[others].reset_index(drop=True),
+        first[first["source_id"] != "S00100"].reset_index(drop=True),
+    )
     ese.run_ese_detect(path, outdir, recompute=True)
     assert refitted() == 200
     # other settings invalidate the stored state
@@ -144,8 +167,22 @@ def test_incremental_runs_refit_only_new_measurements(small_run):
 
 def test_single_source_and_threshold(small_run, capsys):
     _, _, path, outdir = small_run
-    assert cli.main(["ese-detect", "--timeseries", str(path), "--outdir", str(outdir),
-                     "--source-id", "S00003", "--min-sigma", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "ese-detect",
+                "--timeseries",
+                str(path),
+                "--outdir",
+                str(outdir),
+                "--source-id",
+                "S00003",
+                "--min-sigma",
+                "3",
+            ]
+        )
+        == 0
+    )
     row = json.loads(capsys.readouterr().out)[0]
     assert row["source_id"] == "S00003" and row["ese_sigma"] > 5
     stats = pd.read_parquet(outdir / "variability_stats.parquet")
@@ -160,8 +197,20 @@ def test_alerts_only_once_and_command(small_run, tmp_path):
     alerts = outdir / "alerts.jsonl"
     log = tmp_path / "commands.log"
     command = f'echo "$ESE_SOURCE_ID $ESE_MJD $ESE_SIGMA" >> {log}'
-    assert cli.main(["alerts", "--candidates", str(outdir / "ese_candidates.parquet"),
-                     "--out", str(alerts), "--command", command]) == 0
+    assert (
+        cli.main(
+            [
+                "alerts",
+                "--candidates",
+                str(outdir / "ese_candidates.parquet"),
+                "--out",
+                str(alerts),
+                "--command",
+                command,
+            ]
+        )
+        == 0
+    )
     lines = alerts.read_text().splitlines()
     assert len(lines) == 5
     sent = [json.loads(line) for line in lines]
@@ -184,8 +233,18 @@ def test_bad_inputs_name_the_file(tmp_path):
     alerts = tmp_path / "alerts.jsonl"
     alerts.write_text('{"source_id": "a"}\nnot json\n')
     cand = tmp_path / "cand.parquet"
-    write_parquet(pd.DataFrame({"source_id": ["b"], "ese_sigma": [6.0], "ese_mjd": [1.0],
-                                "ese_duration_days": [5.0], "ese_depth": [0.3]}), cand)
+    write_parquet(
+        pd.DataFrame(
+            {
+                "source_id": ["b"],
+                "ese_sigma": [6.0],
+                "ese_mjd": [1.0],
+                "ese_duration_days": [5.0],
+                "ese_depth": [0.3],
+            }
+        ),
+        cand,
+    )
     with pytest.raises(ValueError, match=r"alerts\.jsonl: line 2 is not JSON"):
         ese.update_alerts(cand, alerts)
 

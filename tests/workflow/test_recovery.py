@@ -15,11 +15,22 @@ from pathlib import Path
 import h5py
 import pytest
 
-from dsa110_contimg.workflow import faults
-from dsa110_contimg.workflow import runner
-from pipeline import (BIN, FAST_IMAGING, REPO, SMALL_GROUPS, assert_ms_equal,
-                      assert_products_equal, env, executed_jobs, no_partials, product_targets,
-                      run, snakemake_cmd)
+from dsa110_contimg.workflow import faults, runner
+
+from pipeline import (
+    BIN,
+    FAST_IMAGING,
+    REPO,
+    SMALL_GROUPS,
+    assert_ms_equal,
+    assert_products_equal,
+    env,
+    executed_jobs,
+    no_partials,
+    product_targets,
+    run,
+    snakemake_cmd,
+)
 
 pytestmark = pytest.mark.workflow
 GOOD, BAD = SMALL_GROUPS
@@ -57,8 +68,7 @@ def test_backoff_retries_only_transient_errors():
 
     calls.clear()
     with pytest.raises(OSError, match="Device or resource busy"):
-        faults.with_backoff(lambda: calls.append(1) or flaky_forever(), attempts=3,
-                           base_s=0.01)
+        faults.with_backoff(lambda: calls.append(1) or flaky_forever(), attempts=3, base_s=0.01)
     assert len(calls) == 3
 
 
@@ -78,11 +88,17 @@ def test_backoff_waits_out_a_real_casa_table_lock(clean_small_run, tmp_path, cap
     with tables.table(str(ms), ack=False) as t:
         expected_rows = t.nrows()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom casacore import tables\n"
-         "t = tables.table(sys.argv[1], readonly=False, lockoptions='permanent', ack=False)\n"
-         "print('locked', flush=True)\ntime.sleep(2.0)\nt.close()\n", str(ms)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom casacore import tables\n"
+            "t = tables.table(sys.argv[1], readonly=False, lockoptions='permanent', ack=False)\n"
+            "print('locked', flush=True)\ntime.sleep(2.0)\nt.close()\n",
+            str(ms),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RuntimeError) as err:
         tables.table(str(ms), readonly=False, lockoptions="permanent", ack=False)
@@ -99,8 +115,10 @@ def test_backoff_waits_out_a_real_casa_table_lock(clean_small_run, tmp_path, cap
 
 
 def test_fail_once_switch_marks_and_then_passes(tmp_path):
-    environ = {faults.FAIL_ONCE_ENV: f"convert:{BAD},image:*",
-               faults.FAIL_ONCE_DIR_ENV: str(tmp_path)}
+    environ = {
+        faults.FAIL_ONCE_ENV: f"convert:{BAD},image:*",
+        faults.FAIL_ONCE_DIR_ENV: str(tmp_path),
+    }
     faults.fail_once_if_requested("convert", GOOD, environ)
     with pytest.raises(faults.InjectedFailure, match=f"convert for group {BAD}"):
         faults.fail_once_if_requested("convert", BAD, environ)
@@ -108,13 +126,20 @@ def test_fail_once_switch_marks_and_then_passes(tmp_path):
     with pytest.raises(faults.InjectedFailure):
         faults.fail_once_if_requested("image", GOOD, environ)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"convert.{BAD}.failed", f"image.{GOOD}.failed"]
+        f"convert.{BAD}.failed",
+        f"image.{GOOD}.failed",
+    ]
 
 
 def test_transient_failure_succeeds_on_retry(small_archive, clean_small_run, tmp_path):
     results = tmp_path / "results"
-    status, log = run(small_archive, results, *product_targets(results),
-                      DSA110_FAIL_ONCE=f"convert:{BAD}", DSA110_FAIL_ONCE_DIR=tmp_path / "markers")
+    status, log = run(
+        small_archive,
+        results,
+        *product_targets(results),
+        DSA110_FAIL_ONCE=f"convert:{BAD}",
+        DSA110_FAIL_ONCE_DIR=tmp_path / "markers",
+    )
     assert status == 0, log
     assert sorted(_convert_jobs(log)) == sorted([GOOD, BAD, BAD])
     assert log.count("Error in rule convert") == 1
@@ -138,9 +163,13 @@ def _wait_for_convert(group, results, timeout=300):
             except OSError:
                 continue
             args = [a.decode(errors="ignore") for a in cmd]
-            if ("convert" in args and group in args and str(results) in " ".join(args)
-                    and any(Path(a).name == "dsa110-contimg" for a in args[:2])
-                    and list((results / "ms").glob(f"{group}.ms.partial-*"))):
+            if (
+                "convert" in args
+                and group in args
+                and str(results) in " ".join(args)
+                and any(Path(a).name == "dsa110-contimg" for a in args[:2])
+                and list((results / "ms").glob(f"{group}.ms.partial-*"))
+            ):
                 return int(proc.name)
         time.sleep(0.02)
     raise AssertionError(f"convert of {group} never started")
@@ -148,10 +177,12 @@ def _wait_for_convert(group, results, timeout=300):
 
 def test_sigkill_during_a_job_then_rerun(small_archive, clean_small_run, tmp_path):
     results = tmp_path / "results"
-    cmd = snakemake_cmd(small_archive, results, *product_targets(results), "--retries", "0",
-                        "-j", "1")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    cmd = snakemake_cmd(
+        small_archive, results, *product_targets(results), "--retries", "0", "-j", "1"
+    )
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     pid = _wait_for_convert(BAD, results)
     os.kill(pid, signal.SIGKILL)
     log, _ = proc.communicate(timeout=600)
@@ -204,8 +235,9 @@ def _corrupt_visdata_index(path):
     raise AssertionError(f"{path}: found no chunk index to break")
 
 
-def test_corrupt_uvh5_keeps_going_then_quarantine_completes(archive_copy, clean_small_run,
-                                                            tmp_path):
+def test_corrupt_uvh5_keeps_going_then_quarantine_completes(
+    archive_copy, clean_small_run, tmp_path
+):
     bad_file = sorted(archive_copy.glob("2026-01-01T00:01:4*_sb05.hdf5"))
     assert len(bad_file) == 1
     _corrupt_visdata_index(bad_file[0])
@@ -217,7 +249,10 @@ def test_corrupt_uvh5_keeps_going_then_quarantine_completes(archive_copy, clean_
     assert _convert_jobs(log).count(BAD) == 2 and _convert_jobs(log).count(GOOD) == 1
     assert f"group={BAD}" in log and "Error in rule convert" in log
     bad_log = (results / "logs" / "convert" / f"{BAD}.log").read_text()
-    assert f"{bad_file[0]}: cannot read visibilities" in bad_log and "wrong B-tree signature" in bad_log
+    assert (
+        f"{bad_file[0]}: cannot read visibilities" in bad_log
+        and "wrong B-tree signature" in bad_log
+    )
     assert not (results / "ms" / f"{BAD}.ms").exists()
     assert_ms_equal(results / "ms" / f"{GOOD}.ms", clean_small_run / "ms" / f"{GOOD}.ms")
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
@@ -242,7 +277,9 @@ def _read_only_wrapper(path):
     """Run a command with `path` mounted read-only in a private mount namespace (root
     ignores file permissions, so a read-only mount is the way to refuse it writes)."""
     if os.geteuid() != 0:
-        pytest.fail("the read-only output test needs root (mount namespace); run as root as CI does")
+        pytest.fail(
+            "the read-only output test needs root (mount namespace); run as root as CI does"
+        )
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
     return ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(path))
 
@@ -253,8 +290,9 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
     assert status == 0, log
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
 
-    status, log = run(small_archive, results, *product_targets(results),
-                      wrap=_read_only_wrapper(results / "ms"))
+    status, log = run(
+        small_archive, results, *product_targets(results), wrap=_read_only_wrapper(results / "ms")
+    )
     assert status != 0, log
     # Snakemake 9.27 clears a job's old output before it runs; on a read-only directory
     # that raises EROFS (not ENOENT) and the whole run stops with the path named.
@@ -266,8 +304,10 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
 
     status, log = run(small_archive, results, *product_targets(results))
     assert status == 0, log
-    assert sorted(executed_jobs(log), key=str) == [("convert", {"group": BAD}),
-                                                   ("qa_manifest", {})], log
+    assert sorted(executed_jobs(log), key=str) == [
+        ("convert", {"group": BAD}),
+        ("qa_manifest", {}),
+    ], log
     assert (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns == good_mtime
     assert_products_equal(results, clean_small_run)
 
@@ -275,10 +315,28 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
 def _readme_run(archive, results, *args, **popen):
     """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
     on a test archive, with the test imaging overlay."""
-    cmd = [str(BIN / "dsa110-contimg"), "run", "--", *args, "--cores", "2", "--configfile",
-           str(FAST_IMAGING), "--config", f"archive_dir={archive}", f"results_dir={results}"]
-    return subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+    cmd = [
+        str(BIN / "dsa110-contimg"),
+        "run",
+        "--",
+        *args,
+        "--cores",
+        "2",
+        "--configfile",
+        str(FAST_IMAGING),
+        "--config",
+        f"archive_dir={archive}",
+        f"results_dir={results}",
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def _children(pid):
@@ -305,8 +363,9 @@ def _find_process(predicate, timeout=600):
             if not proc.name.isdigit():
                 continue
             try:
-                args = [a.decode(errors="ignore")
-                        for a in (proc / "cmdline").read_bytes().split(b"\0")]
+                args = [
+                    a.decode(errors="ignore") for a in (proc / "cmdline").read_bytes().split(b"\0")
+                ]
             except OSError:
                 continue
             if predicate(args):
@@ -326,8 +385,11 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     # freeze snakemake as soon as the qa_image job starts, let the job finish its atomic
     # renames, then kill the whole run: the job's outputs exist, its record does not
     job = _find_process(lambda a: "qa-image" in a and str(qa_json) in a)
-    snakemake = next(p for p in _children(run1.pid)
-                     if "snakemake" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="ignore"))
+    snakemake = next(
+        p
+        for p in _children(run1.pid)
+        if "snakemake" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="ignore")
+    )
     os.kill(snakemake, signal.SIGSTOP)
     deadline = time.time() + 300
     while _proc_state(job) not in (None, "Z") and time.time() < deadline:
@@ -346,8 +408,9 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     assert ("qa_image", {"group": GOOD}) in executed_jobs(log), log
     assert "removed 2 output(s) of job(s) killed before Snakemake recorded them" in log
     assert qa_json.stat().st_mtime_ns > killed_mtime
-    assert not [out for _, out, _ in runner.incomplete_markers(REPO)
-                if out.startswith(str(results))]
+    assert not [
+        out for _, out, _ in runner.incomplete_markers(REPO) if out.startswith(str(results))
+    ]
     assert no_partials(results) == []
 
     status, dry = run(small_archive, results, "-n")
@@ -373,15 +436,34 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     assert locks and first.poll() is None, "the first run never locked"
 
     second = subprocess.run(
-        [str(BIN / "dsa110-contimg"), "run", "--", *product_targets(results), "--cores", "2",
-         "--configfile", str(FAST_IMAGING), "--config", f"archive_dir={small_archive}",
-         f"results_dir={results}"],
-        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+        [
+            str(BIN / "dsa110-contimg"),
+            "run",
+            "--",
+            *product_targets(results),
+            "--cores",
+            "2",
+            "--configfile",
+            str(FAST_IMAGING),
+            "--config",
+            f"archive_dir={small_archive}",
+            f"results_dir={results}",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     message = second.stdout + second.stderr
     assert second.returncode == runner.EXIT_BUSY == 2, message
-    assert f"another dsa110-contimg run (pid {first.pid} on {os.uname().nodename}, started " in message
-    assert (f"is processing {results}; refusing to start a second one on the same results "
-            "directory. Wait for it to finish (or stop it), then run this command again.") in message
+    assert (
+        f"another dsa110-contimg run (pid {first.pid} on {os.uname().nodename}, started " in message
+    )
+    assert (
+        f"is processing {results}; refusing to start a second one on the same results "
+        "directory. Wait for it to finish (or stop it), then run this command again."
+    ) in message
     assert runner.remove_stale_locks(REPO) == 0
     assert sorted(locks_dir.glob("*.lock")) == locks and first.poll() is None
 

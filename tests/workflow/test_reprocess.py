@@ -62,8 +62,9 @@ def test_new_day_runs_only_new_jobs_and_a_range_reprocesses_alone(two_days, tmp_
     assert {k: after[k] for k in before} == before
     assert sorted(after) == sorted(f"{g}.ms" for g in old_groups | new_groups)
 
-    status, log = run(archive, results, "--forcerun", "convert",
-                      config=[f"start={DAY2_START}", "end=2026-01-03"])
+    status, log = run(
+        archive, results, "--forcerun", "convert", config=[f"start={DAY2_START}", "end=2026-01-03"]
+    )
     assert status == 0, log
     jobs = executed_jobs(log)
     assert sorted(wc["group"] for rule, wc in jobs if rule == "convert") == sorted(new_groups)
@@ -73,4 +74,3 @@ def test_new_day_runs_only_new_jobs_and_a_range_reprocesses_alone(two_days, tmp_
     assert all(reprocessed[f"{g}.ms"] > after[f"{g}.ms"] for g in new_groups)
     assert set(pd.read_parquet(results / "manifest" / "groups.parquet").group) == new_groups
     assert no_partials(results) == []
-

@@ -14,16 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import (BIN, REPO, SMALL_GROUPS, assert_products_equal, env, no_partials,
-                      product_targets, slurm_job_ids, snakemake_cmd)
+from pipeline import (
+    BIN,
+    REPO,
+    SMALL_GROUPS,
+    assert_products_equal,
+    env,
+    no_partials,
+    product_targets,
+    slurm_job_ids,
+    snakemake_cmd,
+)
 
 pytestmark = pytest.mark.workflow
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 
 
 def _sh(*args, timeout=600):
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +45,11 @@ def slurm():
     if not was_up:
         started = _sh("start")
         if started.returncode != 0:
-            pytest.fail("could not start a one-machine SLURM with scripts/slurm-local.sh "
-                        f"(needs root and Debian's slurm-wlm, slurmdbd, munge, mariadb-server):"
-                        f"\n{started.stdout}{started.stderr}")
+            pytest.fail(
+                "could not start a one-machine SLURM with scripts/slurm-local.sh "
+                f"(needs root and Debian's slurm-wlm, slurmdbd, munge, mariadb-server):"
+                f"\n{started.stdout}{started.stderr}"
+            )
     yield
     if not was_up:
         _sh("stop")
@@ -47,9 +59,12 @@ def sacct_jobs(job_ids):
     """{job id: sacct record} of the allocations (-X) of `job_ids`, from the accounting
     database."""
     fields = ["JobID", "State", "ReqMem", "Timelimit", "ReqCPUS", "ExitCode"]
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", ",".join(fields),
-                          "-j", ",".join(map(str, job_ids))],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", ",".join(fields), "-j", ",".join(map(str, job_ids))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     records = [dict(zip(fields, line.split("|"))) for line in out.stdout.splitlines()]
     return {int(r["JobID"]): r for r in records}
@@ -58,8 +73,9 @@ def sacct_jobs(job_ids):
 def _running_job(comment):
     """SLURM id of the RUNNING job whose comment (the plugin's `rule_<rule>_wildcards_<...>`)
     is `comment`, or None."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=30
+    )
     for line in out.stdout.splitlines():
         job_id, job_comment, state = line.split("|")
         if job_comment == comment and state == "RUNNING":
@@ -96,28 +112,53 @@ def test_profile_names_resolve_from_the_checkout(tmp_path):
     (tmp_path / "archive").mkdir()
     for name in ("slurm", "local"):
         assert (REPO / name).resolve() == REPO / "profiles" / name
-        out = subprocess.run([str(BIN / "snakemake"), "--profile", name, "-n", "--config",
-                              f"archive_dir={tmp_path / 'archive'}",
-                              f"results_dir={tmp_path / 'results'}"],
-                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [
+                str(BIN / "snakemake"),
+                "--profile",
+                name,
+                "-n",
+                "--config",
+                f"archive_dir={tmp_path / 'archive'}",
+                f"results_dir={tmp_path / 'results'}",
+            ],
+            cwd=REPO,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"Using profile {name} for setting default command line arguments" in out.stderr
 
 
-def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run, tmp_path,
-                                         capsys):
+def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run, tmp_path, capsys):
     """`snakemake --profile slurm` from the checkout: sacct-based status checks, a failure
     retried with more resources, a job lost mid-run (its processes killed) resubmitted."""
     bad, lost = SMALL_GROUPS[1], SMALL_GROUPS[0]
     results = tmp_path / "results"
-    cmd = snakemake_cmd(small_archive, results, *product_targets(results),
-                        "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
-                        "--set-threads", "convert=1", profile="slurm")
-    assert cmd[1:cmd.index("--profile") + 2][-2:] == ["--profile", "slurm"]
+    cmd = snakemake_cmd(
+        small_archive,
+        results,
+        *product_targets(results),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--latency-wait",
+        "5",
+        "--set-threads",
+        "convert=1",
+        profile="slurm",
+    )
+    assert cmd[1 : cmd.index("--profile") + 2][-2:] == ["--profile", "slurm"]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env(DSA110_FAIL_ONCE=f"convert:{bad}",
-                                                DSA110_FAIL_ONCE_DIR=tmp_path / "markers"))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(DSA110_FAIL_ONCE=f"convert:{bad}", DSA110_FAIL_ONCE_DIR=tmp_path / "markers"),
+    )
     # lose a job mid-run: kill the first convert of `lost` once it has run ~3 s
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
@@ -133,18 +174,30 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
     jobs = slurm_job_ids(log)
     records = sacct_jobs(jobs)
     with capsys.disabled():
-        print(f"\ntest_slurm: `snakemake --profile slurm` ran {len(jobs)} sbatch jobs in "
-              f"{elapsed:.0f} s")
+        print(
+            f"\ntest_slurm: `snakemake --profile slurm` ran {len(jobs)} sbatch jobs in "
+            f"{elapsed:.0f} s"
+        )
         for job_id, (rule, wildcards) in sorted(jobs.items()):
             r = records[job_id]
-            print(f"test_slurm: sacct job {job_id}: rule {rule} {wildcards} {r['State']} "
-                  f"ReqMem={r['ReqMem']} Timelimit={r['Timelimit']} ReqCPUS={r['ReqCPUS']}")
+            print(
+                f"test_slurm: sacct job {job_id}: rule {rule} {wildcards} {r['State']} "
+                f"ReqMem={r['ReqMem']} Timelimit={r['Timelimit']} ReqCPUS={r['ReqCPUS']}"
+            )
     # manifest, two conversions each run twice (lost / injected failure, then the retry),
     # the manifest QA
     assert sorted(rule for rule, _ in jobs.values()) == [
-        "convert", "convert", "convert", "convert", "manifest", "qa_manifest"], log
-    convert_jobs = {g: sorted(j for j, (rule, wc) in jobs.items() if rule == "convert" and wc == g)
-                    for g in SMALL_GROUPS}
+        "convert",
+        "convert",
+        "convert",
+        "convert",
+        "manifest",
+        "qa_manifest",
+    ], log
+    convert_jobs = {
+        g: sorted(j for j, (rule, wc) in jobs.items() if rule == "convert" and wc == g)
+        for g in SMALL_GROUPS
+    }
     assert [len(v) for v in convert_jobs.values()] == [2, 2]
     assert convert_jobs[lost][0] == victim
     assert "Error in rule convert" in log and "injected transient failure of convert" in log
@@ -166,10 +219,16 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
             r = records[job_id]
             assert (r["ReqMem"], r["Timelimit"], r["ReqCPUS"]) == want[rule], (rule, r)
     for group, (first, retry) in convert_jobs.items():
-        assert (records[first]["ReqMem"], records[first]["Timelimit"],
-                records[first]["ReqCPUS"]) == ("4000M", "00:30:00", "1"), records[first]
-        assert (records[retry]["ReqMem"], records[retry]["Timelimit"],
-                records[retry]["ReqCPUS"]) == ("8000M", "01:00:00", "1"), records[retry]
+        assert (
+            records[first]["ReqMem"],
+            records[first]["Timelimit"],
+            records[first]["ReqCPUS"],
+        ) == ("4000M", "00:30:00", "1"), records[first]
+        assert (
+            records[retry]["ReqMem"],
+            records[retry]["Timelimit"],
+            records[retry]["ReqCPUS"],
+        ) == ("8000M", "01:00:00", "1"), records[retry]
     for job_id in jobs:
         assert len(list((REPO / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log"))) == 1
 

@@ -12,6 +12,7 @@ import pytest
 from casacore import tables
 
 from pipeline import REPO
+
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
 
@@ -24,23 +25,50 @@ def _env():
 
 def _pipeline(archive, results, **kw):
     """The README's pipeline command, pointed at a test archive and results directory."""
-    cmd = [str(BIN / "dsa110-contimg"), "run", "--", "--cores", "2",
-           "--configfile", str(REPO / "tests" / "fast-imaging.yaml"),
-           "--config", f"archive_dir={archive}", f"results_dir={results}"]
-    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    cmd = [
+        str(BIN / "dsa110-contimg"),
+        "run",
+        "--",
+        "--cores",
+        "2",
+        "--configfile",
+        str(REPO / "tests" / "fast-imaging.yaml"),
+        "--config",
+        f"archive_dir={archive}",
+        f"results_dir={results}",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    )
 
 
 def _main_table(ms):
     with tables.table(str(ms), ack=False) as t:
-        return {c: t.getcol(c) for c in ("TIME", "ANTENNA1", "ANTENNA2", "UVW", "DATA",
-                                          "CORRECTED_DATA", "MODEL_DATA", "FLAG",
-                                          "WEIGHT_SPECTRUM")}
+        return {
+            c: t.getcol(c)
+            for c in (
+                "TIME",
+                "ANTENNA1",
+                "ANTENNA2",
+                "UVW",
+                "DATA",
+                "CORRECTED_DATA",
+                "MODEL_DATA",
+                "FLAG",
+                "WEIGHT_SPECTRUM",
+            )
+        }
 
 
 def test_snakemake_lint_is_clean():
-    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, env=_env(),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "--lint"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
 

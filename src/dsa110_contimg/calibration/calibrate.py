@@ -100,9 +100,15 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
     if cl_path.exists():
         shutil.rmtree(cl_path)
     cl = casatools().componentlist()
-    cl.addcomponent(dir=f"J2000 {ra_deg}deg {dec_deg}deg", flux=[flux_jy, 0, 0, 0],
-                    fluxunit="Jy", freq=f"{inst.REFERENCE_FREQ_HZ}Hz", shape="point",
-                    spectrumtype="spectral index", index=spectral_index)
+    cl.addcomponent(
+        dir=f"J2000 {ra_deg}deg {dec_deg}deg",
+        flux=[flux_jy, 0, 0, 0],
+        fluxunit="Jy",
+        freq=f"{inst.REFERENCE_FREQ_HZ}Hz",
+        shape="point",
+        spectrumtype="spectral index",
+        index=spectral_index,
+    )
     cl.rename(str(cl_path))
     cl.close()
     casatasks().ft(vis=str(ms), complist=str(cl_path), usescratch=True)
@@ -127,10 +133,14 @@ def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_
         sky = sky.assign(spectral_index=-0.7)
     ra, dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
     near = angular_separation(np.radians(ra0_deg), np.radians(dec0_deg), ra, dec)
-    off_cal = angular_separation(np.radians(calibrator["ra_deg"]), np.radians(calibrator["dec_deg"]),
-                                 ra, dec)
-    keep = ((sky.flux_jy.to_numpy() >= min_flux_jy) & (near <= np.radians(radius_deg))
-            & (off_cal > np.radians(1.0 / 60)))
+    off_cal = angular_separation(
+        np.radians(calibrator["ra_deg"]), np.radians(calibrator["dec_deg"]), ra, dec
+    )
+    keep = (
+        (sky.flux_jy.to_numpy() >= min_flux_jy)
+        & (near <= np.radians(radius_deg))
+        & (off_cal > np.radians(1.0 / 60))
+    )
     return sky[keep].reset_index(drop=True)
 
 
@@ -161,7 +171,7 @@ def add_field_sources(ms, sources, pointing_dec_deg, chunk_rows=20000):
             nrow = min(chunk_rows, t.nrows() - start)
             uvw = t.getcol("UVW", startrow=start, nrow=nrow)
             model = t.getcol("MODEL_DATA", startrow=start, nrow=nrow)
-            rows = tidx[start:start + nrow]
+            rows = tidx[start : start + nrow]
             added = np.zeros(model.shape[:2], complex)
             for l, m, n1, flux in tracks:
                 tau = (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * n1) / inst.SPEED_OF_LIGHT
@@ -176,8 +186,13 @@ def read_caltable(path):
     from casacore import tables
 
     with tables.table(str(path), ack=False) as t:
-        return {"antenna": t.getcol("ANTENNA1"), "time": t.getcol("TIME"),
-                "gain": t.getcol("CPARAM"), "flag": t.getcol("FLAG"), "snr": t.getcol("SNR")}
+        return {
+            "antenna": t.getcol("ANTENNA1"),
+            "time": t.getcol("TIME"),
+            "gain": t.getcol("CPARAM"),
+            "flag": t.getcol("FLAG"),
+            "snr": t.getcol("SNR"),
+        }
 
 
 def flag_outliers(path, nsigma, min_fraction=0.05):
@@ -234,13 +249,15 @@ def _antenna_stats(table, names, present):
         phase = np.degrees(np.unwrap(np.nan_to_num(np.angle(gm)), axis=axis))
         phase[np.isnan(gm)] = np.nan
         phase_scatter = _second_difference_scatter(phase, axis)
-        rows.append({
-            "antenna": names[int(ant)] if int(ant) < len(names) else str(ant),
-            "flagged_fraction": float(f.mean()),
-            "median_snr": float(np.median(snr[~f])) if (~f).any() else 0.0,
-            "amp_scatter": _second_difference_scatter(log_amp, axis),
-            "phase_scatter_deg": phase_scatter,
-        })
+        rows.append(
+            {
+                "antenna": names[int(ant)] if int(ant) < len(names) else str(ant),
+                "flagged_fraction": float(f.mean()),
+                "median_snr": float(np.median(snr[~f])) if (~f).any() else 0.0,
+                "amp_scatter": _second_difference_scatter(log_amp, axis),
+                "phase_scatter_deg": phase_scatter,
+            }
+        )
     return rows
 
 
@@ -271,22 +288,30 @@ def _residual_check(ms):
     if not ok.any():
         return {"residual_ratio": None, "amplitude_ratio": None}
     ratio = corr[ok] / model[ok]
-    return {"residual_ratio": float(np.median(np.abs(ratio - 1.0))),
-            "amplitude_ratio": float(np.median(ratio.real))}
+    return {
+        "residual_ratio": float(np.median(np.abs(ratio - 1.0))),
+        "amplitude_ratio": float(np.median(ratio.real)),
+    }
 
 
-def solve_calibrator_group(ms, calibrator, pointing_dec_deg, cal_dir, qa_json, qa_png,
-                           settings=None, group=None):
+def solve_calibrator_group(
+    ms, calibrator, pointing_dec_deg, cal_dir, qa_json, qa_png, settings=None, group=None
+):
     """Solve bandpass and gains on calibrator group `ms`; write `cal_dir`/{bandpass.b,
     gain.g} and the QA json + png. `calibrator` is a catalog row (mapping with name,
     ra_deg, dec_deg, flux_jy, spectral_index). Returns the QA dict; on failure the QA
     says `passed: false` with the reason and `cal_dir` holds only FAILED.txt."""
     settings = settings or SolveSettings()
     cal = dict(calibrator)
-    qa = {"calgroup": group or Path(ms).stem, "ms": str(ms), "calibrator": cal["name"],
-          "calibrator_flux_jy": float(cal["flux_jy"]),
-          "calibrator_spectral_index": float(cal["spectral_index"]),
-          "pointing_dec_deg": float(pointing_dec_deg), "settings": asdict(settings)}
+    qa = {
+        "calgroup": group or Path(ms).stem,
+        "ms": str(ms),
+        "calibrator": cal["name"],
+        "calibrator_flux_jy": float(cal["flux_jy"]),
+        "calibrator_spectral_index": float(cal["spectral_index"]),
+        "pointing_dec_deg": float(pointing_dec_deg),
+        "settings": asdict(settings),
+    }
     tables_out = None
     with atomic_output(cal_dir) as tmp:
         tmp.mkdir()
@@ -304,19 +329,29 @@ def solve_calibrator_group(ms, calibrator, pointing_dec_deg, cal_dir, qa_json, q
                     shutil.rmtree(tmp / name)
             (tmp / "FAILED.txt").write_text(
                 f"calibration of {qa['calgroup']} on {cal['name']} failed QA:\n"
-                + "\n".join(reasons) + "\n")
+                + "\n".join(reasons)
+                + "\n"
+            )
         scratch = tmp / "scratch.ms"
         if scratch.exists():
             shutil.rmtree(scratch)
     qa["provenance"] = provenance([ms], asdict(settings))
-    qa["tables"] = ({k: str(Path(cal_dir) / v) for k, v in
-                     (("bandpass", BANDPASS_TABLE), ("gain", GAIN_TABLE))}
-                    if qa["passed"] else {})
+    qa["tables"] = (
+        {k: str(Path(cal_dir) / v) for k, v in (("bandpass", BANDPASS_TABLE), ("gain", GAIN_TABLE))}
+        if qa["passed"]
+        else {}
+    )
     plot_solutions(tables_out if qa["passed"] else None, qa, qa_png)
     write_text(json.dumps(qa, indent=2, default=str), qa_json)
     level = logging.INFO if qa["passed"] else logging.WARNING
-    log.log(level, "%s: calibration on %s %s%s", qa["calgroup"], cal["name"],
-            "passed QA" if qa["passed"] else "FAILED QA: ", "; ".join(qa["reasons"]))
+    log.log(
+        level,
+        "%s: calibration on %s %s%s",
+        qa["calgroup"],
+        cal["name"],
+        "passed QA" if qa["passed"] else "FAILED QA: ",
+        "; ".join(qa["reasons"]),
+    )
     return qa
 
 
@@ -336,40 +371,82 @@ def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     if refant not in names:
         raise CalibrationError(f"refant {refant!r} is not an antenna of {ms}")
     qa["refant"] = refant
-    write_point_model(scratch, cal["ra_deg"], cal["dec_deg"], cal["flux_jy"],
-                      cal["spectral_index"], pointing_dec_deg, workdir)
+    write_point_model(
+        scratch,
+        cal["ra_deg"],
+        cal["dec_deg"],
+        cal["flux_jy"],
+        cal["spectral_index"],
+        pointing_dec_deg,
+        workdir,
+    )
     if settings.sky_model:
-        sources = field_sources(settings.sky_model, cal["ra_deg"], cal["dec_deg"], cal,
-                                settings.sky_model_min_flux_jy, settings.sky_model_radius_deg)
+        sources = field_sources(
+            settings.sky_model,
+            cal["ra_deg"],
+            cal["dec_deg"],
+            cal,
+            settings.sky_model_min_flux_jy,
+            settings.sky_model_radius_deg,
+        )
         qa["field_sources_in_model"] = add_field_sources(scratch, sources, pointing_dec_deg)
     beam = primary_beam_track(scratch, cal["ra_deg"], cal["dec_deg"], pointing_dec_deg)
     qa["pb_response_mean"] = float(beam.mean())
-    common = dict(vis=str(scratch), refant=refant, minsnr=settings.minsnr,
-                  uvrange=settings.uvrange)
+    common = dict(vis=str(scratch), refant=refant, minsnr=settings.minsnr, uvrange=settings.uvrange)
     pre = workdir / "prephase.g"
     bp, gain = workdir / BANDPASS_TABLE, workdir / GAIN_TABLE
-    cta.gaincal(caltable=str(pre), solint=settings.prephase_solint, calmode="p",
-                gaintype="G", **common)
-    _require(pre, f"phase-only pre-calibration: no solutions above minsnr {settings.minsnr:g} "
-                  f"(is {cal['name']} too faint, or not in the data?)")
-    cta.bandpass(caltable=str(bp), solint=settings.bandpass_solint, combine="scan",
-                 bandtype="B", solnorm=False, gaintable=[str(pre)], **common)
-    _require(bp, f"bandpass: no solutions above minsnr {settings.minsnr:g} (is "
-                 f"{cal['name']} too faint, or not in the data?)")
+    cta.gaincal(
+        caltable=str(pre), solint=settings.prephase_solint, calmode="p", gaintype="G", **common
+    )
+    _require(
+        pre,
+        f"phase-only pre-calibration: no solutions above minsnr {settings.minsnr:g} "
+        f"(is {cal['name']} too faint, or not in the data?)",
+    )
+    cta.bandpass(
+        caltable=str(bp),
+        solint=settings.bandpass_solint,
+        combine="scan",
+        bandtype="B",
+        solnorm=False,
+        gaintable=[str(pre)],
+        **common,
+    )
+    _require(
+        bp,
+        f"bandpass: no solutions above minsnr {settings.minsnr:g} (is "
+        f"{cal['name']} too faint, or not in the data?)",
+    )
     qa["bandpass_flagged_outliers"] = flag_outliers(bp, settings.flag_nsigma)
-    cta.gaincal(caltable=str(gain), solint=settings.gain_solint, calmode="ap", gaintype="G",
-                gaintable=[str(bp)], **common)
+    cta.gaincal(
+        caltable=str(gain),
+        solint=settings.gain_solint,
+        calmode="ap",
+        gaintype="G",
+        gaintable=[str(bp)],
+        **common,
+    )
     _require(gain, "gaincal (amplitude and phase) wrote no table")
     qa["gain_flagged_outliers"] = flag_outliers(gain, settings.flag_nsigma)
     shutil.rmtree(pre)
     bp_t, g_t = read_caltable(bp), read_caltable(gain)
     qa["bandpass"] = _table_summary(bp_t, names, present)
     qa["gain"] = _table_summary(g_t, names, present)
-    cta.applycal(vis=str(scratch), gaintable=[str(bp), str(gain)], interp=["nearest", "nearest"],
-                 calwt=False, flagbackup=False)
+    cta.applycal(
+        vis=str(scratch),
+        gaintable=[str(bp), str(gain)],
+        interp=["nearest", "nearest"],
+        calwt=False,
+        flagbackup=False,
+    )
     qa.update(_residual_check(scratch))
-    return {"bandpass": bp_t, "gain": g_t, "antenna_names": names,
-            "freq_hz": _chan_freqs(scratch), "refant": refant}
+    return {
+        "bandpass": bp_t,
+        "gain": g_t,
+        "antenna_names": names,
+        "freq_hz": _chan_freqs(scratch),
+        "refant": refant,
+    }
 
 
 def _require(path, message):
@@ -382,15 +459,20 @@ def _qa_failures(qa, settings):
     for name in ("bandpass", "gain"):
         s = qa[name]
         if s["flagged_fraction"] > settings.max_flagged_fraction:
-            reasons.append(f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
-                           f"(limit {100 * settings.max_flagged_fraction:.0f}%)")
+            reasons.append(
+                f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
+                f"(limit {100 * settings.max_flagged_fraction:.0f}%)"
+            )
         if s["median_snr"] < settings.min_median_snr:
-            reasons.append(f"{name}: median solution SNR {s['median_snr']:.1f} "
-                           f"< {settings.min_median_snr:g}")
+            reasons.append(
+                f"{name}: median solution SNR {s['median_snr']:.1f} < {settings.min_median_snr:g}"
+            )
     resid = qa.get("residual_ratio")
     if resid is None or not resid <= settings.max_residual_ratio:
-        reasons.append(f"calibrated calibrator departs from its model: median "
-                       f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})")
+        reasons.append(
+            f"calibrated calibrator departs from its model: median "
+            f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})"
+        )
     return reasons
 
 
@@ -402,7 +484,9 @@ def plot_solutions(solutions, qa, png):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    title = f"{qa['calgroup']}: {qa['calibrator']}  " + ("QA passed" if qa["passed"] else "QA FAILED")
+    title = f"{qa['calgroup']}: {qa['calibrator']}  " + (
+        "QA passed" if qa["passed"] else "QA FAILED"
+    )
     fig.suptitle(title, color="black" if qa["passed"] else "red")
     if solutions is None:
         for ax in axes.flat:
@@ -453,8 +537,11 @@ def select_calibrations(groups, cal_qa, validity_hours=12.0, fallback="uncalibra
     cal_rows = groups[groups.has_calibrator] if "has_calibrator" in groups else groups.iloc[:0]
     mids = dict(zip(groups.group, groups.mid_mjd))
     usable = {c: mids[c] for c in cal_rows.group if c in cal_qa and cal_qa[c].get("passed")}
-    failed = {c: cal_qa.get(c, {}).get("reasons", ["no QA record"]) for c in cal_rows.group
-              if c not in usable}
+    failed = {
+        c: cal_qa.get(c, {}).get("reasons", ["no QA record"])
+        for c in cal_rows.group
+        if c not in usable
+    }
     rows = []
     for g in groups.itertuples():
         seps = sorted(((abs(m - g.mid_mjd) * 24.0, c) for c, m in usable.items()))
@@ -464,33 +551,50 @@ def select_calibrations(groups, cal_qa, validity_hours=12.0, fallback="uncalibra
         parts = [f"no calibrator group passed QA within {validity_hours:g} h"]
         if seps:
             parts.append(f"nearest usable: {seps[0][1]} at {seps[0][0]:.2f} h")
-        near_failed = sorted((abs(mids[c] - g.mid_mjd) * 24.0, c) for c in failed
-                             if abs(mids[c] - g.mid_mjd) * 24.0 <= validity_hours)
+        near_failed = sorted(
+            (abs(mids[c] - g.mid_mjd) * 24.0, c)
+            for c in failed
+            if abs(mids[c] - g.mid_mjd) * 24.0 <= validity_hours
+        )
         for sep, c in near_failed:
             parts.append(f"{c} at {sep:.2f} h failed QA ({'; '.join(failed[c])})")
-        rows.append((g.group, "", np.nan, fallback if fallback == "skip" else "uncalibrated",
-                     "; ".join(parts)))
+        rows.append(
+            (
+                g.group,
+                "",
+                np.nan,
+                fallback if fallback == "skip" else "uncalibrated",
+                "; ".join(parts),
+            )
+        )
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
 
 
-def write_selection(groups_path, qa_paths, selection_path, report_path, validity_hours=12.0,
-                    fallback="uncalibrated"):
+def write_selection(
+    groups_path, qa_paths, selection_path, report_path, validity_hours=12.0, fallback="uncalibrated"
+):
     """Selection Parquet and the human-readable list of groups without a calibrator."""
     groups = pd.read_parquet(groups_path)
     sel = select_calibrations(groups, read_cal_qa(qa_paths), validity_hours, fallback)
-    meta = provenance([groups_path, *qa_paths], {"validity_hours": validity_hours,
-                                                "fallback": fallback})
+    meta = provenance(
+        [groups_path, *qa_paths], {"validity_hours": validity_hours, "fallback": fallback}
+    )
     write_parquet(sel, selection_path, meta)
     missing = sel[sel.status != "calibrated"]
-    lines = [f"# groups without a usable calibrator within {validity_hours:g} h "
-             f"(fallback: {fallback}); {len(missing)} of {len(sel)}",
-             "# group\tstatus\treason"]
+    lines = [
+        f"# groups without a usable calibrator within {validity_hours:g} h "
+        f"(fallback: {fallback}); {len(missing)} of {len(sel)}",
+        "# group\tstatus\treason",
+    ]
     lines += [f"{r.group}\t{r.status}\t{r.reason}" for r in missing.itertuples()]
     write_text("\n".join(lines) + "\n", report_path)
     for r in missing.itertuples():
         log.warning("group %s has no calibrator (%s): %s", r.group, r.status, r.reason)
-    log.info("calibration selection: %d calibrated, %d without calibrator",
-             (sel.status == "calibrated").sum(), len(missing))
+    log.info(
+        "calibration selection: %d calibrated, %d without calibrator",
+        (sel.status == "calibrated").sum(),
+        len(missing),
+    )
     return sel
 
 
@@ -508,22 +612,36 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
     row = dict(selection_row)
     status = row["status"]
     if status == "skip":
-        raise ValueError(f"group {row['group']}: selection says skip ({row['reason']}); "
-                         "nothing to apply")
-    record = {"group": row["group"], "status": status, "calgroup": row["calgroup"],
-              "separation_hours": (None if pd.isna(row["separation_hours"])
-                                   else float(row["separation_hours"])),
-              "reason": row["reason"], "tables": [], "warnings": []}
+        raise ValueError(
+            f"group {row['group']}: selection says skip ({row['reason']}); nothing to apply"
+        )
+    record = {
+        "group": row["group"],
+        "status": status,
+        "calgroup": row["calgroup"],
+        "separation_hours": (
+            None if pd.isna(row["separation_hours"]) else float(row["separation_hours"])
+        ),
+        "reason": row["reason"],
+        "tables": [],
+        "warnings": [],
+    }
     with atomic_output(out_ms) as tmp:
         shutil.copytree(ms, tmp)
         if status == "calibrated":
             gaintables = [str(Path(cal_dir) / BANDPASS_TABLE), str(Path(cal_dir) / GAIN_TABLE)]
             for tab in gaintables:
                 if not Path(tab).exists():
-                    raise FileNotFoundError(f"group {row['group']}: calibration table {tab} "
-                                            "is missing")
-            casatasks().applycal(vis=str(tmp), gaintable=gaintables, interp=[interp, interp],
-                                 calwt=False, flagbackup=False)
+                    raise FileNotFoundError(
+                        f"group {row['group']}: calibration table {tab} is missing"
+                    )
+            casatasks().applycal(
+                vis=str(tmp),
+                gaintable=gaintables,
+                interp=[interp, interp],
+                calwt=False,
+                flagbackup=False,
+            )
             record["tables"] = gaintables
         else:
             with tables.table(str(tmp), readonly=False, ack=False) as t:
@@ -531,12 +649,21 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
                     n = min(20000, t.nrows() - start)
                     t.putcol("CORRECTED_DATA", t.getcol("DATA", start, n), start, n)
             record["warnings"].append(f"UNCALIBRATED: {row['reason']}")
-            log.warning("group %s: writing UNCALIBRATED data (CORRECTED_DATA = DATA): %s",
-                        row["group"], row["reason"])
+            log.warning(
+                "group %s: writing UNCALIBRATED data (CORRECTED_DATA = DATA): %s",
+                row["group"],
+                row["reason"],
+            )
         with tables.table(str(tmp), readonly=False, ack=False) as t:
-            t.putkeyword(MS_KEYWORD, {"status": status, "calgroup": row["calgroup"] or "",
-                                      "reason": row["reason"] or "",
-                                      "tables": ",".join(record["tables"])})
+            t.putkeyword(
+                MS_KEYWORD,
+                {
+                    "status": status,
+                    "calgroup": row["calgroup"] or "",
+                    "reason": row["reason"] or "",
+                    "tables": ",".join(record["tables"]),
+                },
+            )
             flag = t.getcol("FLAG")
         record["flagged_fraction"] = float(flag.mean())
     record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
@@ -557,8 +684,9 @@ def calibration_status(ms):
 # --------------------------------------------------------------------------- CLI
 
 
-def solve_from_manifest(ms, groups_path, catalog_path, group, cal_dir, qa_json, qa_png,
-                        settings=None):
+def solve_from_manifest(
+    ms, groups_path, catalog_path, group, cal_dir, qa_json, qa_png, settings=None
+):
     """Look up the group's calibrator in the manifest and catalog, then solve."""
     groups = pd.read_parquet(groups_path)
     row = groups[groups.group == group]
@@ -570,14 +698,17 @@ def solve_from_manifest(ms, groups_path, catalog_path, group, cal_dir, qa_json, 
     catalog = read_calibrator_catalog(catalog_path)
     cal = catalog[catalog.name == row.calibrator]
     if cal.empty:
-        raise ValueError(f"{catalog_path}: calibrator {row.calibrator!r} (group {group}) "
-                         "is not in the catalog")
-    return solve_calibrator_group(ms, cal.iloc[0].to_dict(), row.dec_deg, cal_dir, qa_json,
-                                  qa_png, settings, group=group)
+        raise ValueError(
+            f"{catalog_path}: calibrator {row.calibrator!r} (group {group}) is not in the catalog"
+        )
+    return solve_calibrator_group(
+        ms, cal.iloc[0].to_dict(), row.dec_deg, cal_dir, qa_json, qa_png, settings, group=group
+    )
 
 
-def apply_from_selection(ms, selection_path, group, out_ms, qa_json, cal_dir=None,
-                         interp="nearest"):
+def apply_from_selection(
+    ms, selection_path, group, out_ms, qa_json, cal_dir=None, interp="nearest"
+):
     """Apply what `selection_path` chose for `group`; `cal_dir` holds the chosen
     calibrator group's tables (results/cal/{calgroup})."""
     sel = pd.read_parquet(selection_path)
@@ -586,8 +717,10 @@ def apply_from_selection(ms, selection_path, group, out_ms, qa_json, cal_dir=Non
         raise ValueError(f"{selection_path}: no group {group!r}")
     row = row.iloc[0].to_dict()
     if row["calgroup"] and (cal_dir is None or Path(cal_dir).name != row["calgroup"]):
-        raise ValueError(f"group {group}: selection chose {row['calgroup']} but the "
-                         f"calibration directory given is {cal_dir}")
+        raise ValueError(
+            f"group {group}: selection chose {row['calgroup']} but the "
+            f"calibration directory given is {cal_dir}"
+        )
     return apply_calibration(ms, out_ms, qa_json, row, cal_dir, interp)
 
 
@@ -612,24 +745,38 @@ def settings_from_config(cfg):
 
 
 def _run_solve(args):
-    settings = SolveSettings(refant=args.refant, minsnr=args.minsnr,
-                             bandpass_solint=args.bandpass_solint, gain_solint=args.gain_solint)
-    qa = solve_from_manifest(args.ms, args.manifest, args.catalog, args.group, args.out,
-                             args.qa_json, args.qa_png, settings)
+    settings = SolveSettings(
+        refant=args.refant,
+        minsnr=args.minsnr,
+        bandpass_solint=args.bandpass_solint,
+        gain_solint=args.gain_solint,
+    )
+    qa = solve_from_manifest(
+        args.ms,
+        args.manifest,
+        args.catalog,
+        args.group,
+        args.out,
+        args.qa_json,
+        args.qa_png,
+        settings,
+    )
     return 0 if qa["passed"] else 1
 
 
 def _run_select(args):
-    write_selection(args.manifest, args.qa, args.out, args.report, args.validity_hours,
-                    args.fallback)
+    write_selection(
+        args.manifest, args.qa, args.out, args.report, args.validity_hours, args.fallback
+    )
 
 
 def _run_apply(args):
     sel = pd.read_parquet(args.selection)
     calgroup = sel.calgroup[sel.group == args.group]
     cal_dir = Path(args.cal_root) / calgroup.iloc[0] if len(calgroup) and calgroup.iloc[0] else None
-    apply_from_selection(args.ms, args.selection, args.group, args.out, args.qa_json,
-                         cal_dir, args.interp)
+    apply_from_selection(
+        args.ms, args.selection, args.group, args.out, args.qa_json, cal_dir, args.interp
+    )
 
 
 def register_cli(sub):

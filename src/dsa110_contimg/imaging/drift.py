@@ -56,10 +56,21 @@ log = logging.getLogger(__name__)
 
 SPECTRAL_INDEX_DEFAULT = -0.7
 BLOCK_WIDTH_HZ = 8.0e6
-TABLE_COLUMNS = ["source_id", "ra_deg", "dec_deg", "catalog_flux_jy", "spectral_index",
-                 "apparent_peak_jy", "fitted_flux_jy", "fitted_flux_err_jy",
-                 "fitted_spectral_index", "pb", "image_freq_hz", "restored_peak_jy",
-                 "in_image"]
+TABLE_COLUMNS = [
+    "source_id",
+    "ra_deg",
+    "dec_deg",
+    "catalog_flux_jy",
+    "spectral_index",
+    "apparent_peak_jy",
+    "fitted_flux_jy",
+    "fitted_flux_err_jy",
+    "fitted_spectral_index",
+    "pb",
+    "image_freq_hz",
+    "restored_peak_jy",
+    "in_image",
+]
 
 
 @dataclass
@@ -75,21 +86,30 @@ class DriftSettings:
     sample_budget: int = 4_000_000
 
 
-def select_sources(catalog, pointing_ra, pointing_dec, freq_hz, min_apparent_jy,
-                   max_sources, radius_deg):
+def select_sources(
+    catalog, pointing_ra, pointing_dec, freq_hz, min_apparent_jy, max_sources, radius_deg
+):
     """Catalog sources whose highest apparent flux over the pointings (rad, one per
     integration) reaches `min_apparent_jy`, brightest first, at most `max_sources`."""
     cat = catalog.reset_index(drop=True)
     if cat.empty:
         return cat.assign(apparent_peak_jy=[])
     ra, dec = np.radians(cat.ra_deg.to_numpy(float)), np.radians(cat.dec_deg.to_numpy(float))
-    theta = angular_separation(np.asarray(pointing_ra)[:, None], np.asarray(pointing_dec)[:, None],
-                               ra[None, :], dec[None, :])
+    theta = angular_separation(
+        np.asarray(pointing_ra)[:, None],
+        np.asarray(pointing_dec)[:, None],
+        ra[None, :],
+        dec[None, :],
+    )
     apparent = cat.flux_jy.to_numpy(float) * airy_power(theta, freq_hz).max(axis=0)
     near = theta.min(axis=0) <= np.radians(radius_deg)
     keep = near & (apparent >= min_apparent_jy)
     out = cat[keep].assign(apparent_peak_jy=apparent[keep])
-    return out.sort_values("apparent_peak_jy", ascending=False).head(max_sources).reset_index(drop=True)
+    return (
+        out.sort_values("apparent_peak_jy", ascending=False)
+        .head(max_sources)
+        .reset_index(drop=True)
+    )
 
 
 def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
@@ -101,10 +121,12 @@ def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
     n_src, n_time = len(ra_deg), len(times_mjd)
     if n_src == 0:
         return np.zeros((0, n_time, len(freqs_hz)))
-    ha, dec = _hadec(np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time),
-                     np.tile(times_mjd, n_src))
-    theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha),
-                               np.radians(dec)).reshape(n_src, n_time)
+    ha, dec = _hadec(
+        np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time), np.tile(times_mjd, n_src)
+    )
+    theta = angular_separation(
+        0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec)
+    ).reshape(n_src, n_time)
     return airy_power(theta[:, :, None], np.asarray(freqs_hz)[None, None, :])
 
 
@@ -129,22 +151,27 @@ def direction_cosines(times_mjd, phase_center, ra, dec):
     loc = inst.site_location()
 
     def apparent(r, d):
-        return calc_app_coords(lon_coord=np.full(jd.size, r), lat_coord=np.full(jd.size, d),
-                               coord_frame="icrs", coord_epoch=2000.0, time_array=jd,
-                               lst_array=lst, telescope_loc=loc)
+        return calc_app_coords(
+            lon_coord=np.full(jd.size, r),
+            lat_coord=np.full(jd.size, d),
+            coord_frame="icrs",
+            coord_epoch=2000.0,
+            time_array=jd,
+            lst_array=lst,
+            telescope_loc=loc,
+        )
 
     ra0, dec0 = apparent(*phase_center)
-    pa = calc_frame_pos_angle(time_array=jd, app_ra=ra0, app_dec=dec0, telescope_loc=loc,
-                              ref_frame="icrs")
+    pa = calc_frame_pos_angle(
+        time_array=jd, app_ra=ra0, app_dec=dec0, telescope_loc=loc, ref_frame="icrs"
+    )
     cos_pa, sin_pa = np.cos(pa), np.sin(pa)
     out = []
     for r, d in zip(np.atleast_1d(ra), np.atleast_1d(dec)):
         ra_s, dec_s = apparent(r, d)
         l_app = np.cos(dec_s) * np.sin(ra_s - ra0)
-        m_app = (np.sin(dec_s) * np.cos(dec0)
-                 - np.cos(dec_s) * np.sin(dec0) * np.cos(ra_s - ra0))
-        n1 = (np.sin(dec_s) * np.sin(dec0) + np.cos(dec_s) * np.cos(dec0) * np.cos(ra_s - ra0)
-              - 1.0)
+        m_app = np.sin(dec_s) * np.cos(dec0) - np.cos(dec_s) * np.sin(dec0) * np.cos(ra_s - ra0)
+        n1 = np.sin(dec_s) * np.sin(dec0) + np.cos(dec_s) * np.cos(dec0) * np.cos(ra_s - ra0) - 1.0
         out.append((l_app * cos_pa - m_app * sin_pa, l_app * sin_pa + m_app * cos_pa, n1))
     return out
 
@@ -163,16 +190,27 @@ class DriftModel:
         times, self.tidx = _unique_times(ms)
         with tables.table(f"{ms}/FIELD", ack=False) as t:
             ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
-        alpha = (sources.spectral_index.to_numpy(float) if "spectral_index" in sources
-                 else np.full(len(sources), SPECTRAL_INDEX_DEFAULT))
+        alpha = (
+            sources.spectral_index.to_numpy(float)
+            if "spectral_index" in sources
+            else np.full(len(sources), SPECTRAL_INDEX_DEFAULT)
+        )
         self.alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
         self.lmn = []
         self.amplitude = []
-        beams = beam_tracks(times / 86400.0, sources.ra_deg.to_numpy(float),
-                            sources.dec_deg.to_numpy(float), pointing_dec_deg, self.freqs)
-        offsets = direction_cosines(times / 86400.0, (ra0, dec0),
-                                    np.radians(sources.ra_deg.to_numpy(float)),
-                                    np.radians(sources.dec_deg.to_numpy(float)))
+        beams = beam_tracks(
+            times / 86400.0,
+            sources.ra_deg.to_numpy(float),
+            sources.dec_deg.to_numpy(float),
+            pointing_dec_deg,
+            self.freqs,
+        )
+        offsets = direction_cosines(
+            times / 86400.0,
+            (ra0, dec0),
+            np.radians(sources.ra_deg.to_numpy(float)),
+            np.radians(sources.dec_deg.to_numpy(float)),
+        )
         for a, beam, lmn in zip(self.alpha, beams, offsets):
             self.lmn.append(lmn)
             spectrum = calibrator_spectrum(self.freqs, 1.0, a)
@@ -184,13 +222,16 @@ class DriftModel:
         self.lmn_array = np.zeros((self.n_sources, n_time, 3))
         for k, lmn in enumerate(self.lmn):
             self.lmn_array[k] = np.stack(lmn, axis=-1)
-        self.term_source = np.tile(np.arange(self.n_sources), self.n_terms // max(self.n_sources, 1))
+        self.term_source = np.tile(
+            np.arange(self.n_sources), self.n_terms // max(self.n_sources, 1)
+        )
         amps = list(self.amplitude)
         if fit_spectral_index:
             log_freq = np.log(self.freqs / inst.REFERENCE_FREQ_HZ).astype(np.float32)
             amps += [a * log_freq[None, :] for a in self.amplitude]
-        self.term_amplitude = (np.stack(amps) if amps
-                               else np.zeros((0, n_time, self.freqs.size), np.float32))
+        self.term_amplitude = (
+            np.stack(amps) if amps else np.zeros((0, n_time, self.freqs.size), np.float32)
+        )
         self.block = _block_size(self.freqs)
 
 
@@ -266,8 +307,9 @@ def _kernels():
             t = tidx[r]
             tau = np.empty(n_src)
             for k in range(n_src):
-                tau[k] = (uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1]
-                          + uvw[r, 2] * lmn[k, t, 2]) * two_pi_over_c
+                tau[k] = (
+                    uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
+                ) * two_pi_over_c
             rot = np.empty(n_src, np.complex128)
             abar = np.empty(n_term)
             for c in range(n_blk):
@@ -317,8 +359,9 @@ def _kernels():
             t = tidx[r]
             tau = np.empty(n_src)
             for k in range(n_src):
-                tau[k] = (uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1]
-                          + uvw[r, 2] * lmn[k, t, 2]) * two_pi_over_c
+                tau[k] = (
+                    uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
+                ) * two_pi_over_c
             rot = np.empty(n_src, np.complex128)
             for c in range(n_blk):
                 c0 = c * block
@@ -360,15 +403,25 @@ def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_b
             n = min(step, nrow - start)
             uvw, data, flag, weight, cross = _read_rows(t, column, start, n)
             vis, w = _stokes_i(data, flag, weight, cross, hands)
-            power += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag ** 2)))
+            power += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag**2)))
             n_samples += int(np.count_nonzero(w))
             if K == 0:
                 continue
             b_rows = np.zeros((n, K))
             g_rows = np.zeros((n, K, K))
-            fit_rows(uvw, model.tidx[start:start + n], vis, w, model.lmn_array,
-                     model.term_source, model.term_amplitude, model.freqs, model.block,
-                     b_rows, g_rows)
+            fit_rows(
+                uvw,
+                model.tidx[start : start + n],
+                vis,
+                w,
+                model.lmn_array,
+                model.term_source,
+                model.term_amplitude,
+                model.freqs,
+                model.block,
+                b_rows,
+                g_rows,
+            )
             rhs += b_rows.sum(axis=0)
             gram += g_rows.sum(axis=0)
     if K == 0:
@@ -378,8 +431,15 @@ def fit_fluxes(ms, model, column="CORRECTED_DATA", budget=DriftSettings.sample_b
     return coef, gram, rhs, power, n_samples
 
 
-def subtract_model(ms, model, coef, in_column="CORRECTED_DATA", out_ms=None,
-                   out_column="DRIFT_SUBTRACTED", budget=DriftSettings.sample_budget):
+def subtract_model(
+    ms,
+    model,
+    coef,
+    in_column="CORRECTED_DATA",
+    out_ms=None,
+    out_column="DRIFT_SUBTRACTED",
+    budget=DriftSettings.sample_budget,
+):
     """Write `in_column` of `ms` minus sum_k coef_k T_k (parallel hands) into `out_column`
     of `out_ms` (default `ms`; same rows), creating the column like `in_column`.
     Returns the weighted residual sum of squares of Stokes I."""
@@ -403,14 +463,22 @@ def subtract_model(ms, model, coef, in_column="CORRECTED_DATA", out_ms=None,
                 uvw, data, flag, weight, cross = _read_rows(t_in, in_column, start, n)
                 if model.n_terms:
                     pred = np.zeros((n, model.freqs.size), np.complex128)
-                    predict_rows(uvw, model.tidx[start:start + n], model.lmn_array,
-                                 model.term_source, model.term_amplitude,
-                                 np.asarray(coef, float), model.freqs, model.block, pred)
+                    predict_rows(
+                        uvw,
+                        model.tidx[start : start + n],
+                        model.lmn_array,
+                        model.term_source,
+                        model.term_amplitude,
+                        np.asarray(coef, float),
+                        model.freqs,
+                        model.block,
+                        pred,
+                    )
                     pred[~cross] = 0.0
                     for h in hands:
                         data[:, :, h] -= pred.astype(np.complex64)
                 vis, w = _stokes_i(data, flag, weight, cross, hands)
-                chi2 += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag ** 2)))
+                chi2 += float(np.sum(w * (vis.real.astype(np.float64) ** 2 + vis.imag**2)))
                 t_out.putcol(out_column, data, start, n)
         finally:
             if not same:
@@ -434,8 +502,15 @@ def _ensure_column(ms, like, name):
         t.addcols(tables.maketabdesc(tables.makecoldesc(name, desc)), dminfo)
 
 
-def fit_and_subtract(ms, sources, pointing_dec_deg, settings=None, in_column="CORRECTED_DATA",
-                     out_ms=None, out_column=None):
+def fit_and_subtract(
+    ms,
+    sources,
+    pointing_dec_deg,
+    settings=None,
+    in_column="CORRECTED_DATA",
+    out_ms=None,
+    out_column=None,
+):
     """Fit `sources` (catalog rows) in `ms` and write the subtracted visibilities.
 
     Returns the sources table with fitted_flux_jy, fitted_flux_err_jy,
@@ -469,12 +544,23 @@ def fit_and_subtract(ms, sources, pointing_dec_deg, settings=None, in_column="CO
     table["fitted_flux_jy"] = flux
     table["fitted_flux_err_jy"] = err
     table["fitted_spectral_index"] = fitted_alpha
-    facts = {"n_sources": k, "n_samples": n_samples, "n_terms": model.n_terms,
-             "unit_variance_before": power / max(2 * n_samples, 1),
-             "unit_variance_after": unit_var, "seconds": time.perf_counter() - t0}
-    log.info("%s: fitted %d drifting sources in %.1f s; weighted variance per sample "
-             "%.4g before, %.4g after subtraction", ms, k, facts["seconds"],
-             facts["unit_variance_before"], unit_var)
+    facts = {
+        "n_sources": k,
+        "n_samples": n_samples,
+        "n_terms": model.n_terms,
+        "unit_variance_before": power / max(2 * n_samples, 1),
+        "unit_variance_after": unit_var,
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "%s: fitted %d drifting sources in %.1f s; weighted variance per sample "
+        "%.4g before, %.4g after subtraction",
+        ms,
+        k,
+        facts["seconds"],
+        facts["unit_variance_before"],
+        unit_var,
+    )
     return table, facts
 
 
@@ -498,12 +584,14 @@ def restore_sources(image, header, wcs, pb, table, freq_hz, n_sigma=6.0):
     ra, dec = table.ra_deg.to_numpy(float), table.dec_deg.to_numpy(float)
     x, y = (np.asarray(v, float) for v in wcs.world_to_pixel_values(ra, dec))
     inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
-    alpha = np.where(np.isfinite(table.fitted_spectral_index), table.fitted_spectral_index,
-                     table.spectral_index)
+    alpha = np.where(
+        np.isfinite(table.fitted_spectral_index), table.fitted_spectral_index, table.spectral_index
+    )
     flux = table.fitted_flux_jy.to_numpy(float) * (freq_hz / inst.REFERENCE_FREQ_HZ) ** alpha
     pb_at = np.full(n, np.nan)
-    pb_at[inside] = map_coordinates(np.asarray(pb, float), [y[inside], x[inside]], order=1,
-                                    mode="nearest")
+    pb_at[inside] = map_coordinates(
+        np.asarray(pb, float), [y[inside], x[inside]], order=1, mode="nearest"
+    )
     inv_cov = beam_pixel_covariance(header, wcs, ra[inside], dec[inside])
     for a, i in zip(inv_cov, np.flatnonzero(inside)):
         peak = flux[i] * pb_at[i]
@@ -522,6 +610,11 @@ def restore_sources(image, header, wcs, pb, table, freq_hz, n_sigma=6.0):
 
 def empty_table():
     """A drift-source table with no rows (no catalog, or subtraction switched off)."""
-    return pd.DataFrame({c: pd.Series(dtype=("bool" if c == "in_image" else
-                                             "object" if c == "source_id" else "float64"))
-                         for c in TABLE_COLUMNS})
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype=("bool" if c == "in_image" else "object" if c == "source_id" else "float64")
+            )
+            for c in TABLE_COLUMNS
+        }
+    )

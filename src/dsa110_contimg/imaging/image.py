@@ -48,8 +48,14 @@ import pandas as pd
 
 from dsa110_contimg import instrument as inst
 from dsa110_contimg.atomic import atomic_output, write_parquet
+from dsa110_contimg.imaging.drift import (
+    TABLE_COLUMNS,
+    empty_table,
+    fit_and_subtract,
+    restore_sources,
+    select_sources,
+)
 from dsa110_contimg.primary_beam import airy_power
-from dsa110_contimg.imaging.drift import TABLE_COLUMNS, empty_table, fit_and_subtract, restore_sources, select_sources
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -99,9 +105,13 @@ class ImagingSettings:
         """The drift-subtraction part of the settings."""
         from dsa110_contimg.imaging.drift import DriftSettings
 
-        return DriftSettings(enabled=self.drift_subtract, min_snr=self.drift_min_snr,
-                             max_sources=self.drift_max_sources, radius_deg=self.drift_radius_deg,
-                             fit_spectral_index=self.drift_fit_spectral_index)
+        return DriftSettings(
+            enabled=self.drift_subtract,
+            min_snr=self.drift_min_snr,
+            max_sources=self.drift_max_sources,
+            radius_deg=self.drift_radius_deg,
+            fit_spectral_index=self.drift_fit_spectral_index,
+        )
 
     def check(self):
         if self.imager not in IMAGERS:
@@ -274,8 +284,9 @@ def _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz):
     acc = np.zeros(px.shape)
     for p in pointings:
         cos_theta = vec @ p
-        acc += np.interp(scale * np.sqrt(np.clip(1.0 - cos_theta * cos_theta, 0.0, 1.0)),
-                         x_table, a_table)
+        acc += np.interp(
+            scale * np.sqrt(np.clip(1.0 - cos_theta * cos_theta, 0.0, 1.0)), x_table, a_table
+        )
     return np.where(valid, acc / len(pointings), 0.0), valid
 
 
@@ -285,26 +296,50 @@ def _tclean(ms, stem, settings, column):
 
     cta = casatasks()
     result = cta.tclean(
-        vis=str(ms), imagename=str(stem), datacolumn=_tclean_column(column),
-        imsize=[settings.imsize, settings.imsize], cell=f"{settings.cell_arcsec}arcsec",
-        specmode="mfs", stokes="I", gridder="wproject", wprojplanes=settings.wprojplanes,
-        weighting=settings.weighting, robust=settings.robust, niter=settings.niter,
+        vis=str(ms),
+        imagename=str(stem),
+        datacolumn=_tclean_column(column),
+        imsize=[settings.imsize, settings.imsize],
+        cell=f"{settings.cell_arcsec}arcsec",
+        specmode="mfs",
+        stokes="I",
+        gridder="wproject",
+        wprojplanes=settings.wprojplanes,
+        weighting=settings.weighting,
+        robust=settings.robust,
+        niter=settings.niter,
         gain=settings.gain,
-        threshold=f"{settings.threshold_jy}Jy", nsigma=settings.nsigma,
-        cyclefactor=settings.cyclefactor, nmajor=settings.max_major, deconvolver="hogbom",
-        pblimit=-1e-4, pbcor=False, savemodel="none", restoration=True,
+        threshold=f"{settings.threshold_jy}Jy",
+        nsigma=settings.nsigma,
+        cyclefactor=settings.cyclefactor,
+        nmajor=settings.max_major,
+        deconvolver="hogbom",
+        pblimit=-1e-4,
+        pbcor=False,
+        savemodel="none",
+        restoration=True,
     )
     if isinstance(result, dict):
-        log.info("tclean: %s iterations, %s major cycles, stop: %s", result.get("iterdone"),
-                 result.get("nmajordone"), result.get("stopDescription"))
+        log.info(
+            "tclean: %s iterations, %s major cycles, stop: %s",
+            result.get("iterdone"),
+            result.get("nmajordone"),
+            result.get("stopDescription"),
+        )
     outputs = []
     for kind in ("image", "residual"):
         casa_image = Path(f"{stem}.{kind}")
         if not casa_image.exists():
             raise RuntimeError(f"tclean did not write {casa_image} for {ms}")
         fits_path = Path(f"{stem}.{kind}.fits")
-        cta.exportfits(imagename=str(casa_image), fitsimage=str(fits_path), overwrite=True,
-                       velocity=False, dropstokes=False, dropdeg=False)
+        cta.exportfits(
+            imagename=str(casa_image),
+            fitsimage=str(fits_path),
+            overwrite=True,
+            velocity=False,
+            dropstokes=False,
+            dropdeg=False,
+        )
         outputs.append(fits_path)
     return tuple(outputs)
 
@@ -333,18 +368,44 @@ def _wsclean(ms, stem, settings, column):
     paths of the restored image and residual."""
     exe = shutil.which("wsclean")
     if exe is None:
-        raise FileNotFoundError("imager 'wsclean' chosen but the wsclean executable is not on "
-                                "PATH (Debian: apt-get install wsclean; see scripts/setup.sh)")
-    weight = ["briggs", str(settings.robust)] if settings.weighting == "briggs" else [settings.weighting]
+        raise FileNotFoundError(
+            "imager 'wsclean' chosen but the wsclean executable is not on "
+            "PATH (Debian: apt-get install wsclean; see scripts/setup.sh)"
+        )
+    weight = (
+        ["briggs", str(settings.robust)] if settings.weighting == "briggs" else [settings.weighting]
+    )
     cmd = [
-        exe, "-name", str(stem), "-temp-dir", str(Path(stem).parent),
-        "-size", str(settings.imsize), str(settings.imsize),
-        "-scale", f"{settings.cell_arcsec}asec", "-pol", "I",
-        "-weight", *weight, "-niter", str(settings.niter), "-gain", str(settings.gain),
-        "-mgain", str(settings.mgain), "-nmiter", str(settings.max_major),
-        "-auto-threshold", str(settings.nsigma),
-        "-data-column", column, "-no-update-model-required", "-no-dirty",
-        "-j", str(1 if settings.deterministic else settings.threads),
+        exe,
+        "-name",
+        str(stem),
+        "-temp-dir",
+        str(Path(stem).parent),
+        "-size",
+        str(settings.imsize),
+        str(settings.imsize),
+        "-scale",
+        f"{settings.cell_arcsec}asec",
+        "-pol",
+        "I",
+        "-weight",
+        *weight,
+        "-niter",
+        str(settings.niter),
+        "-gain",
+        str(settings.gain),
+        "-mgain",
+        str(settings.mgain),
+        "-nmiter",
+        str(settings.max_major),
+        "-auto-threshold",
+        str(settings.nsigma),
+        "-data-column",
+        column,
+        "-no-update-model-required",
+        "-no-dirty",
+        "-j",
+        str(1 if settings.deterministic else settings.threads),
     ]
     if settings.threshold_jy > 0:
         cmd += ["-threshold", str(settings.threshold_jy)]
@@ -365,8 +426,10 @@ def _common_cards(header, summary, settings, prov, pointing):
 
     header["TELESCOP"] = inst.TELESCOPE_NAME
     header["OBSERVER"] = "dsa110-contimg"
-    header["MJD-OBS"] = (float(summary.times_mjd.min() - summary.integration_s / 172800.0),
-                         "start of the first integration")
+    header["MJD-OBS"] = (
+        float(summary.times_mjd.min() - summary.integration_s / 172800.0),
+        "start of the first integration",
+    )
     header["DATE-OBS"] = Time(header["MJD-OBS"], format="mjd", scale="utc").isot
     header["MJD-AVG"] = (float(summary.mid_mjd), "group midpoint")
     header["DATE-AVG"] = Time(summary.mid_mjd, format="mjd", scale="utc").isot
@@ -393,8 +456,9 @@ def _write_fits(data, header, path):
         fits.PrimaryHDU(data=data, header=header).writeto(tmp, output_verify="silentfix")
 
 
-def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None,
-                sky_catalog=None):
+def image_group(
+    ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None, sky_catalog=None
+):
     """Image one MS into `out_dir`/{image,residual,pb}.fits and drift_sources.parquet;
     returns a dict of paths and facts (beam, thermal rms, drift fit, seconds).
 
@@ -416,8 +480,10 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
     ha, dec = pointing_of_phase_center(*summary.phase_center_rad, summary.mid_mjd)
     if pointing_dec_deg is None:
         if abs(ha) > 0.5:
-            raise ValueError(f"{ms_path}: phase centre is {ha:.2f} deg from the meridian at the "
-                             "group midpoint; give the pointing declination explicitly")
+            raise ValueError(
+                f"{ms_path}: phase centre is {ha:.2f} deg from the meridian at the "
+                "group midpoint; give the pointing declination explicitly"
+            )
         pointing_dec_deg = dec
     thermal = natural_thermal_rms(summary, settings.sefd_jy)
     pra, pdec = pointing_track(summary.times_mjd, pointing_dec_deg)
@@ -429,7 +495,8 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
     try:
         t1 = time.perf_counter()
         fitted, drift_facts, image_ms, column = _subtract_drifting_sources(
-            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, sky_catalog)
+            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, sky_catalog
+        )
         t_drift = time.perf_counter() - t1
         t1 = time.perf_counter()
         stem = work / "img"
@@ -441,8 +508,13 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
             version = wsclean_version()
         t_image = time.perf_counter() - t1
         inputs = [ms_path] + ([sky_catalog] if isinstance(sky_catalog, (str, Path)) else [])
-        prov = provenance(inputs, config or asdict(settings), imager=settings.imager,
-                          imager_version=version, settings=asdict(settings))
+        prov = provenance(
+            inputs,
+            config or asdict(settings),
+            imager=settings.imager,
+            imager_version=version,
+            settings=asdict(settings),
+        )
         with fits.open(image_fits) as hdul:
             image_hdr, image = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
         with fits.open(residual_fits) as hdul:
@@ -466,45 +538,84 @@ def image_group(ms_path, out_dir, settings=None, pointing_dec_deg=None, config=N
             hdr["FLAGFRAC"] = (summary.flagged_fraction, "flagged cross-corr. fraction")
             hdr["DRIFTSUB"] = (len(fitted), "sources fitted, subtracted from the vis.")
             hdr["DRIFTTAB"] = ("drift_sources.parquet", "their fitted fluxes")
-            hdr["COMMENT"] = (f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
-                              "the primary beam); the beam is pb.fits.")
+            hdr["COMMENT"] = (
+                f"Stokes I {kind} in Jy/beam, apparent sky (NOT corrected for "
+                "the primary beam); the beam is pb.fits."
+            )
         if len(fitted):
-            image_hdr["COMMENT"] = ("The DRIFTSUB sources of DRIFTTAB were fitted with the "
-                                    "per-integration beam, subtracted before imaging and "
-                                    "restored here with peak = fitted flux x pb.fits; the "
-                                    "residual does not contain them.")
+            image_hdr["COMMENT"] = (
+                "The DRIFTSUB sources of DRIFTTAB were fitted with the "
+                "per-integration beam, subtracted before imaging and "
+                "restored here with peak = fitted flux x pb.fits; the "
+                "residual does not contain them."
+            )
         pb_hdr = image_hdr.copy()
-        for key in ("BMAJ", "BMIN", "BPA", "PBFILE", "THERMRMS", "BUNIT", "COMMENT",
-                    "DRIFTSUB", "DRIFTTAB"):
+        for key in (
+            "BMAJ",
+            "BMIN",
+            "BPA",
+            "PBFILE",
+            "THERMRMS",
+            "BUNIT",
+            "COMMENT",
+            "DRIFTSUB",
+            "DRIFTTAB",
+        ):
             pb_hdr.remove(key, ignore_missing=True, remove_all=True)
         pb_hdr["BUNIT"] = ""
         pb_hdr["PBMODEL"] = (f"Airy {inst.DISH_DIAMETER_M} m", "uniformly lit dish")
         pb_hdr["PBFREQ"] = (freq, "[Hz] frequency of the beam model (band centre)")
         pb_hdr["PBNTIME"] = (len(pra), "integrations averaged over the drift")
-        pb_hdr["COMMENT"] = ("Primary-beam power response (1 on axis) at the band centre, "
-                             "averaged over the pointings (meridian, PNTDEC) of the group's "
-                             "integrations. image.fits / pb.fits = corrected sky.")
+        pb_hdr["COMMENT"] = (
+            "Primary-beam power response (1 on axis) at the band centre, "
+            "averaged over the pointings (meridian, PNTDEC) of the group's "
+            "integrations. image.fits / pb.fits = corrected sky."
+        )
         pb_full = pb.reshape(image.shape)
         out = {k: out_dir / k for k in PRODUCTS}
         _write_fits(image, image_hdr, out["image.fits"])
         _write_fits(resid, resid_hdr, out["residual.fits"])
         _write_fits(pb_full, pb_hdr, out["pb.fits"])
-        write_parquet(fitted[list(TABLE_COLUMNS)], out["drift_sources.parquet"],
-                      {**prov, "drift": drift_facts})
+        write_parquet(
+            fitted[list(TABLE_COLUMNS)],
+            out["drift_sources.parquet"],
+            {**prov, "drift": drift_facts},
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    log.info("%s: %s image %dx%d, beam %.1f x %.1f arcsec, thermal rms %.3g Jy/beam, "
-             "%d drifting sources subtracted (%.1f s), imager %.1f s, total %.1f s -> %s",
-             ms_path.name, settings.imager, nx, ny, beam[0] * 3600, beam[1] * 3600, thermal,
-             len(fitted), t_drift, t_image, seconds, out_dir)
-    return {"paths": out, "beam_deg": beam, "thermal_rms_jy": thermal, "seconds": seconds,
-            "imager_seconds": t_image, "drift_seconds": t_drift, "drift": drift_facts,
-            "drift_sources": fitted, "pointing_dec_deg": pointing_dec_deg}
+    log.info(
+        "%s: %s image %dx%d, beam %.1f x %.1f arcsec, thermal rms %.3g Jy/beam, "
+        "%d drifting sources subtracted (%.1f s), imager %.1f s, total %.1f s -> %s",
+        ms_path.name,
+        settings.imager,
+        nx,
+        ny,
+        beam[0] * 3600,
+        beam[1] * 3600,
+        thermal,
+        len(fitted),
+        t_drift,
+        t_image,
+        seconds,
+        out_dir,
+    )
+    return {
+        "paths": out,
+        "beam_deg": beam,
+        "thermal_rms_jy": thermal,
+        "seconds": seconds,
+        "imager_seconds": t_image,
+        "drift_seconds": t_drift,
+        "drift": drift_facts,
+        "drift_sources": fitted,
+        "pointing_dec_deg": pointing_dec_deg,
+    }
 
 
-def _subtract_drifting_sources(ms_path, work, settings, track, pointing_dec_deg, freq_hz,
-                               thermal, sky_catalog):
+def _subtract_drifting_sources(
+    ms_path, work, settings, track, pointing_dec_deg, freq_hz, thermal, sky_catalog
+):
     """Select, fit and subtract the catalog's bright sources (module drift).
 
     Returns (fitted table, facts, MS to image, column to image): WSClean images the
@@ -514,23 +625,36 @@ def _subtract_drifting_sources(ms_path, work, settings, track, pointing_dec_deg,
     subtracted and the MS's own column is imaged."""
     drift = settings.drift()
     if not drift.enabled:
-        return empty_table(), {"n_sources": 0, "reason": "drift_subtract is off"}, \
-            ms_path, settings.datacolumn
+        return (
+            empty_table(),
+            {"n_sources": 0, "reason": "drift_subtract is off"},
+            ms_path,
+            settings.datacolumn,
+        )
     if sky_catalog is None:
-        log.warning("%s: no sky catalog, so no drifting source is subtracted; bright sources "
-                    "off the meridian will leave residuals above the noise", ms_path.name)
-        return empty_table(), {"n_sources": 0, "reason": "no sky catalog"}, \
-            ms_path, settings.datacolumn
+        log.warning(
+            "%s: no sky catalog, so no drifting source is subtracted; bright sources "
+            "off the meridian will leave residuals above the noise",
+            ms_path.name,
+        )
+        return (
+            empty_table(),
+            {"n_sources": 0, "reason": "no sky catalog"},
+            ms_path,
+            settings.datacolumn,
+        )
     catalog = sky_catalog if isinstance(sky_catalog, pd.DataFrame) else _read_sky(sky_catalog)
-    sources = select_sources(catalog, *track, freq_hz, drift.min_snr * thermal,
-                             drift.max_sources, drift.radius_deg)
+    sources = select_sources(
+        catalog, *track, freq_hz, drift.min_snr * thermal, drift.max_sources, drift.radius_deg
+    )
     if settings.imager == "tclean":
         image_ms, column = work / "drift.ms", settings.datacolumn
         shutil.copytree(ms_path, image_ms)
     else:
         image_ms, column = ms_path, drift.column
-    fitted, facts = fit_and_subtract(ms_path, sources, pointing_dec_deg, drift,
-                                     settings.datacolumn, image_ms, column)
+    fitted, facts = fit_and_subtract(
+        ms_path, sources, pointing_dec_deg, drift, settings.datacolumn, image_ms, column
+    )
     facts["min_apparent_jy"] = drift.min_snr * thermal
     return fitted, facts, image_ms, column
 
@@ -540,8 +664,10 @@ def _read_sky(path):
 
     cat = read_catalog(path)
     if "flux_jy" not in cat:
-        raise ValueError(f"{path}: sky catalog lacks column flux_jy (needed to choose the "
-                         "drifting sources to subtract)")
+        raise ValueError(
+            f"{path}: sky catalog lacks column flux_jy (needed to choose the "
+            "drifting sources to subtract)"
+        )
     return cat
 
 
@@ -563,8 +689,11 @@ def _casa_version():
 
 def settings_from_args(args):
     """ImagingSettings from parsed CLI arguments (unset ones keep their defaults)."""
-    values = {k: getattr(args, k) for k in ImagingSettings.__dataclass_fields__
-              if getattr(args, k, None) is not None}
+    values = {
+        k: getattr(args, k)
+        for k in ImagingSettings.__dataclass_fields__
+        if getattr(args, k, None) is not None
+    }
     return ImagingSettings(**values)
 
 
@@ -594,28 +723,54 @@ def _run(args):
 
 
 def register_cli(sub):
-    p = sub.add_parser("image", help="image one calibrated MS -> image.fits, residual.fits, "
-                       "pb.fits, drift_sources.parquet")
+    p = sub.add_parser(
+        "image",
+        help="image one calibrated MS -> image.fits, residual.fits, pb.fits, drift_sources.parquet",
+    )
     p.add_argument("ms", help="Measurement Set (calibrated)")
     p.add_argument("--out-dir", required=True, help="directory for image/residual/pb.fits")
-    p.add_argument("--pointing-dec", type=float, help="pointing declination (deg); default: "
-                   "the MS phase centre's, which convert puts on the meridian")
+    p.add_argument(
+        "--pointing-dec",
+        type=float,
+        help="pointing declination (deg); default: "
+        "the MS phase centre's, which convert puts on the meridian",
+    )
     p.add_argument("--config-json", help="configuration recorded in the provenance")
     p.add_argument("--imager", choices=IMAGERS)
     p.add_argument("--weighting", choices=WEIGHTINGS)
     p.add_argument("--datacolumn", choices=("CORRECTED_DATA", "DATA"))
-    p.add_argument("--sky-catalog", help="sky catalog CSV whose bright sources are fitted "
-                   "and subtracted with the per-integration beam (none: no subtraction)")
+    p.add_argument(
+        "--sky-catalog",
+        help="sky catalog CSV whose bright sources are fitted "
+        "and subtracted with the per-integration beam (none: no subtraction)",
+    )
     p.add_argument("--drift-subtract", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                   help="WSClean on one thread: bit-identical images on a rerun")
-    p.add_argument("--drift-fit-spectral-index", action=argparse.BooleanOptionalAction,
-                   default=None)
-    for name, typ in (("imsize", int), ("cell-arcsec", float), ("robust", float),
-                      ("niter", int), ("threshold-jy", float), ("nsigma", float),
-                      ("gain", float), ("cyclefactor", float), ("mgain", float), ("max-major", int),
-                      ("wprojplanes", int), ("sefd-jy", float), ("threads", int),
-                      ("drift-min-snr", float), ("drift-max-sources", int),
-                      ("drift-radius-deg", float)):
+    p.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="WSClean on one thread: bit-identical images on a rerun",
+    )
+    p.add_argument(
+        "--drift-fit-spectral-index", action=argparse.BooleanOptionalAction, default=None
+    )
+    for name, typ in (
+        ("imsize", int),
+        ("cell-arcsec", float),
+        ("robust", float),
+        ("niter", int),
+        ("threshold-jy", float),
+        ("nsigma", float),
+        ("gain", float),
+        ("cyclefactor", float),
+        ("mgain", float),
+        ("max-major", int),
+        ("wprojplanes", int),
+        ("sefd-jy", float),
+        ("threads", int),
+        ("drift-min-snr", float),
+        ("drift-max-sources", int),
+        ("drift-radius-deg", float),
+    ):
         p.add_argument(f"--{name}", type=typ)
     p.set_defaults(func=_run)

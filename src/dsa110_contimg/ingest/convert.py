@@ -41,9 +41,9 @@ import numpy as np
 
 from dsa110_contimg.astrometry import meridian_altaz, meridian_phase_center, site_ecef
 from dsa110_contimg.atomic import atomic_output
-from dsa110_contimg.instrument import SPEED_OF_LIGHT
 from dsa110_contimg.ingest.stations import itrf_positions, load_stations
 from dsa110_contimg.ingest.uvh5 import read_header, read_visibilities
+from dsa110_contimg.instrument import SPEED_OF_LIGHT
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,15 @@ def _group_files_in_frequency_order(files):
     ref = headers[0]
     for h in headers[1:]:
         if h["n_times"] != ref["n_times"] or abs(h["start_jd"] - ref["start_jd"]) * 86400 > 1.0:
-            raise ValueError(f"{h['path']}: times do not match {ref['path']} "
-                             f"(Ntimes {h['n_times']} vs {ref['n_times']})")
+            raise ValueError(
+                f"{h['path']}: times do not match {ref['path']} "
+                f"(Ntimes {h['n_times']} vs {ref['n_times']})"
+            )
         if abs(h["dec_rad"] - ref["dec_rad"]) > 1e-9:
-            raise ValueError(f"{h['path']}: phase_center_dec {h['dec_deg']:.4f} deg differs from "
-                             f"{ref['path']} ({ref['dec_deg']:.4f} deg)")
+            raise ValueError(
+                f"{h['path']}: phase_center_dec {h['dec_deg']:.4f} deg differs from "
+                f"{ref['path']} ({ref['dec_deg']:.4f} deg)"
+            )
     _check_same_baselines([h["path"] for h in headers])
     return headers
 
@@ -81,10 +85,15 @@ def _check_same_baselines(paths):
     ref = rows(paths[0])
     for path in paths[1:]:
         ant_1, ant_2, times = rows(path)
-        if not (np.array_equal(ant_1, ref[0]) and np.array_equal(ant_2, ref[1])
-                and np.allclose(times, ref[2], rtol=0, atol=1e-7)):
-            raise ValueError(f"{path}: baseline-time order differs from the group's other "
-                             f"subbands (first: {paths[0]})")
+        if not (
+            np.array_equal(ant_1, ref[0])
+            and np.array_equal(ant_2, ref[1])
+            and np.allclose(times, ref[2], rtol=0, atol=1e-7)
+        ):
+            raise ValueError(
+                f"{path}: baseline-time order differs from the group's other "
+                f"subbands (first: {paths[0]})"
+            )
 
 
 def _read_uvh5(path, read_data=True):
@@ -93,7 +102,9 @@ def _read_uvh5(path, read_data=True):
     from pyuvdata import UVData
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The uvw_array does not match the expected values")
+        warnings.filterwarnings(
+            "ignore", message="The uvw_array does not match the expected values"
+        )
         return UVData.from_file(str(path), file_type="uvh5", read_data=read_data, run_check=False)
 
 
@@ -103,12 +114,19 @@ def _use_station_table(uvd):
     otherwise read a purely numeric antenna name (e.g. refant="1") as an index."""
     telescope = uvd.telescope
     table = load_stations()
-    if not np.array_equal(np.asarray(telescope.antenna_names, dtype=str),
-                          table.station.astype(str).to_numpy()[telescope.antenna_numbers]):
+    if not np.array_equal(
+        np.asarray(telescope.antenna_names, dtype=str),
+        table.station.astype(str).to_numpy()[telescope.antenna_numbers],
+    ):
         raise ValueError(f"antenna names {telescope.antenna_names[:3]}... are not station numbers")
     telescope.antenna_names = table.name.to_numpy()[telescope.antenna_numbers].astype(str)
-    centre = np.array([telescope.location.x.to_value("m"), telescope.location.y.to_value("m"),
-                       telescope.location.z.to_value("m")])
+    centre = np.array(
+        [
+            telescope.location.x.to_value("m"),
+            telescope.location.y.to_value("m"),
+            telescope.location.z.to_value("m"),
+        ]
+    )
     positions = itrf_positions()
     if not np.allclose(centre, site_ecef(), atol=1.0):
         raise ValueError(f"telescope location {centre} m is not the DSA-110 site")
@@ -130,8 +148,9 @@ def set_meridian_phase_center(uvd, dec_rad):
     direction azimuth/elevation of (hour angle 0, `dec_rad`), without touching the data;
     uvw are recomputed toward it from the antenna positions. Returns w_m (m)."""
     az, el = meridian_altaz(dec_rad, uvd.telescope.location.lat.rad)
-    cat_id = uvd._add_phase_center(MERIDIAN_CAT, cat_type="driftscan", cat_lon=az, cat_lat=el,
-                                   cat_frame="altaz")
+    cat_id = uvd._add_phase_center(
+        MERIDIAN_CAT, cat_type="driftscan", cat_lon=az, cat_lat=el, cat_frame="altaz"
+    )
     uvd.phase_center_id_array = np.full(uvd.Nblts, cat_id, dtype=int)
     uvd._set_app_coords_helper()
     with warnings.catch_warnings():
@@ -154,7 +173,9 @@ def _phased_metadata(paths, headers, phase_center, name):
     for path in paths:
         with h5py.File(path, "r") as fh:
             freqs.append(np.ravel(fh["Header/freq_array"][()]))
-            widths.append(np.abs(np.ravel(fh["Header/channel_width"][()])) * np.ones(freqs[-1].size))
+            widths.append(
+                np.abs(np.ravel(fh["Header/channel_width"][()])) * np.ones(freqs[-1].size)
+            )
     freqs, widths = np.concatenate(freqs), np.concatenate(widths)
     order = np.argsort(freqs, kind="stable")
     meta.freq_array = freqs[order]
@@ -187,7 +208,11 @@ def _subband_job(path, conj_rows, delta_w, pol_order, flip_conj):
     freqs = sub["freq_hz"][order]
     data = sub["data"][:, order, :]
     data[conj_rows] = np.conj(data[conj_rows])
-    turns = np.asarray(delta_w, dtype=np.float64).reshape(-1, 1) * (1.0 / SPEED_OF_LIGHT) * freqs.reshape(1, -1)
+    turns = (
+        np.asarray(delta_w, dtype=np.float64).reshape(-1, 1)
+        * (1.0 / SPEED_OF_LIGHT)
+        * freqs.reshape(1, -1)
+    )
     data *= np.exp((-1j * 2 * np.pi) * turns[:, :, None])
     data = data[:, :, pol_order]
     if flip_conj:
@@ -196,14 +221,21 @@ def _subband_job(path, conj_rows, delta_w, pol_order, flip_conj):
     flag = sub["flag"][:, order, :][:, :, pol_order]
     nsample = sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32)
     n_bad = flag_bad_samples(data, flag, nsample)
-    return {"path": str(path), "freq_hz": freqs, "data": data, "flag": flag, "nsample": nsample,
-            "n_bad": n_bad}
+    return {
+        "path": str(path),
+        "freq_hz": freqs,
+        "data": data,
+        "flag": flag,
+        "nsample": nsample,
+        "n_bad": n_bad,
+    }
 
 
 def _put_channels(ms, column, values, chan0):
     nrow, nchan, npol = values.shape
-    ms.putcolslice(column, values, blc=[chan0, 0], trc=[chan0 + nchan - 1, npol - 1],
-                   startrow=0, nrow=nrow)
+    ms.putcolslice(
+        column, values, blc=[chan0, 0], trc=[chan0 + nchan - 1, npol - 1], startrow=0, nrow=nrow
+    )
 
 
 def _write_main_rows(ms, meta, flip_conj):
@@ -248,29 +280,55 @@ def _init_ms(path, nchan, npol, chan_per_tile, cache_bytes=64 * 2**20):
     desc = tables.required_ms_desc("MAIN")
     for key in ("ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "FLAG_ROW"):
         desc[key].update(dataManagerGroup=key)
-    for key in ("ARRAY_ID", "EXPOSURE", "FEED1", "FEED2", "FIELD_ID", "INTERVAL",
-                "OBSERVATION_ID", "PROCESSOR_ID", "SCAN_NUMBER", "STATE_ID", "TIME",
-                "TIME_CENTROID"):
+    for key in (
+        "ARRAY_ID",
+        "EXPOSURE",
+        "FEED1",
+        "FEED2",
+        "FIELD_ID",
+        "INTERVAL",
+        "OBSERVATION_ID",
+        "PROCESSOR_ID",
+        "SCAN_NUMBER",
+        "STATE_ID",
+        "TIME",
+        "TIME_CENTROID",
+    ):
         desc[key].update(dataManagerType="IncrementalStMan", dataManagerGroup=key)
     desc["UVW"].update(dataManagerType="TiledColumnStMan", dataManagerGroup="TiledUVW")
-    desc["FLAG_CATEGORY"].update(dataManagerType="TiledShapeStMan",
-                                 dataManagerGroup="TiledFlagCategory",
-                                 keywords={"CATEGORY": np.array("baddata")})
+    desc["FLAG_CATEGORY"].update(
+        dataManagerType="TiledShapeStMan",
+        dataManagerGroup="TiledFlagCategory",
+        keywords={"CATEGORY": np.array("baddata")},
+    )
     for key, group in (("WEIGHT", "TiledWgt"), ("SIGMA", "TiledSigma")):
         desc[key].update(dataManagerType="TiledShapeStMan", dataManagerGroup=group)
     del desc["FLAG"]
-    columns = [("DATA", 0j, "complex"), ("MODEL_DATA", 0j, "complex"),
-               ("CORRECTED_DATA", 0j, "complex"), ("WEIGHT_SPECTRUM", 0.0, "float"),
-               ("FLAG", False, "boolean")]
+    columns = [
+        ("DATA", 0j, "complex"),
+        ("MODEL_DATA", 0j, "complex"),
+        ("CORRECTED_DATA", 0j, "complex"),
+        ("WEIGHT_SPECTRUM", 0.0, "float"),
+        ("FLAG", False, "boolean"),
+    ]
     for name, value, vtype in columns:
-        col = tables.makearrcoldesc(name, value, valuetype=vtype, shape=[nchan, npol],
-                                    datamanagertype="TiledColumnStMan",
-                                    datamanagergroup=f"Tiled_{name}")
+        col = tables.makearrcoldesc(
+            name,
+            value,
+            valuetype=vtype,
+            shape=[nchan, npol],
+            datamanagertype="TiledColumnStMan",
+            datamanagergroup=f"Tiled_{name}",
+        )
         desc.update(tables.maketabdesc(col))
     rows_per_tile = max(64, 2**20 // (8 * npol * chan_per_tile))
-    spec = {f"Tiled_{name}": {"DEFAULTTILESHAPE": np.int32([npol, chan_per_tile, rows_per_tile]),
-                              "MAXIMUMCACHESIZE": cache_bytes}
-            for name, _, _ in columns}
+    spec = {
+        f"Tiled_{name}": {
+            "DEFAULTTILESHAPE": np.int32([npol, chan_per_tile, rows_per_tile]),
+            "MAXIMUMCACHESIZE": cache_bytes,
+        }
+        for name, _, _ in columns
+    }
     return tables.default_ms(str(path), desc, tables.makedminfo(desc, spec))
 
 
@@ -303,10 +361,16 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
 
     headers = _group_files_in_frequency_order(files)
     paths = [h["path"] for h in headers]
-    meta, w_m, conj_rows = _phased_metadata(paths, headers, _group_phase_center(headers), group_name)
+    meta, w_m, conj_rows = _phased_metadata(
+        paths, headers, _group_phase_center(headers), group_name
+    )
     pol_order = uvutils.pol.determine_pol_order(meta.polarization_array, order="CASA")
-    flip_conj = True  # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
-    chan0 = {p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)}
+    flip_conj = (
+        True  # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
+    )
+    chan0 = {
+        p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)
+    }
     args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, flip_conj)
     n_bad = 0
     with _init_ms(ms_path, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
@@ -321,10 +385,19 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
             _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
             n_bad += sub["n_bad"]
             if sub["n_bad"]:
-                log.warning("%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
-                            group_name, sub["path"], sub["n_bad"])
-            log.info("%s: wrote %s (channels %d-%d)", group_name, Path(sub["path"]).name,
-                     c0, c0 + sub["data"].shape[1] - 1)
+                log.warning(
+                    "%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
+                    group_name,
+                    sub["path"],
+                    sub["n_bad"],
+                )
+            log.info(
+                "%s: wrote %s (channels %d-%d)",
+                group_name,
+                Path(sub["path"]).name,
+                c0,
+                c0 + sub["data"].shape[1] - 1,
+            )
         _write_weights(ms, meta.Nblts)
         ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
         if meta.extra_keywords:
@@ -338,8 +411,9 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     ms_utils.write_ms_history(tmp, uvobj=meta)
     ms_utils.write_ms_observation(tmp, uvobj=meta)
     ms_utils.write_ms_pointing(tmp, uvobj=meta)
-    ms_utils.write_ms_polarization(tmp, pol_order=uvutils.tools.slicify(pol_order, allow_empty=True),
-                                   uvobj=meta)
+    ms_utils.write_ms_polarization(
+        tmp, pol_order=uvutils.tools.slicify(pol_order, allow_empty=True), uvobj=meta
+    )
     ms_utils.write_ms_source(tmp, uvobj=meta)
     ms_utils.write_ms_spectral_window(tmp, uvobj=meta)
     tables.table(tmp, ack=False).close()
@@ -362,8 +436,14 @@ def read_group_pyuvdata(files, treat_as_zenith=False):
         part.channel_width = np.abs(part.channel_width)
         parts.append(part)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The uvw_array does not match the expected values")
-        uvd = parts[0].fast_concat(parts[1:], axis="freq", run_check=False) if len(parts) > 1 else parts[0]
+        warnings.filterwarnings(
+            "ignore", message="The uvw_array does not match the expected values"
+        )
+        uvd = (
+            parts[0].fast_concat(parts[1:], axis="freq", run_check=False)
+            if len(parts) > 1
+            else parts[0]
+        )
     del parts
     uvd.reorder_freqs(channel_order="freq")
     _use_station_table(uvd)
@@ -384,8 +464,12 @@ def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
     ra, dec = _group_phase_center(headers)
     uvd.phase(ra=ra, dec=dec, epoch="J2000", cat_name=group_name)
     uvd.scan_number_array = np.ones(uvd.Nblts, dtype=int)
-    uvd.write_ms(str(ms_path), model_data=np.ones_like(uvd.data_array),
-                 corrected_data=uvd.data_array.copy(), run_check=False)
+    uvd.write_ms(
+        str(ms_path),
+        model_data=np.ones_like(uvd.data_array),
+        corrected_data=uvd.data_array.copy(),
+        run_check=False,
+    )
     return ms_path
 
 
@@ -436,8 +520,7 @@ def _run(args):
 
         section = json.loads(args.flag_config_json) if args.flag_config_json else {}
         flag = (FlagSettings.from_config(section), args.flag_qa_json, args.flag_qa_png)
-    convert_group(files, args.out, args.group, writer=args.writer, workers=args.workers,
-                  flag=flag)
+    convert_group(files, args.out, args.group, writer=args.writer, workers=args.workers, flag=flag)
 
 
 def register_cli(sub):
@@ -448,8 +531,10 @@ def register_cli(sub):
     p.add_argument("--out", required=True, help="Measurement Set to write")
     p.add_argument("--writer", choices=WRITERS, default="direct")
     p.add_argument("--workers", type=int, default=2, help="subbands read in parallel")
-    p.add_argument("--flag-qa-json", help="flag the MS before it is renamed into place and "
-                   "write the flagging QA record here")
+    p.add_argument(
+        "--flag-qa-json",
+        help="flag the MS before it is renamed into place and write the flagging QA record here",
+    )
     p.add_argument("--flag-qa-png", help="the flagging QA plot (with --flag-qa-json)")
     p.add_argument("--flag-config-json", help="the config section `flag` as JSON")
     p.set_defaults(func=_run)

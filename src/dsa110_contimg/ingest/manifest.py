@@ -19,23 +19,55 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.ingest.uvh5 import (
+    FILENAME_RE,
+    INCOMPLETE_SUFFIX,
+    HeaderError,
+    parse_filename,
+    read_header,
+)
 from dsa110_contimg.provenance import provenance
-from dsa110_contimg.ingest.uvh5 import FILENAME_RE, INCOMPLETE_SUFFIX, HeaderError, parse_filename, read_header
 
 log = logging.getLogger(__name__)
 
 GROUP_ID_FORMAT = "%Y-%m-%dT%H%M%S"
 
-__all__ = ["FILENAME_RE", "HeaderError", "build_manifest", "find_archive_files", "parse_filename",
-           "read_groups", "read_header", "write_manifest"]
+__all__ = [
+    "FILENAME_RE",
+    "HeaderError",
+    "build_manifest",
+    "find_archive_files",
+    "parse_filename",
+    "read_groups",
+    "read_header",
+    "write_manifest",
+]
 
 GROUP_COLUMNS = [
-    "group", "start_time", "end_time", "start_mjd", "end_mjd", "mid_mjd",
-    "lst_start_deg", "lst_end_deg", "dec_deg", "n_subbands", "subbands", "files",
-    "n_times", "n_antennas", "n_channels", "freq_min_hz", "freq_max_hz",
+    "group",
+    "start_time",
+    "end_time",
+    "start_mjd",
+    "end_mjd",
+    "mid_mjd",
+    "lst_start_deg",
+    "lst_end_deg",
+    "dec_deg",
+    "n_subbands",
+    "subbands",
+    "files",
+    "n_times",
+    "n_antennas",
+    "n_channels",
+    "freq_min_hz",
+    "freq_max_hz",
     # calibrator transit (calibrate.calibrator_transits)
-    "has_calibrator", "calibrator", "calibrator_flux_jy", "calibrator_pb_response",
-    "calibrator_offset_deg", "calibrator_transit_mjd",
+    "has_calibrator",
+    "calibrator",
+    "calibrator_flux_jy",
+    "calibrator_pb_response",
+    "calibrator_offset_deg",
+    "calibrator_transit_mjd",
 ]
 REJECT_COLUMNS = ["path", "group", "subband", "reason"]
 
@@ -46,8 +78,11 @@ def find_archive_files(archive_dir):
     archive = Path(archive_dir)
     if not archive.is_dir():
         raise FileNotFoundError(f"archive directory {archive} does not exist")
-    return sorted(p for p in archive.rglob("*.hdf5")
-                  if "_sb" in p.name and not p.name.endswith(INCOMPLETE_SUFFIX))
+    return sorted(
+        p
+        for p in archive.rglob("*.hdf5")
+        if "_sb" in p.name and not p.name.endswith(INCOMPLETE_SUFFIX)
+    )
 
 
 def group_id(start_jd):
@@ -83,9 +118,15 @@ def _check_group(members, expected_subbands):
     for h in sorted(members, key=lambda h: (h["file_time"], h["path"])):
         sb = h["subband"]
         if sb in by_subband:
-            rejects.append((h["path"], group, sb,
-                            f"duplicate subband sb{sb:02d} (already provided by "
-                            f"{Path(by_subband[sb]['path']).name})"))
+            rejects.append(
+                (
+                    h["path"],
+                    group,
+                    sb,
+                    f"duplicate subband sb{sb:02d} (already provided by "
+                    f"{Path(by_subband[sb]['path']).name})",
+                )
+            )
         else:
             by_subband[sb] = h
     ref_start = float(np.median([h["start_jd"] for h in by_subband.values()]))
@@ -93,8 +134,10 @@ def _check_group(members, expected_subbands):
         tolerance = h["integration_s"] / 2.0 / 86400.0
         problem = None
         if abs(h["start_jd"] - ref_start) > tolerance:
-            problem = (f"header start time differs from the group's by "
-                       f"{(h['start_jd'] - ref_start) * 86400:.1f} s")
+            problem = (
+                f"header start time differs from the group's by "
+                f"{(h['start_jd'] - ref_start) * 86400:.1f} s"
+            )
         elif sb not in expected_subbands:
             problem = f"unexpected subband sb{sb:02d}"
         if problem:
@@ -137,8 +180,15 @@ def _group_row(group, by_subband):
     }
 
 
-def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=None, end=None,
-                   calibrators=None, beam_fraction=0.5):
+def build_manifest(
+    paths,
+    tolerance_s=60.0,
+    expected_subbands=range(16),
+    start=None,
+    end=None,
+    calibrators=None,
+    beam_fraction=0.5,
+):
     """Group UVH5 files; returns (groups DataFrame, rejected DataFrame).
 
     `start`/`end` (ISO strings or None) keep only groups whose start time lies in
@@ -171,7 +221,11 @@ def build_manifest(paths, tolerance_s=60.0, expected_subbands=range(16), start=N
 
 
 def _add_calibrator_transits(groups, calibrators, beam_fraction):
-    from dsa110_contimg.calibrators import TRANSIT_COLUMNS, calibrator_transits, read_calibrator_catalog
+    from dsa110_contimg.calibrators import (
+        TRANSIT_COLUMNS,
+        calibrator_transits,
+        read_calibrator_catalog,
+    )
 
     if calibrators is None:
         catalog = pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"])
@@ -184,8 +238,13 @@ def _add_calibrator_transits(groups, calibrators, beam_fraction):
     for col in TRANSIT_COLUMNS:
         groups[col] = transits[col]
     for g in groups[groups.has_calibrator].itertuples():
-        log.info("group %s: calibrator %s transits %.2f deg from the pointing (beam %.2f)",
-                 g.group, g.calibrator, g.calibrator_offset_deg, g.calibrator_pb_response)
+        log.info(
+            "group %s: calibrator %s transits %.2f deg from the pointing (beam %.2f)",
+            g.group,
+            g.calibrator,
+            g.calibrator_offset_deg,
+            g.calibrator_pb_response,
+        )
     groups["pointing_calibrator"] = ""
     if calibrators is not None:
         from dsa110_contimg.ingest.pointings import check_pointings
@@ -194,19 +253,33 @@ def _add_calibrator_transits(groups, calibrators, beam_fraction):
     return groups
 
 
-def write_manifest(paths, groups_path, rejected_path, tolerance_s=60.0,
-                   expected_subbands=range(16), start=None, end=None, calibrators=None,
-                   beam_fraction=0.5):
+def write_manifest(
+    paths,
+    groups_path,
+    rejected_path,
+    tolerance_s=60.0,
+    expected_subbands=range(16),
+    start=None,
+    end=None,
+    calibrators=None,
+    beam_fraction=0.5,
+):
     """Build the manifest of the UVH5 files `paths`; write groups and rejections to Parquet."""
     paths = [Path(p) for p in paths]
     log.info("manifest: reading headers of %d files", len(paths))
-    groups, rejected = build_manifest(paths, tolerance_s, expected_subbands, start, end,
-                                      calibrators, beam_fraction)
+    groups, rejected = build_manifest(
+        paths, tolerance_s, expected_subbands, start, end, calibrators, beam_fraction
+    )
     for r in rejected.itertuples():
         log.warning("left out %s: %s", r.path, r.reason)
-    settings = {"tolerance_s": tolerance_s, "expected_subbands": list(expected_subbands),
-                "start": start, "end": end, "beam_fraction": beam_fraction,
-                "calibrators": None if calibrators is None else str(calibrators)}
+    settings = {
+        "tolerance_s": tolerance_s,
+        "expected_subbands": list(expected_subbands),
+        "start": start,
+        "end": end,
+        "beam_fraction": beam_fraction,
+        "calibrators": None if calibrators is None else str(calibrators),
+    }
     meta = provenance(sorted({str(p.parent) for p in paths}), settings)
     write_parquet(rejected, rejected_path, meta)
     write_parquet(groups, groups_path, meta)
@@ -220,9 +293,17 @@ def read_groups(groups_path):
 
 
 def _run(args):
-    write_manifest(find_archive_files(args.archive), args.out, args.rejected, args.tolerance_s,
-                   range(args.n_subbands), args.start, args.end, args.calibrators,
-                   args.beam_fraction)
+    write_manifest(
+        find_archive_files(args.archive),
+        args.out,
+        args.rejected,
+        args.tolerance_s,
+        range(args.n_subbands),
+        args.start,
+        args.end,
+        args.calibrators,
+        args.beam_fraction,
+    )
 
 
 def register_cli(sub):
@@ -230,12 +311,20 @@ def register_cli(sub):
     p.add_argument("archive", help="raw archive directory")
     p.add_argument("--out", required=True, help="groups Parquet to write")
     p.add_argument("--rejected", required=True, help="Parquet listing files left out and why")
-    p.add_argument("--tolerance-s", type=float, default=60.0,
-                   help="files whose first integration starts within this of a group's first file join it")
+    p.add_argument(
+        "--tolerance-s",
+        type=float,
+        default=60.0,
+        help="files whose first integration starts within this of a group's first file join it",
+    )
     p.add_argument("--n-subbands", type=int, default=16, help="subbands a complete group has")
     p.add_argument("--start", help="keep groups starting at or after this ISO time")
     p.add_argument("--end", help="keep groups starting before this ISO time")
     p.add_argument("--calibrators", help="calibrator catalog CSV (marks calibrator groups)")
-    p.add_argument("--beam-fraction", type=float, default=0.5,
-                   help="calibrator within this fraction of the 1.4 GHz FWHM of the pointing")
+    p.add_argument(
+        "--beam-fraction",
+        type=float,
+        default=0.5,
+        help="calibrator within this fraction of the 1.4 GHz FWHM of the pointing",
+    )
     p.set_defaults(func=_run)

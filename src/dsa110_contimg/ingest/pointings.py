@@ -22,10 +22,20 @@ from dsa110_contimg.primary_beam import airy_power, fwhm_rad
 log = logging.getLogger(__name__)
 
 COVERAGE_COLUMNS = [
-    "dec_deg", "n_groups", "first_group", "last_group", "max_offset_deg",
-    "has_calibrator_in_beam", "calibrators_in_beam", "best_calibrator", "best_offset_deg",
-    "best_flux_jy", "best_pb_response", "n_calibrator_groups",
-    "nearest_calibrator", "nearest_offset_deg",
+    "dec_deg",
+    "n_groups",
+    "first_group",
+    "last_group",
+    "max_offset_deg",
+    "has_calibrator_in_beam",
+    "calibrators_in_beam",
+    "best_calibrator",
+    "best_offset_deg",
+    "best_flux_jy",
+    "best_pb_response",
+    "n_calibrator_groups",
+    "nearest_calibrator",
+    "nearest_offset_deg",
 ]
 
 
@@ -54,8 +64,9 @@ def apparent_declinations(catalog, mjd):
     return np.asarray(dec, dtype=float)
 
 
-def calibrators_in_beam(dec_deg, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ,
-                        mjd=None):
+def calibrators_in_beam(
+    dec_deg, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ, mjd=None
+):
     """Catalog rows within beam_fraction x FWHM(freq_hz) of pointing `dec_deg`, with
     columns offset_deg, pb_response (Airy power at the offset) and apparent_flux_jy =
     flux_jy x pb_response, brightest apparent flux first. Declination alone decides:
@@ -69,8 +80,9 @@ def calibrators_in_beam(dec_deg, catalog, beam_fraction=0.5, freq_hz=inst.REFERE
     return cat.sort_values("apparent_flux_jy", ascending=False).reset_index(drop=True)
 
 
-def calibrator_coverage(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ,
-                        tolerance_deg=0.1):
+def calibrator_coverage(
+    groups, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ, tolerance_deg=0.1
+):
     """One row per pointing declination of `groups` (manifest groups table): COVERAGE_COLUMNS.
 
     `calibrators_in_beam` lists every covering calibrator (brightest after primary-beam
@@ -91,22 +103,24 @@ def calibrator_coverage(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFEREN
         nearest = int(np.argmin(offsets)) if len(offsets) else None
         n_cal = int(members.has_calibrator.sum()) if "has_calibrator" in members else 0
         best = inside.iloc[0] if not inside.empty else None
-        rows.append({
-            "dec_deg": float(dec),
-            "n_groups": int(len(members)),
-            "first_group": str(members.group.min()),
-            "last_group": str(members.group.max()),
-            "max_offset_deg": max_offset,
-            "has_calibrator_in_beam": best is not None,
-            "calibrators_in_beam": list(inside.name.astype(str)),
-            "best_calibrator": "" if best is None else str(best["name"]),
-            "best_offset_deg": np.nan if best is None else float(best.offset_deg),
-            "best_flux_jy": np.nan if best is None else float(best.flux_jy),
-            "best_pb_response": np.nan if best is None else float(best.pb_response),
-            "n_calibrator_groups": n_cal,
-            "nearest_calibrator": "" if nearest is None else str(catalog.name.iloc[nearest]),
-            "nearest_offset_deg": np.nan if nearest is None else float(offsets[nearest]),
-        })
+        rows.append(
+            {
+                "dec_deg": float(dec),
+                "n_groups": int(len(members)),
+                "first_group": str(members.group.min()),
+                "last_group": str(members.group.max()),
+                "max_offset_deg": max_offset,
+                "has_calibrator_in_beam": best is not None,
+                "calibrators_in_beam": list(inside.name.astype(str)),
+                "best_calibrator": "" if best is None else str(best["name"]),
+                "best_offset_deg": np.nan if best is None else float(best.offset_deg),
+                "best_flux_jy": np.nan if best is None else float(best.flux_jy),
+                "best_pb_response": np.nan if best is None else float(best.pb_response),
+                "n_calibrator_groups": n_cal,
+                "nearest_calibrator": "" if nearest is None else str(catalog.name.iloc[nearest]),
+                "nearest_offset_deg": np.nan if nearest is None else float(offsets[nearest]),
+            }
+        )
     return pd.DataFrame(rows, columns=COVERAGE_COLUMNS)
 
 
@@ -114,15 +128,19 @@ def coverage_message(row):
     """The one-line report of a pointing (a row of `calibrator_coverage`)."""
     where = f"pointing Dec {row.dec_deg:+.2f} ({row.n_groups} groups)"
     if row.has_calibrator_in_beam:
-        return (f"{where}: calibrator {row.best_calibrator} in the beam "
-                f"({row.best_offset_deg:.2f} deg off, {row.best_flux_jy:.2f} Jy); "
-                f"{row.n_calibrator_groups} groups contain a calibrator transit")
+        return (
+            f"{where}: calibrator {row.best_calibrator} in the beam "
+            f"({row.best_offset_deg:.2f} deg off, {row.best_flux_jy:.2f} Jy); "
+            f"{row.n_calibrator_groups} groups contain a calibrator transit"
+        )
     if not row.nearest_calibrator:
         return f"{where}: NO CALIBRATOR: the calibrator catalog is empty"
-    return (f"{where}: NO CALIBRATOR within {row.max_offset_deg:.2f} deg of the pointing; "
-            f"nearest catalog calibrator {row.nearest_calibrator} is "
-            f"{row.nearest_offset_deg:.2f} deg away: these groups have no calibrator "
-            "transit of their own")
+    return (
+        f"{where}: NO CALIBRATOR within {row.max_offset_deg:.2f} deg of the pointing; "
+        f"nearest catalog calibrator {row.nearest_calibrator} is "
+        f"{row.nearest_offset_deg:.2f} deg away: these groups have no calibrator "
+        "transit of their own"
+    )
 
 
 def report_calibrator_coverage(coverage):

@@ -48,6 +48,8 @@ def select_stations(n_antennas):
     a small test array keeps a few long baselines; all 96 when n_antennas = 96."""
     active = active_stations()
     if not 2 <= n_antennas <= active.size:
-        raise ValueError(f"n_antennas must be 2..{active.size} (the active stations), not {n_antennas}")
+        raise ValueError(
+            f"n_antennas must be 2..{active.size} (the active stations), not {n_antennas}"
+        )
     index = np.round(np.linspace(0, active.size - 1, n_antennas)).astype(int)
     return active[np.unique(index)]

@@ -95,9 +95,15 @@ def read_header(path):
                 raise HeaderError(f"{path}: header field missing: {err.args[0]}") from None
             extra = hdr["extra_keywords"] if "extra_keywords" in hdr else {}
             if DEC_KEY not in extra:
-                raise HeaderError(f"{path}: no pointing declination (Header/extra_keywords/{DEC_KEY} missing)")
+                raise HeaderError(
+                    f"{path}: no pointing declination (Header/extra_keywords/{DEC_KEY} missing)"
+                )
             dec_rad = float(extra[DEC_KEY][()])
-            shapes = {k: fh[f"Data/{k}"].shape for k in ("visdata", "flags", "nsamples") if f"Data/{k}" in fh}
+            shapes = {
+                k: fh[f"Data/{k}"].shape
+                for k in ("visdata", "flags", "nsamples")
+                if f"Data/{k}" in fh
+            }
     except HeaderError:
         raise
     except OSError as err:
@@ -108,18 +114,30 @@ def read_header(path):
     want = (n_blts, 1, n_freqs, n_pols)
     for key in ("visdata", "flags", "nsamples"):
         if shapes.get(key) != want:
-            raise HeaderError(f"{path}: inconsistent shapes: Data/{key} {shapes.get(key)} is not "
-                              f"(Nblts, 1, Nfreqs, Npols) = {want}")
-    if (n_bls * n_times != n_blts or times.size != n_blts or ant_1.size != n_blts
-            or ant_2.size != n_blts or uvw_shape != (n_blts, 3) or freqs.size != n_freqs
-            or np.size(integration) != n_blts):
-        raise HeaderError(f"{path}: inconsistent shapes: Nbls {n_bls} x Ntimes {n_times} vs Nblts {n_blts}, "
-                          f"time_array {times.size}, ant arrays {ant_1.size}/{ant_2.size}, uvw {uvw_shape}, "
-                          f"freq_array {freqs.size} vs Nfreqs {n_freqs}")
+            raise HeaderError(
+                f"{path}: inconsistent shapes: Data/{key} {shapes.get(key)} is not "
+                f"(Nblts, 1, Nfreqs, Npols) = {want}"
+            )
+    if (
+        n_bls * n_times != n_blts
+        or times.size != n_blts
+        or ant_1.size != n_blts
+        or ant_2.size != n_blts
+        or uvw_shape != (n_blts, 3)
+        or freqs.size != n_freqs
+        or np.size(integration) != n_blts
+    ):
+        raise HeaderError(
+            f"{path}: inconsistent shapes: Nbls {n_bls} x Ntimes {n_times} vs Nblts {n_blts}, "
+            f"time_array {times.size}, ant arrays {ant_1.size}/{ant_2.size}, uvw {uvw_shape}, "
+            f"freq_array {freqs.size} vs Nfreqs {n_freqs}"
+        )
     low, high = subband_range_hz(subband)
     if not (np.all(freqs >= low - 1.0) and np.all(freqs <= high + 1.0)):
-        raise HeaderError(f"{path}: frequencies {freqs.min() / 1e6:.3f}-{freqs.max() / 1e6:.3f} MHz do not "
-                          f"match subband sb{subband:02d} ({low / 1e6:.3f}-{high / 1e6:.3f} MHz)")
+        raise HeaderError(
+            f"{path}: frequencies {freqs.min() / 1e6:.3f}-{freqs.max() / 1e6:.3f} MHz do not "
+            f"match subband sb{subband:02d} ({low / 1e6:.3f}-{high / 1e6:.3f} MHz)"
+        )
     from dsa110_contimg.astrometry import lst_rad
 
     half_int = float(np.median(integration)) / 2.0 / 86400.0
@@ -173,9 +191,24 @@ def read_visibilities(path):
         raise OSError(f"{path}: cannot read visibilities ({err})") from err
 
 
-def write_raw_file(path, *, times_jd, ant_1, ant_2, uvw, freqs_hz, channel_width_hz, dec_rad,
-                   antenna_positions, visdata, nsamples, integration_s=inst.INTEGRATION_S,
-                   fs_table="", applied_delays_ns=None, history=""):
+def write_raw_file(
+    path,
+    *,
+    times_jd,
+    ant_1,
+    ant_2,
+    uvw,
+    freqs_hz,
+    channel_width_hz,
+    dec_rad,
+    antenna_positions,
+    visdata,
+    nsamples,
+    integration_s=inst.INTEGRATION_S,
+    fs_table="",
+    applied_delays_ns=None,
+    history="",
+):
     """Write one subband file in the correlator's layout (atomically).
 
     `times_jd` (Ntimes) are integration centres; `ant_1`, `ant_2` (Nbls) station
@@ -192,7 +225,11 @@ def write_raw_file(path, *, times_jd, ant_1, ant_2, uvw, freqs_hz, channel_width
     visdata = np.asarray(visdata, np.complex64).reshape(n_blts, 1, n_freqs, len(POLARIZATIONS))
     nsamples = np.asarray(nsamples, np.float32).reshape(visdata.shape)
     n_ants_data = np.unique(np.concatenate([ant_1, ant_2])).size
-    delays = np.zeros(2 * N_STATIONS, int) if applied_delays_ns is None else np.asarray(applied_delays_ns, int)
+    delays = (
+        np.zeros(2 * N_STATIONS, int)
+        if applied_delays_ns is None
+        else np.asarray(applied_delays_ns, int)
+    )
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             h = fh.create_group("Header")
@@ -233,7 +270,12 @@ def write_raw_file(path, *, times_jd, ant_1, ant_2, uvw, freqs_hz, channel_width
             ek["fs_table"] = np.bytes_(fs_table)
             ek["applied_delays_ns"] = np.bytes_(" ".join(str(int(d)) for d in delays))
             d = fh.create_group("Data")
-            chunks = (min(n_blts, max(1, 2**20 // (8 * n_freqs * 2))), 1, n_freqs, len(POLARIZATIONS))
+            chunks = (
+                min(n_blts, max(1, 2**20 // (8 * n_freqs * 2))),
+                1,
+                n_freqs,
+                len(POLARIZATIONS),
+            )
             d.create_dataset("visdata", data=visdata, chunks=chunks)
             d.create_dataset("flags", data=np.zeros(visdata.shape, bool), chunks=chunks)
             d.create_dataset("nsamples", data=nsamples, chunks=chunks)

@@ -67,8 +67,17 @@ FLAG_NAMES = {
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 COLUMNS = [
-    "source_id", "ra", "dec", "image_id", "mjd", "flux_jy", "flux_err_jy",
-    "local_rms_jy", "snr", "pb_response", "flags",
+    "source_id",
+    "ra",
+    "dec",
+    "image_id",
+    "mjd",
+    "flux_jy",
+    "flux_err_jy",
+    "local_rms_jy",
+    "snr",
+    "pb_response",
+    "flags",
 ]
 CATALOG_COLUMNS = ["source_id", "ra_deg", "dec_deg"]
 SUBBAND_COLUMN = re.compile(r"^(flux_sb|flux_err_sb|freq_sb)\d+_(jy|hz)$")
@@ -298,14 +307,17 @@ def forced_photometry(
     data = planes[0] if len(planes) == 1 else np.mean(planes, axis=0)
     if subband_images:
         if len(planes) > 1:
-            raise ValueError(f"{image_path}: a cube and separate sub-band images were both "
-                             "given; use one")
+            raise ValueError(
+                f"{image_path}: a cube and separate sub-band images were both given; use one"
+            )
         planes, freqs = [], []
         for path in subband_images:
             plane, freq, _, _ = read_subbands(path)
             if len(plane) != 1 or plane[0].shape != data.shape:
-                raise ValueError(f"{path}: a sub-band image must be one plane of the shape "
-                                 f"{data.shape} of {image_path}")
+                raise ValueError(
+                    f"{path}: a sub-band image must be one plane of the shape "
+                    f"{data.shape} of {image_path}"
+                )
             planes.append(plane[0])
             freqs.append(freq[0])
     mjd = image_mjd(header, image_path)
@@ -322,23 +334,31 @@ def forced_photometry(
                 f"{pb_path}: primary-beam shape {pb_data.shape} differs from image "
                 f"{image_path} shape {data.shape}"
             )
-    settings = dict(pb_cut=pb_cut, pb_correct=pb_correct, box_size=box_size,
-                    filter_size=filter_size, error_model=error_model,
-                    mask_sources=mask_sources, name=image_path)
+    settings = dict(
+        pb_cut=pb_cut,
+        pb_correct=pb_correct,
+        box_size=box_size,
+        filter_size=filter_size,
+        error_model=error_model,
+        mask_sources=mask_sources,
+        name=image_path,
+    )
     wide = _measure(data, wcs, header, ra, dec, pb_data, **settings)
-    table = pd.DataFrame({
-        "source_id": catalog["source_id"].to_numpy(),
-        "ra": ra,
-        "dec": dec,
-        "image_id": str(image_id),
-        "mjd": mjd,
-        "flux_jy": wide["flux"],
-        "flux_err_jy": wide["err"],
-        "local_rms_jy": wide["local_rms"],
-        "snr": wide["snr"],
-        "pb_response": wide["pb_response"],
-        "flags": wide["flags"],
-    })
+    table = pd.DataFrame(
+        {
+            "source_id": catalog["source_id"].to_numpy(),
+            "ra": ra,
+            "dec": dec,
+            "image_id": str(image_id),
+            "mjd": mjd,
+            "flux_jy": wide["flux"],
+            "flux_err_jy": wide["err"],
+            "local_rms_jy": wide["local_rms"],
+            "snr": wide["snr"],
+            "pb_response": wide["pb_response"],
+            "flags": wide["flags"],
+        }
+    )
     n_sub = len(planes) if (subband_images or len(planes) > 1) else 0
     for k in range(n_sub):
         sub = _measure(planes[k], wcs, header, ra, dec, pb_data, **settings)
@@ -363,8 +383,21 @@ def forced_photometry(
     return table, meta
 
 
-def _measure(data, wcs, header, ra, dec, pb_data, pb_cut, pb_correct, box_size,
-             filter_size, error_model, mask_sources, name):
+def _measure(
+    data,
+    wcs,
+    header,
+    ra,
+    dec,
+    pb_data,
+    pb_cut,
+    pb_correct,
+    box_size,
+    filter_size,
+    error_model,
+    mask_sources,
+    name,
+):
     """Forced photometry of one 2-D plane at (ra, dec): dict of per-source arrays."""
     nsrc = len(ra)
     ny, nx = data.shape
@@ -380,8 +413,9 @@ def _measure(data, wcs, header, ra, dec, pb_data, pb_cut, pb_correct, box_size,
         from scipy.ndimage import map_coordinates
 
         inside = ~off
-        pb_response[inside] = map_coordinates(pb_data, [y[inside], x[inside]], order=1,
-                                              mode="nearest")
+        pb_response[inside] = map_coordinates(
+            pb_data, [y[inside], x[inside]], order=1, mode="nearest"
+        )
         below = inside.copy()
         below[inside] = ~(pb_response[inside] >= pb_cut)
         flags[below] |= BELOW_PB_CUT
@@ -399,14 +433,17 @@ def _measure(data, wcs, header, ra, dec, pb_data, pb_cut, pb_correct, box_size,
             mask = source_mask(data.shape, x[todo], y[todo], inv_cov, s, r)
             masked_fraction = float(mask.mean())
             try:
-                bkg, rms = background_maps(data, box_size=box_size, filter_size=filter_size,
-                                           mask=mask)
+                bkg, rms = background_maps(
+                    data, box_size=box_size, filter_size=filter_size, mask=mask
+                )
             except ValueError as err_bkg:
-                log.warning("%s: background with sources masked failed (%s); "
-                            "using the unmasked estimate", name, err_bkg)
+                log.warning(
+                    "%s: background with sources masked failed (%s); using the unmasked estimate",
+                    name,
+                    err_bkg,
+                )
             else:
-                s, e, r, f = _fit_kernels(data - bkg, rms, x[todo], y[todo], inv_cov,
-                                          error_model)
+                s, e, r, f = _fit_kernels(data - bkg, rms, x[todo], y[todo], inv_cov, error_model)
         flux[todo], err[todo], local_rms[todo] = s, e, r
         flags[todo] |= f
     if pb_data is not None and pb_correct:
@@ -414,9 +451,16 @@ def _measure(data, wcs, header, ra, dec, pb_data, pb_cut, pb_correct, box_size,
         err = err / pb_response
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / err
-    return {"flux": flux, "err": err, "local_rms": local_rms, "snr": snr,
-            "pb_response": pb_response, "flags": flags,
-            "median_rms": float(np.nanmedian(rms)), "masked_fraction": masked_fraction}
+    return {
+        "flux": flux,
+        "err": err,
+        "local_rms": local_rms,
+        "snr": snr,
+        "pb_response": pb_response,
+        "flags": flags,
+        "median_rms": float(np.nanmedian(rms)),
+        "masked_fraction": masked_fraction,
+    }
 
 
 def read_subbands(path):
@@ -444,13 +488,15 @@ def read_subbands(path):
             index.append(None)
     if None in index:
         # a STOKES axis or another: the single-plane reader picks Stokes I or explains
-        plane = _single_plane(raw if freq_axis is None else np.take(raw, [0], freq_axis[0]),
-                              wcs, path)
+        plane = _single_plane(
+            raw if freq_axis is None else np.take(raw, [0], freq_axis[0]), wcs, path
+        )
         if freq_axis is None:
             return plane[None], np.array([np.nan]), wcs.celestial, header
         stokes = [i for i, v in enumerate(index) if v is None]
         values = wcs.sub([data.ndim - stokes[0]]).pixel_to_world_values(
-            np.arange(data.shape[stokes[0]]))
+            np.arange(data.shape[stokes[0]])
+        )
         plane_i = np.flatnonzero(np.isclose(np.ravel(values), 1.0))
         index[stokes[0]] = int(plane_i[0])
         if len(stokes) > 1:
@@ -533,13 +579,17 @@ def _stamps(x, y, inv_cov, half, shape):
     offs = np.arange(-half, half + 1)
     cx = np.round(x).astype(int)
     cy = np.round(y).astype(int)
-    px, py = np.broadcast_arrays(cx[:, None, None] + offs[None, None, :],
-                                 cy[:, None, None] + offs[None, :, None])
+    px, py = np.broadcast_arrays(
+        cx[:, None, None] + offs[None, None, :], cy[:, None, None] + offs[None, :, None]
+    )
     inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
     dx = px - x[:, None, None]
     dy = py - y[:, None, None]
-    q = inv_cov[:, 0, 0, None, None] * dx**2 + 2 * inv_cov[:, 0, 1, None, None] * dx * dy \
+    q = (
+        inv_cov[:, 0, 0, None, None] * dx**2
+        + 2 * inv_cov[:, 0, 1, None, None] * dx * dy
         + inv_cov[:, 1, 1, None, None] * dy**2
+    )
     return np.clip(px, 0, nx - 1), np.clip(py, 0, ny - 1), inside, q
 
 
@@ -560,7 +610,7 @@ def source_mask(shape, x, y, inv_cov, flux, local_rms, level=0.1, chunk=2048):
     widest = np.sqrt(np.max(cov[:, [0, 1], [0, 1]], axis=1))
     half = int(np.ceil(np.max(np.sqrt(q_lim[use]) * widest))) + 1
     for start in range(0, use.size, chunk):
-        idx = use[start:start + chunk]
+        idx = use[start : start + chunk]
         pxc, pyc, inside, q = _stamps(x[idx], y[idx], inv_cov[idx], half, shape)
         hit = inside & (q <= q_lim[idx, None, None])
         mask[pyc[hit], pxc[hit]] = True
@@ -578,8 +628,11 @@ def _beam_correlation_factor(k, inv_cov, offs):
     lag = np.arange(-2 * offs[-1], 2 * offs[-1] + 1)
     lx = lag[None, None, :]
     ly = lag[None, :, None]
-    q = inv_cov[:, 0, 0, None, None] * lx**2 + 2 * inv_cov[:, 0, 1, None, None] * lx * ly \
+    q = (
+        inv_cov[:, 0, 0, None, None] * lx**2
+        + 2 * inv_cov[:, 0, 1, None, None] * lx * ly
         + inv_cov[:, 1, 1, None, None] * ly**2
+    )
     corr = np.exp(-0.5 * q)
     rk = fftconvolve(k, corr, mode="same", axes=(1, 2))
     krk = np.sum(k * rk, axis=(1, 2))
@@ -590,13 +643,15 @@ def _beam_correlation_factor(k, inv_cov, offs):
 
 def run_photometry(image_path, catalog_path, out_path, pb_path=None, pb_cut=0.2, **kwargs):
     """Forced photometry of one image, written atomically to `out_path` (Parquet)."""
-    table, meta = forced_photometry(image_path, catalog_path, pb_path=pb_path, pb_cut=pb_cut,
-                                    **kwargs)
+    table, meta = forced_photometry(
+        image_path, catalog_path, pb_path=pb_path, pb_cut=pb_cut, **kwargs
+    )
     inputs = [image_path, catalog_path] + ([pb_path] if pb_path else [])
     write_parquet(table, out_path, metadata=provenance(inputs, config=meta, photometry=meta))
     n_meas = int(np.isfinite(table["flux_jy"]).sum())
-    log.info("%s: measured %d of %d catalog sources -> %s", image_path, n_meas, len(table),
-             out_path)
+    log.info(
+        "%s: measured %d of %d catalog sources -> %s", image_path, n_meas, len(table), out_path
+    )
     return table
 
 
@@ -645,16 +700,26 @@ def register_cli(subparsers):
     p.add_argument("--out", required=True, help="output Parquet")
     p.add_argument("--pb", help="primary-beam FITS on the same grid")
     p.add_argument("--pb-cut", type=float, default=0.2, help="skip where pb < this (0.2)")
-    p.add_argument("--no-pb-correct", action="store_true",
-                   help="image is already primary-beam corrected: do not divide by pb")
+    p.add_argument(
+        "--no-pb-correct",
+        action="store_true",
+        help="image is already primary-beam corrected: do not divide by pb",
+    )
     p.add_argument("--box-size", type=int, default=64, help="background box (pixels)")
     p.add_argument("--filter-size", type=int, default=3, help="background filter (boxes)")
-    p.add_argument("--error-model", choices=["white", "beam"], default="white",
-                   help="noise correlation assumed for the flux error")
+    p.add_argument(
+        "--error-model",
+        choices=["white", "beam"],
+        default="white",
+        help="noise correlation assumed for the flux error",
+    )
     p.add_argument("--image-id", help="identifier stored per row (default from the path)")
-    p.add_argument("--subband-images", nargs="+",
-                   help="single-plane FITS images of the sub-bands, measured into "
-                        "flux_sb<k>_jy (a cube image is split into sub-bands by itself)")
+    p.add_argument(
+        "--subband-images",
+        nargs="+",
+        help="single-plane FITS images of the sub-bands, measured into "
+        "flux_sb<k>_jy (a cube image is split into sub-bands by itself)",
+    )
     p.set_defaults(func=_cli_photometry)
 
     g = subparsers.add_parser("gather", help="concatenate per-image photometry into a time series")
@@ -665,13 +730,21 @@ def register_cli(subparsers):
 
 def _cli_photometry(args):
     table = run_photometry(
-        args.image, args.catalog, args.out, pb_path=args.pb, pb_cut=args.pb_cut,
-        pb_correct=not args.no_pb_correct, box_size=args.box_size,
-        filter_size=args.filter_size, error_model=args.error_model, image_id=args.image_id,
+        args.image,
+        args.catalog,
+        args.out,
+        pb_path=args.pb,
+        pb_cut=args.pb_cut,
+        pb_correct=not args.no_pb_correct,
+        box_size=args.box_size,
+        filter_size=args.filter_size,
+        error_model=args.error_model,
+        image_id=args.image_id,
         subband_images=args.subband_images,
     )
-    counts = {name: int((table["flags"] & bit).astype(bool).sum())
-              for bit, name in FLAG_NAMES.items()}
+    counts = {
+        name: int((table["flags"] & bit).astype(bool).sum()) for bit, name in FLAG_NAMES.items()
+    }
     print(json.dumps({"rows": len(table), "flagged": counts}))
 
 

@@ -76,13 +76,14 @@ def epoch_factors(ref, epoch_column, clip_sigma=3.0, floor=0.005):
     sw = grp["w"].sum()
     c = grp["wr"].sum() / sw
     n = grp["r"].count()
-    resid2 = (w * (used["r"] - used[epoch_column].map(c).astype(float)) ** 2)
+    resid2 = w * (used["r"] - used[epoch_column].map(c).astype(float)) ** 2
     scatter2 = resid2.groupby(used[epoch_column], observed=True).sum() / sw
     with np.errstate(invalid="ignore", divide="ignore"):
         empirical = np.sqrt(scatter2 / (n - 1)).where(n >= 3, 0.0)
     err = np.maximum(np.sqrt(1.0 / sw), empirical)
-    out = pd.DataFrame({"norm_factor": c, "norm_factor_err": err,
-                        "n_references": n.astype(np.int64)})
+    out = pd.DataFrame(
+        {"norm_factor": c, "norm_factor_err": err, "n_references": n.astype(np.int64)}
+    )
     return out, ref
 
 
@@ -104,30 +105,50 @@ def normalize_timeseries(
     ts = ts.copy()
     good = np.isfinite(ts["flux_jy"]) & np.isfinite(ts["flux_err_jy"]) & (ts["flux_err_jy"] > 0)
     rows = ts.loc[good, ["source_id", epoch_column, "flux_jy", "flux_err_jy"]]
-    per_source = rows.assign(snr=rows["flux_jy"] / rows["flux_err_jy"]).groupby(
-        "source_id", observed=True).agg(n=("snr", "size"), snr=("snr", "median"))
+    per_source = (
+        rows.assign(snr=rows["flux_jy"] / rows["flux_err_jy"])
+        .groupby("source_id", observed=True)
+        .agg(n=("snr", "size"), snr=("snr", "median"))
+    )
     if references is None:
-        chosen = per_source.index[(per_source["snr"] >= ref_min_snr)
-                                  & (per_source["n"] >= ref_min_epochs)]
+        chosen = per_source.index[
+            (per_source["snr"] >= ref_min_snr) & (per_source["n"] >= ref_min_epochs)
+        ]
     else:
         chosen = per_source.index[per_source.index.isin(list(references))]
     if unfit is not None:
         chosen = chosen[~chosen.isin(list(unfit))]
     accepted = set(chosen)
-    flags = (ts["flags"].fillna(0).to_numpy(np.int64) if "flags" in ts
-             else np.zeros(len(ts), np.int64))
+    flags = (
+        ts["flags"].fillna(0).to_numpy(np.int64) if "flags" in ts else np.zeros(len(ts), np.int64)
+    )
     ref_rows = rows[(flags[np.asarray(good)] & NEAR_EDGE) == 0]
-    settings = {"ref_min_snr": ref_min_snr, "ref_min_epochs": ref_min_epochs,
-                "clip_sigma": clip_sigma, "floor": floor, "eta_min": eta_min,
-                "eta_nmad": eta_nmad, "min_references": min_references}
+    settings = {
+        "ref_min_snr": ref_min_snr,
+        "ref_min_epochs": ref_min_epochs,
+        "clip_sigma": clip_sigma,
+        "floor": floor,
+        "eta_min": eta_min,
+        "eta_nmad": eta_nmad,
+        "min_references": min_references,
+    }
     if len(accepted) < min_references:
-        log.warning("only %d reference sources (need %d; ref_min_snr %g, ref_min_epochs %d): "
-                    "fluxes left unnormalized (factor 1, flag NO_REFERENCE)",
-                    len(accepted), min_references, ref_min_snr, ref_min_epochs)
-        return _unnormalized(ts), {"epoch_column": epoch_column, "n_references": 0,
-                                   "references": [], "rejected_references": {},
-                                   "epochs_without_reference": int(ts[epoch_column].nunique()),
-                                   "settings": settings}
+        log.warning(
+            "only %d reference sources (need %d; ref_min_snr %g, ref_min_epochs %d): "
+            "fluxes left unnormalized (factor 1, flag NO_REFERENCE)",
+            len(accepted),
+            min_references,
+            ref_min_snr,
+            ref_min_epochs,
+        )
+        return _unnormalized(ts), {
+            "epoch_column": epoch_column,
+            "n_references": 0,
+            "references": [],
+            "rejected_references": {},
+            "epochs_without_reference": int(ts[epoch_column].nunique()),
+            "settings": settings,
+        }
     rejected = {}
     for iteration in range(max_iterations):
         ref = ref_rows[ref_rows["source_id"].isin(accepted)]
@@ -136,14 +157,18 @@ def normalize_timeseries(
         cut = max(eta_min, float(np.median(eta)) + eta_nmad * _robust_sigma(eta))
         bad = eta[eta > cut].sort_values(ascending=False)
         room = len(accepted) - min_references
-        bad = bad.iloc[:max(room, 0)]
+        bad = bad.iloc[: max(room, 0)]
         if bad.empty:
             break
         for sid, value in bad.items():
             rejected[sid] = float(value)
             accepted.discard(sid)
-        log.info("normalize: iteration %d rejected %d variable references (eta > %.2f)",
-                 iteration + 1, len(bad), cut)
+        log.info(
+            "normalize: iteration %d rejected %d variable references (eta > %.2f)",
+            iteration + 1,
+            len(bad),
+            cut,
+        )
 
     c = ts[epoch_column].map(factors["norm_factor"]).astype(float)
     c_err = ts[epoch_column].map(factors["norm_factor_err"]).astype(float)
@@ -151,8 +176,9 @@ def normalize_timeseries(
     ts["norm_factor"] = c
     ts["norm_factor_err"] = c_err
     ts["flux_norm_jy"] = ts["flux_jy"] / c
-    ts["flux_norm_err_jy"] = np.sqrt((ts["flux_err_jy"] / c) ** 2
-                                     + (ts["flux_jy"] * c_err / c**2) ** 2)
+    ts["flux_norm_err_jy"] = np.sqrt(
+        (ts["flux_err_jy"] / c) ** 2 + (ts["flux_jy"] * c_err / c**2) ** 2
+    )
     ts["n_references"] = n_ref
     ts["is_reference"] = ts["source_id"].isin(accepted).to_numpy()
     missing = ~np.isfinite(c.to_numpy())
@@ -162,8 +188,9 @@ def normalize_timeseries(
         "n_references": len(accepted),
         "references": sorted(map(str, accepted)),
         "rejected_references": {str(k): v for k, v in rejected.items()},
-        "epochs_without_reference": int(
-            ts.loc[missing, epoch_column].nunique()) if missing.any() else 0,
+        "epochs_without_reference": int(ts.loc[missing, epoch_column].nunique())
+        if missing.any()
+        else 0,
         "settings": settings,
     }
     return ts, info
@@ -188,8 +215,9 @@ def _reference_eta(ref, factors, epoch_column, floor):
     y = ref["r"] / c
     sig2 = (ref["e"] / c) ** 2 + (ref["r"] * c_err / c**2) ** 2 + floor**2
     ok = np.isfinite(y) & np.isfinite(sig2)
-    frame = ref.loc[ok, ["source_id"]].assign(w=1 / sig2[ok], wy=y[ok] / sig2[ok],
-                                             wyy=y[ok] ** 2 / sig2[ok])
+    frame = ref.loc[ok, ["source_id"]].assign(
+        w=1 / sig2[ok], wy=y[ok] / sig2[ok], wyy=y[ok] ** 2 / sig2[ok]
+    )
     g = frame.groupby("source_id", observed=True)
     sw, swy, swyy, n = g["w"].sum(), g["wy"].sum(), g["wyy"].sum(), g["w"].count()
     chi2 = swyy - swy**2 / sw
@@ -198,13 +226,28 @@ def _reference_eta(ref, factors, epoch_column, floor):
 
 def run_normalize(in_path, out_path, **kwargs):
     """Normalize `in_path` (timeseries.parquet) and write `out_path` atomically."""
-    ts = read_table(in_path, ["source_id", "mjd", "flux_jy", "flux_err_jy", "flags",
-                              kwargs.get("epoch_column", "image_id")])
+    ts = read_table(
+        in_path,
+        [
+            "source_id",
+            "mjd",
+            "flux_jy",
+            "flux_err_jy",
+            "flags",
+            kwargs.get("epoch_column", "image_id"),
+        ],
+    )
     table, info = normalize_timeseries(ts, **kwargs)
-    write_parquet(table, out_path, metadata=provenance([in_path], config=info["settings"],
-                                                      normalize=info))
-    log.info("%s: %d references kept, %d rejected -> %s", in_path, info["n_references"],
-             len(info["rejected_references"]), out_path)
+    write_parquet(
+        table, out_path, metadata=provenance([in_path], config=info["settings"], normalize=info)
+    )
+    log.info(
+        "%s: %d references kept, %d rejected -> %s",
+        in_path,
+        info["n_references"],
+        len(info["rejected_references"]),
+        out_path,
+    )
     return table, info
 
 
@@ -226,17 +269,33 @@ def register_cli(subparsers):
     p.add_argument("output", help="normalized.parquet")
     p.add_argument("--epoch-column", default="image_id", help="column defining an epoch")
     p.add_argument("--references", help="file of reference source ids (CSV or one per line)")
-    p.add_argument("--ref-min-snr", type=float, default=50.0,
-                   help="median SNR for automatic references (50)")
+    p.add_argument(
+        "--ref-min-snr", type=float, default=50.0, help="median SNR for automatic references (50)"
+    )
     p.add_argument("--ref-min-epochs", type=int, default=5)
-    p.add_argument("--floor", type=float, default=0.005,
-                   help="fractional error floor of a reference measurement (0.005)")
-    p.add_argument("--catalog", help="sky catalog: its resolved or confused sources (and "
-                   "those flagged near_edge / reference_unfit) are never references")
-    p.add_argument("--beam-arcsec", type=float, default=40.0,
-                   help="a source with a larger deconvolved size is resolved (40)")
-    p.add_argument("--confusion-arcsec", type=float, default=80.0,
-                   help="a source with a neighbour closer than this is confused (80)")
+    p.add_argument(
+        "--floor",
+        type=float,
+        default=0.005,
+        help="fractional error floor of a reference measurement (0.005)",
+    )
+    p.add_argument(
+        "--catalog",
+        help="sky catalog: its resolved or confused sources (and "
+        "those flagged near_edge / reference_unfit) are never references",
+    )
+    p.add_argument(
+        "--beam-arcsec",
+        type=float,
+        default=40.0,
+        help="a source with a larger deconvolved size is resolved (40)",
+    )
+    p.add_argument(
+        "--confusion-arcsec",
+        type=float,
+        default=80.0,
+        help="a source with a neighbour closer than this is confused (80)",
+    )
     p.set_defaults(func=_cli)
 
 
@@ -252,15 +311,35 @@ def _cli(args):
         if dec is not None and np.isfinite(dec).any():
             margin = 2.0 * args.confusion_arcsec / 3600.0
             strip = (float(np.nanmin(dec)) - margin, float(np.nanmax(dec)) + margin)
-        cat = reference_flags(read_catalog(args.catalog, strip), args.beam_arcsec,
-                              args.confusion_arcsec)
+        cat = reference_flags(
+            read_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
+        )
         unfit = cat.source_id[cat.reference_unfit].tolist()
-        log.info("%s: %d of %d sources unfit as references (resolved %d, confused %d, "
-                 "near an edge %d)", args.catalog, len(unfit), len(cat), int(cat.resolved.sum()),
-                 int(cat.confused.sum()), int(cat.near_edge.sum()))
-    _, info = run_normalize(args.input, args.output, epoch_column=args.epoch_column,
-                            references=refs, ref_min_snr=args.ref_min_snr,
-                            ref_min_epochs=args.ref_min_epochs, floor=args.floor, unfit=unfit)
-    print(json.dumps({"references": info["n_references"],
-                      "rejected": len(info["rejected_references"]),
-                      "epochs_without_reference": info["epochs_without_reference"]}))
+        log.info(
+            "%s: %d of %d sources unfit as references (resolved %d, confused %d, near an edge %d)",
+            args.catalog,
+            len(unfit),
+            len(cat),
+            int(cat.resolved.sum()),
+            int(cat.confused.sum()),
+            int(cat.near_edge.sum()),
+        )
+    _, info = run_normalize(
+        args.input,
+        args.output,
+        epoch_column=args.epoch_column,
+        references=refs,
+        ref_min_snr=args.ref_min_snr,
+        ref_min_epochs=args.ref_min_epochs,
+        floor=args.floor,
+        unfit=unfit,
+    )
+    print(
+        json.dumps(
+            {
+                "references": info["n_references"],
+                "rejected": len(info["rejected_references"]),
+                "epochs_without_reference": info["epochs_without_reference"],
+            }
+        )
+    )

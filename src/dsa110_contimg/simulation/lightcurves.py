@@ -106,7 +106,7 @@ def simulate_lightcurves(
     n_ese_done = min(n_ese, n_sources)
     for i in range(n_ese_done, min(n_ese_done + n_box, n_sources)):
         start = rng.integers(n_epochs // 4, 3 * n_epochs // 4)
-        shape[i, start:start + box_epochs] *= 1.0 - rng.uniform(*box_depth)
+        shape[i, start : start + box_epochs] *= 1.0 - rng.uniform(*box_depth)
     slope = np.zeros(n_sources)
     if np.any(trend):
         slope = rng.uniform(*trend, n_sources) * rng.choice([-1.0, 1.0], n_sources)
@@ -123,7 +123,8 @@ def simulate_lightcurves(
         lam2 = (299792458.0 / nu) ** 2
         ratio = lam2 / np.mean(lam2) if ese_chromatic else np.ones(k)
         lambda2_slope = np.where(np.isfinite(depth), depth, 0.0) * (
-            1.0 / np.mean(lam2) if ese_chromatic else 0.0)
+            1.0 / np.mean(lam2) if ese_chromatic else 0.0
+        )
         x_t = [(mjd - t0[i]) / (fwhm[i] * FWHM_TO_SIGMA) for i in range(n_sources)]
         flux_sb = np.empty((n_sources, n_epochs, k))
         err_sb = np.broadcast_to(err[..., None] * np.sqrt(k), flux_sb.shape).copy()
@@ -132,12 +133,16 @@ def simulate_lightcurves(
             for i in np.flatnonzero(np.isfinite(t0)):
                 g = np.exp(-0.5 * x_t[i] ** 2)
                 lens = 1.0 - depth[i] * g + shoulder[i] * 0.5 * np.e * x_t[i] ** 2 * g
-                lens_j = 1.0 - ratio[j] * depth[i] * g \
+                lens_j = (
+                    1.0
+                    - ratio[j] * depth[i] * g
                     + ratio[j] * shoulder[i] * 0.5 * np.e * x_t[i] ** 2 * g
+                )
                 shape_j[i] = shape[i] / lens * lens_j
             spec = (nu[j] / nu.mean()) ** spectral_index
-            flux_sb[..., j] = mean_shape * spec * shape_j \
-                + rng.normal(0.0, 1.0, err.shape) * err_sb[..., j]
+            flux_sb[..., j] = (
+                mean_shape * spec * shape_j + rng.normal(0.0, 1.0, err.shape) * err_sb[..., j]
+            )
         flux = flux_sb.mean(axis=2)
         out.update(flux_sb=flux_sb, flux_err_sb=err_sb, subband_freqs_hz=nu)
     for _ in range(outliers_per_source):
@@ -153,17 +158,19 @@ def simulate_lightcurves(
         if "flux_sb" in out:
             out["flux_sb"][miss] = np.nan
             out["flux_err_sb"][miss] = np.nan
-    truth = pd.DataFrame({
-        "source_id": np.array([f"S{i:05d}" for i in range(n_sources)]),
-        "true_flux_jy": s_true,
-        "ese": np.isfinite(t0),
-        "ese_mjd": t0,
-        "ese_fwhm_days": fwhm,
-        "ese_depth": depth,
-        "ese_shoulder": shoulder,
-        "ese_lambda2_slope": lambda2_slope,
-        "trend": slope,
-    })
+    truth = pd.DataFrame(
+        {
+            "source_id": np.array([f"S{i:05d}" for i in range(n_sources)]),
+            "true_flux_jy": s_true,
+            "ese": np.isfinite(t0),
+            "ese_mjd": t0,
+            "ese_fwhm_days": fwhm,
+            "ese_depth": depth,
+            "ese_shoulder": shoulder,
+            "ese_lambda2_slope": lambda2_slope,
+            "trend": slope,
+        }
+    )
     out.update(mjd=mjd, flux=flux, flux_err=err, gain=gain, truth=truth)
     return out
 
@@ -184,19 +191,21 @@ def lightcurves_to_table(sim):
     labels = np.array([f"epoch{j:05d}" for j in range(n_ep)])
     f = flux[src_idx, ep_idx]
     e = err[src_idx, ep_idx]
-    table = pd.DataFrame({
-        "source_id": pd.Categorical.from_codes(src_idx, categories=ids),
-        "ra": np.zeros(len(f)),
-        "dec": np.zeros(len(f)),
-        "image_id": pd.Categorical.from_codes(ep_idx, categories=labels),
-        "mjd": mjd[ep_idx],
-        "flux_jy": f,
-        "flux_err_jy": e,
-        "local_rms_jy": e,
-        "snr": f / e,
-        "pb_response": np.ones(len(f)),
-        "flags": np.zeros(len(f), dtype=np.int64),
-    })
+    table = pd.DataFrame(
+        {
+            "source_id": pd.Categorical.from_codes(src_idx, categories=ids),
+            "ra": np.zeros(len(f)),
+            "dec": np.zeros(len(f)),
+            "image_id": pd.Categorical.from_codes(ep_idx, categories=labels),
+            "mjd": mjd[ep_idx],
+            "flux_jy": f,
+            "flux_err_jy": e,
+            "local_rms_jy": e,
+            "snr": f / e,
+            "pb_response": np.ones(len(f)),
+            "flags": np.zeros(len(f), dtype=np.int64),
+        }
+    )
     if "flux_sb" in sim:
         for k, nu in enumerate(sim["subband_freqs_hz"]):
             table[f"flux_sb{k}_jy"] = sim["flux_sb"][src_idx, ep_idx, k]
@@ -206,7 +215,12 @@ def lightcurves_to_table(sim):
 
 
 def grid_catalog(
-    n_sources, centre_deg, radius_deg, spacing_deg, flux_range=(1e-3, 1.0), seed=0,
+    n_sources,
+    centre_deg,
+    radius_deg,
+    spacing_deg,
+    flux_range=(1e-3, 1.0),
+    seed=0,
     spectral_index=-0.7,
 ):
     """Catalog (simulator CSV columns) of point sources on a jittered grid.
@@ -232,13 +246,15 @@ def grid_catalog(
     dec = dec0 + north
     ra = (ra0 + east / np.cos(np.deg2rad(dec))) % 360.0
     flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), n_sources))
-    return pd.DataFrame({
-        "source_id": [f"J{i:05d}" for i in range(n_sources)],
-        "ra_deg": ra,
-        "dec_deg": dec,
-        "flux_jy": flux,
-        "spectral_index": np.full(n_sources, spectral_index),
-    })
+    return pd.DataFrame(
+        {
+            "source_id": [f"J{i:05d}" for i in range(n_sources)],
+            "ra_deg": ra,
+            "dec_deg": dec,
+            "flux_jy": flux,
+            "spectral_index": np.full(n_sources, spectral_index),
+        }
+    )
 
 
 def _image_header(npix, cell_deg, centre_deg, freq_hz, date_obs, beam_deg=None):
@@ -247,11 +263,26 @@ def _image_header(npix, cell_deg, centre_deg, freq_hz, date_obs, beam_deg=None):
     h = fits.Header()
     h["NAXIS"] = 4
     h["CTYPE1"], h["CRVAL1"], h["CDELT1"], h["CRPIX1"], h["CUNIT1"] = (
-        "RA---SIN", centre_deg[0], -cell_deg, npix / 2 + 1, "deg")
+        "RA---SIN",
+        centre_deg[0],
+        -cell_deg,
+        npix / 2 + 1,
+        "deg",
+    )
     h["CTYPE2"], h["CRVAL2"], h["CDELT2"], h["CRPIX2"], h["CUNIT2"] = (
-        "DEC--SIN", centre_deg[1], cell_deg, npix / 2 + 1, "deg")
+        "DEC--SIN",
+        centre_deg[1],
+        cell_deg,
+        npix / 2 + 1,
+        "deg",
+    )
     h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = (
-        "FREQ", freq_hz, 187.5e6, 1.0, "Hz")
+        "FREQ",
+        freq_hz,
+        187.5e6,
+        1.0,
+        "Hz",
+    )
     h["CTYPE4"], h["CRVAL4"], h["CDELT4"], h["CRPIX4"] = ("STOKES", 1.0, 1.0, 1.0)
     h["RADESYS"] = "ICRS"
     h["EQUINOX"] = 2000.0
@@ -294,35 +325,56 @@ def make_test_image(
     noise of rms `rms_jy`; the pb.fits is that of `freq_hz`.
     """
     if subband_freqs_hz is not None:
-        return _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
-                               beam_arcsec, rms_jy, freq_hz, date_obs, seed,
-                               np.asarray(subband_freqs_hz, dtype=float))
+        return _make_test_cube(
+            image_path,
+            catalog,
+            pb_path,
+            npix,
+            cell_arcsec,
+            centre_deg,
+            beam_arcsec,
+            rms_jy,
+            freq_hz,
+            date_obs,
+            seed,
+            np.asarray(subband_freqs_hz, dtype=float),
+        )
     from astropy.wcs import WCS
     from scipy.signal import fftconvolve
 
     rng = np.random.default_rng(seed)
     cell = cell_arcsec / 3600.0
     bmaj, bmin, bpa = beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0, beam_arcsec[2]
-    header = _image_header(npix, cell, centre_deg, freq_hz, date_obs,
-                           (bmaj, bmin, bpa) if beam_keywords else None)
+    header = _image_header(
+        npix, cell, centre_deg, freq_hz, date_obs, (bmaj, bmin, bpa) if beam_keywords else None
+    )
     wcs = WCS(header).celestial
     yy, xx = np.mgrid[0:npix, 0:npix]
     ra_pix, dec_pix = wcs.pixel_to_world_values(xx, yy)
     d2r = np.deg2rad
-    pb = airy_power(angular_separation(d2r(ra_pix), d2r(dec_pix), d2r(centre_deg[0]),
-                                       d2r(centre_deg[1])), freq_hz)
+    pb = airy_power(
+        angular_separation(d2r(ra_pix), d2r(dec_pix), d2r(centre_deg[0]), d2r(centre_deg[1])),
+        freq_hz,
+    )
     sig_maj, sig_min = bmaj * FWHM_TO_SIGMA, bmin * FWHM_TO_SIGMA
     pa = np.deg2rad(bpa)
     sky = np.zeros((npix, npix))
     half = int(np.ceil(6 * sig_maj / cell)) + 2
-    xs, ys = wcs.world_to_pixel_values(catalog["ra_deg"].to_numpy(float),
-                                       catalog["dec_deg"].to_numpy(float))
+    xs, ys = wcs.world_to_pixel_values(
+        catalog["ra_deg"].to_numpy(float), catalog["dec_deg"].to_numpy(float)
+    )
     src_pb = airy_power(
-        angular_separation(d2r(catalog["ra_deg"].to_numpy(float)),
-                           d2r(catalog["dec_deg"].to_numpy(float)),
-                           d2r(centre_deg[0]), d2r(centre_deg[1])), freq_hz)
-    for (ra, dec, s, x, y, a) in zip(catalog["ra_deg"], catalog["dec_deg"], catalog["flux_jy"],
-                                     xs, ys, src_pb):
+        angular_separation(
+            d2r(catalog["ra_deg"].to_numpy(float)),
+            d2r(catalog["dec_deg"].to_numpy(float)),
+            d2r(centre_deg[0]),
+            d2r(centre_deg[1]),
+        ),
+        freq_hz,
+    )
+    for ra, dec, s, x, y, a in zip(
+        catalog["ra_deg"], catalog["dec_deg"], catalog["flux_jy"], xs, ys, src_pb
+    ):
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
         x0, x1 = max(0, int(x) - half), min(npix, int(x) + half + 1)
@@ -334,8 +386,9 @@ def make_test_image(
         north = dec_pix[y0:y1, x0:x1] - dec
         along = east * np.sin(pa) + north * np.cos(pa)
         across = east * np.cos(pa) - north * np.sin(pa)
-        sky[y0:y1, x0:x1] += s * a * np.exp(-0.5 * ((along / sig_maj) ** 2
-                                                    + (across / sig_min) ** 2))
+        sky[y0:y1, x0:x1] += (
+            s * a * np.exp(-0.5 * ((along / sig_maj) ** 2 + (across / sig_min) ** 2))
+        )
     if correlated_noise:
         # white noise smoothed by a Gaussian of half the beam covariance has the beam
         # as its autocorrelation
@@ -356,31 +409,75 @@ def make_test_image(
     return float(np.std(noise))
 
 
-def _make_test_cube(image_path, catalog, pb_path, npix, cell_arcsec, centre_deg,
-                    beam_arcsec, rms_jy, freq_hz, date_obs, seed, freqs):
+def _make_test_cube(
+    image_path,
+    catalog,
+    pb_path,
+    npix,
+    cell_arcsec,
+    centre_deg,
+    beam_arcsec,
+    rms_jy,
+    freq_hz,
+    date_obs,
+    seed,
+    freqs,
+):
     """Cube of single-plane test images stacked along FREQ (see make_test_image)."""
     import tempfile
 
     from astropy.io import fits
 
-    alpha = catalog["spectral_index"].to_numpy(float) if "spectral_index" in catalog \
+    alpha = (
+        catalog["spectral_index"].to_numpy(float)
+        if "spectral_index" in catalog
         else np.zeros(len(catalog))
+    )
     planes, rms = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, nu in enumerate(freqs):
-            cat = catalog.assign(flux_jy=catalog["flux_jy"].to_numpy(float)
-                                 * (nu / freq_hz) ** alpha)
+            cat = catalog.assign(
+                flux_jy=catalog["flux_jy"].to_numpy(float) * (nu / freq_hz) ** alpha
+            )
             plane = Path(tmp) / f"plane{k}.fits"
-            rms.append(make_test_image(plane, cat, None, npix, cell_arcsec, centre_deg,
-                                       beam_arcsec, rms_jy, nu, date_obs, seed + 1000 * k))
+            rms.append(
+                make_test_image(
+                    plane,
+                    cat,
+                    None,
+                    npix,
+                    cell_arcsec,
+                    centre_deg,
+                    beam_arcsec,
+                    rms_jy,
+                    nu,
+                    date_obs,
+                    seed + 1000 * k,
+                )
+            )
             planes.append(fits.getdata(plane)[0, 0])
         if pb_path is not None:
-            make_test_image(Path(tmp) / "wide.fits", catalog.iloc[:0], pb_path, npix,
-                            cell_arcsec, centre_deg, beam_arcsec, rms_jy, freq_hz,
-                            date_obs, seed)
-    header = _image_header(npix, cell_arcsec / 3600.0, centre_deg, freqs[0], date_obs,
-                           (beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0,
-                            beam_arcsec[2]))
+            make_test_image(
+                Path(tmp) / "wide.fits",
+                catalog.iloc[:0],
+                pb_path,
+                npix,
+                cell_arcsec,
+                centre_deg,
+                beam_arcsec,
+                rms_jy,
+                freq_hz,
+                date_obs,
+                seed,
+            )
+    header = _image_header(
+        npix,
+        cell_arcsec / 3600.0,
+        centre_deg,
+        freqs[0],
+        date_obs,
+        (beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0, beam_arcsec[2]),
+    )
     header["CDELT3"] = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 187.5e6
     _write_fits(np.stack(planes)[None], header, image_path)
     return float(np.mean(rms))

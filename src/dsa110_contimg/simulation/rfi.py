@@ -62,7 +62,7 @@ def inject_rfi(data, freqs_hz, tidx, ant1, ant2, sigma, plan, rng):
         hit = np.flatnonzero(np.isclose(freqs, f, rtol=0, atol=1.0))
         if hit.size:
             phase = rng.uniform(0, 2 * np.pi, (nrow, 1, 1))
-            data[cross, hit[0]] += (snr * scale * np.exp(1j * phase[cross, 0]))
+            data[cross, hit[0]] += snr * scale * np.exp(1j * phase[cross, 0])
             mask[cross, hit[0]] = True
     for t, snr in zip(plan["burst_integrations"], plan["burst_snr"]):
         rows = cross & (tidx == t)
@@ -71,7 +71,8 @@ def inject_rfi(data, freqs_hz, tidx, ant1, ant2, sigma, plan, rng):
         mask[rows] = True
     dead = np.isin(ant1, plan["dead_antennas"]) | np.isin(ant2, plan["dead_antennas"])
     n = int(dead.sum())
-    data[dead] = 1e-3 * sigma * (rng.normal(size=(n, nchan, npol))
-                                 + 1j * rng.normal(size=(n, nchan, npol)))
+    data[dead] = (
+        1e-3 * sigma * (rng.normal(size=(n, nchan, npol)) + 1j * rng.normal(size=(n, nchan, npol)))
+    )
     mask[dead] = False
     return mask

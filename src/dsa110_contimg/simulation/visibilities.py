@@ -25,12 +25,20 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
-from dsa110_contimg.astrometry import (apparent_hadec, direction_enu, enu_from_ecef, hour_angle_deg, lst_deg,
-                         lst_rad, meridian_uvw_basis, site_ecef)
+from dsa110_contimg.astrometry import (
+    apparent_hadec,
+    direction_enu,
+    enu_from_ecef,
+    hour_angle_deg,
+    lst_deg,
+    lst_rad,
+    meridian_uvw_basis,
+    site_ecef,
+)
 from dsa110_contimg.atomic import atomic_output, write_text
-from dsa110_contimg.primary_beam import airy_power, angular_separation, fwhm_rad
 from dsa110_contimg.ingest.stations import N_STATIONS, itrf_positions, select_stations
 from dsa110_contimg.ingest.uvh5 import archive_filename, write_raw_file
+from dsa110_contimg.primary_beam import airy_power, angular_separation, fwhm_rad
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +89,9 @@ class SimulationSettings:
             self.dec_deg = POINTING_DEC_DEG
             if self.calibrators:
                 cal_dec = float(self.calibrators[0]["dec_deg"])
-                if abs(cal_dec - POINTING_DEC_DEG) > 0.5 * np.degrees(fwhm_rad(inst.REFERENCE_FREQ_HZ)):
+                if abs(cal_dec - POINTING_DEC_DEG) > 0.5 * np.degrees(
+                    fwhm_rad(inst.REFERENCE_FREQ_HZ)
+                ):
                     self.dec_deg = float(round(cal_dec))
         if self.stations is None:
             self.stations = [int(s) for s in select_stations(self.n_antennas)]
@@ -95,10 +105,12 @@ class SimulationSettings:
 
 PRESETS = {
     "demo": dict(n_antennas=20),
-    "test": dict(n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10,
-                 jitter_s=5.0),
-    "full": dict(n_antennas=inst.N_ANTENNAS, n_channels=inst.CHANNELS_PER_SUBBAND,
-                 n_groups=1, n_sources=15),
+    "test": dict(
+        n_antennas=10, n_channels=2, n_integrations=8, n_groups=2, n_sources=10, jitter_s=5.0
+    ),
+    "full": dict(
+        n_antennas=inst.N_ANTENNAS, n_channels=inst.CHANNELS_PER_SUBBAND, n_groups=1, n_sources=15
+    ),
 }
 
 
@@ -117,8 +129,16 @@ def group_start_times(settings):
     return starts
 
 
-def make_sky_catalog(ra_min_deg, ra_max_deg, dec_deg, n_sources, seed,
-                     dec_halfwidth_deg=3.0, flux_min_jy=0.02, flux_max_jy=2.0):
+def make_sky_catalog(
+    ra_min_deg,
+    ra_max_deg,
+    dec_deg,
+    n_sources,
+    seed,
+    dec_halfwidth_deg=3.0,
+    flux_min_jy=0.02,
+    flux_max_jy=2.0,
+):
     """Random point sources in an RA range around the pointing declination.
 
     Fluxes at 1.4 GHz follow N(>S) ~ S^-1 between the limits; spectral indices are
@@ -126,19 +146,24 @@ def make_sky_catalog(ra_min_deg, ra_max_deg, dec_deg, n_sources, seed,
     """
     rng = np.random.default_rng(seed)
     ra = rng.uniform(ra_min_deg, ra_max_deg, n_sources) % 360.0
-    sin_dec = rng.uniform(np.sin(np.radians(dec_deg - dec_halfwidth_deg)),
-                          np.sin(np.radians(dec_deg + dec_halfwidth_deg)), n_sources)
+    sin_dec = rng.uniform(
+        np.sin(np.radians(dec_deg - dec_halfwidth_deg)),
+        np.sin(np.radians(dec_deg + dec_halfwidth_deg)),
+        n_sources,
+    )
     dec = np.degrees(np.arcsin(sin_dec))
     u = rng.uniform(0.0, 1.0, n_sources)
     flux = flux_min_jy * (flux_max_jy / flux_min_jy) ** u
     alpha = rng.normal(-0.7, 0.2, n_sources)
-    return pd.DataFrame({
-        "source_id": [f"SIM{i:05d}" for i in range(n_sources)],
-        "ra_deg": ra,
-        "dec_deg": dec,
-        "flux_jy": flux,
-        "spectral_index": alpha,
-    })
+    return pd.DataFrame(
+        {
+            "source_id": [f"SIM{i:05d}" for i in range(n_sources)],
+            "ra_deg": ra,
+            "dec_deg": dec,
+            "flux_jy": flux,
+            "spectral_index": alpha,
+        }
+    )
 
 
 ESE_COLUMNS = ("ese_mjd", "ese_fwhm_days", "ese_depth", "ese_shoulder")
@@ -154,16 +179,20 @@ def fluxes_at(catalog, mjd):
         return catalog
     lensed = catalog.ese_mjd.notna().to_numpy()
     shoulder = catalog.get("ese_shoulder", pd.Series(0.0, index=catalog.index)).fillna(0.0)
-    factor = ese_profile(mjd, catalog.ese_mjd[lensed], catalog.ese_fwhm_days[lensed],
-                         catalog.ese_depth[lensed], shoulder[lensed])
+    factor = ese_profile(
+        mjd,
+        catalog.ese_mjd[lensed],
+        catalog.ese_fwhm_days[lensed],
+        catalog.ese_depth[lensed],
+        shoulder[lensed],
+    )
     catalog.loc[lensed, "flux_jy"] = catalog.flux_jy[lensed] * factor
     return catalog
 
 
 def band_frequencies(settings):
     """All channel frequencies (Hz) of the simulated band, ascending."""
-    freqs = [inst.subband_frequencies(sb, settings.n_channels)
-             for sb in range(settings.n_subbands)]
+    freqs = [inst.subband_frequencies(sb, settings.n_channels) for sb in range(settings.n_subbands)]
     return np.sort(np.concatenate(freqs))
 
 
@@ -180,8 +209,11 @@ def make_gains(settings, freqs_hz):
         return np.ones((n_ant, freqs_hz.size, 2), complex), np.zeros((n_ant, 2))
     x = (freqs_hz - freqs_hz.mean()) / np.ptp(freqs_hz) if freqs_hz.size > 1 else freqs_hz * 0
     amp = rng.normal(1.0, 0.1, (n_ant, 1, 2))
-    ripple = 1.0 + 0.05 * np.sin(2 * np.pi * (rng.uniform(1, 3, (n_ant, 1, 2)) * x[None, :, None]
-                                              + rng.uniform(0, 1, (n_ant, 1, 2))))
+    ripple = 1.0 + 0.05 * np.sin(
+        2
+        * np.pi
+        * (rng.uniform(1, 3, (n_ant, 1, 2)) * x[None, :, None] + rng.uniform(0, 1, (n_ant, 1, 2)))
+    )
     phase0 = rng.uniform(-np.pi, np.pi, (n_ant, 1, 2))
     delay_s = rng.normal(0.0, 2e-9, (n_ant, 1, 2))
     phase = phase0 + 2 * np.pi * delay_s * (freqs_hz - freqs_hz.mean())[None, :, None]
@@ -249,8 +281,9 @@ def _visibilities(freqs, catalog, directions, baselines, n_times, gains_t, setti
     auto_power = np.repeat(auto_power, n_bls, axis=0)
     row_a1, row_a2 = np.tile(a1, n_times), np.tile(a2, n_times)
     autos = row_a1 == row_a2
-    sigma = inst.thermal_noise_sigma(inst.channel_width(settings.n_channels), settings.integration_s,
-                                     settings.sefd_jy)
+    sigma = inst.thermal_noise_sigma(
+        inst.channel_width(settings.n_channels), settings.integration_s, settings.sefd_jy
+    )
     data = np.empty((vis.shape[0], freqs.size, 2), np.complex64)
     for p in range(2):
         g1, g2 = gains_t(row_a1, p), gains_t(row_a2, p)
@@ -282,8 +315,9 @@ def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_j
     dec0 = np.radians(settings.dec_deg)
     mid = times[times.size // 2]
     mid_lst = lst_rad(mid.jd)[0]
-    sep = angular_separation(mid_lst, dec0, np.radians(catalog.ra_deg.to_numpy()),
-                             np.radians(catalog.dec_deg.to_numpy()))
+    sep = angular_separation(
+        mid_lst, dec0, np.radians(catalog.ra_deg.to_numpy()), np.radians(catalog.dec_deg.to_numpy())
+    )
     visible = fluxes_at(catalog[sep < np.radians(10.0)], mid.mjd)
     directions = _source_directions(visible, times_jd, dec0)
     a1, a2 = correlator_baselines(settings.stations)
@@ -306,24 +340,48 @@ def simulate_group(out_dir, start, settings, catalog, gains, band_freqs, t_ref_j
             k = index[ants]
             return bandpass[k][:, chan, pol] * np.exp(1j * drift[k, pol] * dt_s)[:, None]
 
-        data, sigma = _visibilities(freqs, visible, directions, (b_enu, w_hat, a1, a2),
-                                    times.size, gains_t, settings, rng)
+        data, sigma = _visibilities(
+            freqs, visible, directions, (b_enu, w_hat, a1, a2), times.size, gains_t, settings, rng
+        )
         nsamples = np.ones(data.shape, np.float32)
         zero = rng.random(data.shape[0]) < settings.zero_nsamples
         nsamples[zero] = 0.0
         if n_drop:
-            data[-n_drop * a1.size:] = np.complex64(complex(np.nan, np.nan))
+            data[-n_drop * a1.size :] = np.complex64(complex(np.nan, np.nan))
         file_time = Time(start + rng.uniform(0.0, settings.jitter_s) * u.s, precision=0)
         path = Path(out_dir) / archive_filename(file_time, sb)
-        write_raw_file(path, times_jd=times_jd, ant_1=a1, ant_2=a2, uvw=uvw, freqs_hz=freqs,
-                       channel_width_hz=inst.channel_width(settings.n_channels), dec_rad=dec0,
-                       antenna_positions=positions, visdata=data, nsamples=nsamples,
-                       integration_s=dt, fs_table=f"fs_table_dec{settings.dec_deg:.2f}.npz",
-                       history="Simulated by dsa110-contimg simulate in the correlator's layout.")
-        records.append({"file": path.name, "group": group_index, "subband": sb,
-                        "nan_rows": int(n_drop * a1.size), "zero_nsamples_rows": int(zero.sum())})
-    log.info("group %d: %d subband files, %d sources in view, start %s",
-             group_index, len(records), len(visible), start.isot)
+        write_raw_file(
+            path,
+            times_jd=times_jd,
+            ant_1=a1,
+            ant_2=a2,
+            uvw=uvw,
+            freqs_hz=freqs,
+            channel_width_hz=inst.channel_width(settings.n_channels),
+            dec_rad=dec0,
+            antenna_positions=positions,
+            visdata=data,
+            nsamples=nsamples,
+            integration_s=dt,
+            fs_table=f"fs_table_dec{settings.dec_deg:.2f}.npz",
+            history="Simulated by dsa110-contimg simulate in the correlator's layout.",
+        )
+        records.append(
+            {
+                "file": path.name,
+                "group": group_index,
+                "subband": sb,
+                "nan_rows": int(n_drop * a1.size),
+                "zero_nsamples_rows": int(zero.sum()),
+            }
+        )
+    log.info(
+        "group %d: %d subband files, %d sources in view, start %s",
+        group_index,
+        len(records),
+        len(visible),
+        start.isot,
+    )
     return records
 
 
@@ -333,12 +391,19 @@ def calibrator_placement(calibrators, name, group, flux_scale=1.0):
     `flux_scale` scales its simulated flux (e.g. a faded or mis-catalogued calibrator)."""
     rows = calibrators[calibrators.name == name]
     if rows.empty:
-        raise ValueError(f"calibrator {name!r} is not in the calibrator catalog "
-                         f"({', '.join(calibrators.name)})")
+        raise ValueError(
+            f"calibrator {name!r} is not in the calibrator catalog ({', '.join(calibrators.name)})"
+        )
     row = rows.iloc[0]
-    return {"name": str(name), "group": int(group), "flux_scale": float(flux_scale),
-            "ra_deg": float(row.ra_deg), "dec_deg": float(row.dec_deg),
-            "flux_jy": float(row.flux_jy), "spectral_index": float(row.spectral_index)}
+    return {
+        "name": str(name),
+        "group": int(group),
+        "flux_scale": float(flux_scale),
+        "ra_deg": float(row.ra_deg),
+        "dec_deg": float(row.dec_deg),
+        "flux_jy": float(row.flux_jy),
+        "spectral_index": float(row.spectral_index),
+    }
 
 
 def place_calibrators(settings):
@@ -362,22 +427,33 @@ def place_calibrators(settings):
     starts = group_start_times(placed)
     for cal in settings.calibrators:
         if not 0 <= cal["group"] < len(starts):
-            raise ValueError(f"calibrator {cal['name']}: group {cal['group']} does not exist "
-                             f"({len(starts)} groups)")
+            raise ValueError(
+                f"calibrator {cal['name']}: group {cal['group']} does not exist "
+                f"({len(starts)} groups)"
+            )
         t0 = starts[cal["group"]]
-        ha0, ha1 = hour_angle_deg(cal["ra_deg"], cal["dec_deg"],
-                                   Time([t0, t0 + settings.group_duration_s * u.s]))
+        ha0, ha1 = hour_angle_deg(
+            cal["ra_deg"], cal["dec_deg"], Time([t0, t0 + settings.group_duration_s * u.s])
+        )
         if not ha0 <= 0.0 < ha1:
-            raise ValueError(f"calibrator {cal['name']} does not transit in group {cal['group']} "
-                             f"once {first['name']} transits in group {first['group']}")
+            raise ValueError(
+                f"calibrator {cal['name']} does not transit in group {cal['group']} "
+                f"once {first['name']} transits in group {first['group']}"
+            )
     return placed
 
 
 def _calibrator_sources(settings):
-    return [{"source_id": c["name"], "ra_deg": c["ra_deg"], "dec_deg": c["dec_deg"],
-             "flux_jy": c["flux_jy"] * c.get("flux_scale", 1.0),
-             "spectral_index": c["spectral_index"]}
-            for c in {c["name"]: c for c in settings.calibrators}.values()]
+    return [
+        {
+            "source_id": c["name"],
+            "ra_deg": c["ra_deg"],
+            "dec_deg": c["dec_deg"],
+            "flux_jy": c["flux_jy"] * c.get("flux_scale", 1.0),
+            "spectral_index": c["spectral_index"],
+        }
+        for c in {c["name"]: c for c in settings.calibrators}.values()
+    ]
 
 
 def simulate_archive(out_dir, settings=None, catalog=None):
@@ -392,43 +468,54 @@ def simulate_archive(out_dir, settings=None, catalog=None):
     if catalog is None:
         first = lst_deg(Time([starts[0]]))[0]
         span = settings.n_groups * settings.group_duration_s / SIDEREAL_DAY_S * 360.0
-        catalog = make_sky_catalog(first - 5.0, first + span + 5.0, settings.dec_deg,
-                                   settings.n_sources, settings.seed)
+        catalog = make_sky_catalog(
+            first - 5.0, first + span + 5.0, settings.dec_deg, settings.n_sources, settings.seed
+        )
     if settings.extra_sources:
         catalog = pd.concat([catalog, pd.DataFrame(settings.extra_sources)], ignore_index=True)
     if settings.calibrators:
-        catalog = pd.concat([catalog, pd.DataFrame(_calibrator_sources(settings))], ignore_index=True)
+        catalog = pd.concat(
+            [catalog, pd.DataFrame(_calibrator_sources(settings))], ignore_index=True
+        )
     band_freqs = band_frequencies(settings)
     bandpass, drift = make_gains(settings, band_freqs)
     t_ref_jd = starts[0].jd
     records = []
     for i, start in enumerate(starts):
-        records += simulate_group(out, start, settings, catalog, (bandpass, drift), band_freqs,
-                                  t_ref_jd, i)
+        records += simulate_group(
+            out, start, settings, catalog, (bandpass, drift), band_freqs, t_ref_jd, i
+        )
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
     with atomic_output(out / "sky_catalog.csv") as tmp:
         catalog.to_csv(tmp, index=False, float_format="%.8f")
     with atomic_output(truth / "gains.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, freq_hz=band_freqs, bandpass=bandpass, drift_rad_per_s=drift,
-                     antenna_numbers=np.asarray(settings.stations) - 1, t_ref_jd=t_ref_jd,
-                     polarizations=np.array(["XX", "YY"]))
-    sigma = inst.thermal_noise_sigma(inst.channel_width(settings.n_channels),
-                                     settings.integration_s, settings.sefd_jy)
+            np.savez(
+                fh,
+                freq_hz=band_freqs,
+                bandpass=bandpass,
+                drift_rad_per_s=drift,
+                antenna_numbers=np.asarray(settings.stations) - 1,
+                t_ref_jd=t_ref_jd,
+                polarizations=np.array(["XX", "YY"]),
+            )
+    sigma = inst.thermal_noise_sigma(
+        inst.channel_width(settings.n_channels), settings.integration_s, settings.sefd_jy
+    )
     meta = {
         "settings": asdict(settings),
         "noise_sigma_jy": sigma if settings.noise else 0.0,
         "group_starts": [s.isot for s in starts],
         "phase_center_dec_rad": float(np.radians(settings.dec_deg)),
         "layout": "correlator UVH5 (uvh5.py): fringe-stopped at hour angle 0 and phase_center_dec "
-                  "each integration; antenna number = station - 1",
+        "each integration; antenna number = station - 1",
         "correlated_stations": list(settings.stations),
         "baseline_order": "correlator inputs stations[0::3] + stations[1::3] + stations[2::3]; "
-                          "rows = input pairs (i, j), i <= j (simulate.correlator_baselines)",
+        "rows = input pairs (i, j), i <= j (simulate.correlator_baselines)",
         "gain_convention": "MS row (ANTENNA1=i, ANTENNA2=j) = G_i conj(G_j) model; "
-                           "G(t, f) = bandpass[k, f, pol] * exp(1j drift[k, pol] (t - t_ref)), "
-                           "k = index of the antenna in antenna_numbers",
+        "G(t, f) = bandpass[k, f, pol] * exp(1j drift[k, pol] (t - t_ref)), "
+        "k = index of the antenna in antenna_numbers",
         "files": [r["file"] for r in records],
         "faults": [r for r in records if r["nan_rows"] or r["zero_nsamples_rows"]],
     }
@@ -454,8 +541,20 @@ def _placement_arg(text):
 
 def _run(args):
     overrides = dict(PRESETS[args.preset])
-    for key in ("n_antennas", "n_channels", "n_integrations", "n_groups", "n_days",
-                "dec_deg", "seed", "start", "n_sources", "jitter_s", "sefd_jy", "zero_nsamples"):
+    for key in (
+        "n_antennas",
+        "n_channels",
+        "n_integrations",
+        "n_groups",
+        "n_days",
+        "dec_deg",
+        "seed",
+        "start",
+        "n_sources",
+        "jitter_s",
+        "sefd_jy",
+        "zero_nsamples",
+    ):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -469,31 +568,56 @@ def _run(args):
         if not args.calibrator_catalog:
             raise ValueError("--calibrator needs --calibrator-catalog")
         cals = pd.read_csv(args.calibrator_catalog, comment="#")
-        overrides["calibrators"] = [calibrator_placement(cals, *_placement_arg(a))
-                                    for a in args.calibrator]
+        overrides["calibrators"] = [
+            calibrator_placement(cals, *_placement_arg(a)) for a in args.calibrator
+        ]
     settings = SimulationSettings(**overrides)
     catalog = pd.read_csv(args.catalog) if args.catalog else None
     meta = simulate_archive(args.out, settings, catalog)
-    log.info("wrote %d files to %s (Dec %+.4f, %d of %d stations; noise sigma %.3g Jy per visibility)",
-             len(meta["files"]), args.out, settings.dec_deg, settings.n_antennas, N_STATIONS,
-             meta["noise_sigma_jy"])
+    log.info(
+        "wrote %d files to %s (Dec %+.4f, %d of %d stations; noise sigma %.3g Jy per visibility)",
+        len(meta["files"]),
+        args.out,
+        settings.dec_deg,
+        settings.n_antennas,
+        N_STATIONS,
+        meta["noise_sigma_jy"],
+    )
 
 
 def register_cli(sub):
     p = sub.add_parser("simulate", help="write a simulated raw UVH5 archive and its truth")
     p.add_argument("--out", required=True, help="archive directory to write")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
-    p.add_argument("--catalog", help="sky catalog CSV (source_id, ra_deg, dec_deg, flux_jy, spectral_index)")
-    for name, typ in (("n-antennas", int), ("n-channels", int), ("n-integrations", int),
-                      ("n-groups", int), ("n-days", int), ("dec-deg", float), ("seed", int),
-                      ("start", str), ("n-sources", int), ("jitter-s", float), ("sefd-jy", float),
-                      ("zero-nsamples", float)):
+    p.add_argument(
+        "--catalog", help="sky catalog CSV (source_id, ra_deg, dec_deg, flux_jy, spectral_index)"
+    )
+    for name, typ in (
+        ("n-antennas", int),
+        ("n-channels", int),
+        ("n-integrations", int),
+        ("n-groups", int),
+        ("n-days", int),
+        ("dec-deg", float),
+        ("seed", int),
+        ("start", str),
+        ("n-sources", int),
+        ("jitter-s", float),
+        ("sefd-jy", float),
+        ("zero-nsamples", float),
+    ):
         p.add_argument(f"--{name}", type=typ)
-    p.add_argument("--drop", action="append",
-                   help="GROUP:N: the last N integrations of group GROUP are NaN (repeatable)")
+    p.add_argument(
+        "--drop",
+        action="append",
+        help="GROUP:N: the last N integrations of group GROUP are NaN (repeatable)",
+    )
     p.add_argument("--no-noise", action="store_true")
     p.add_argument("--no-gains", action="store_true")
-    p.add_argument("--calibrator", action="append",
-                   help="place a catalog calibrator: NAME:GROUP[:FLUX_SCALE] (repeatable)")
+    p.add_argument(
+        "--calibrator",
+        action="append",
+        help="place a catalog calibrator: NAME:GROUP[:FLUX_SCALE] (repeatable)",
+    )
     p.add_argument("--calibrator-catalog", help="calibrator catalog CSV (config/calibrators.csv)")
     p.set_defaults(func=_run)

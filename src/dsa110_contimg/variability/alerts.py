@@ -21,6 +21,7 @@ from dsa110_contimg.variability import voevent
 
 log = logging.getLogger(__name__)
 
+
 def read_alerts(alerts_path):
     """Alerts already sent (list of dicts); a malformed line raises ValueError naming it."""
     alerts_path = Path(alerts_path)
@@ -58,16 +59,18 @@ def update_alerts(candidates_path, alerts_path, command=None, timeout_s=60):
     import datetime as dt
 
     candidates_path, alerts_path = Path(candidates_path), Path(alerts_path)
-    cand = read_table(candidates_path, ["source_id", "ese_sigma", "ese_mjd",
-                                        "ese_duration_days", "ese_depth"])
+    cand = read_table(
+        candidates_path, ["source_id", "ese_sigma", "ese_mjd", "ese_duration_days", "ese_depth"]
+    )
     cand = cand.sort_values(["ese_sigma", "source_id"], ascending=[False, True], kind="stable")
     previous = read_alerts(alerts_path)
     new = []
     for row in cand.to_dict("records"):
         if any(_same_event(row, old) for old in previous + new):
             continue
-        alert = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                 for k, v in row.items()}
+        alert = {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()
+        }
         alert = json.loads(json.dumps(alert, default=_json_default))
         alert["alerted_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         alert["candidates"] = str(candidates_path)
@@ -100,21 +103,25 @@ def _json_default(value):
 
 def _run_alert_command(command, alert, timeout_s):
     env = dict(os.environ)
-    for key in ("source_id", "ese_mjd", "ese_duration_days", "ese_depth", "ese_sigma",
-                "ra", "dec"):
+    for key in ("source_id", "ese_mjd", "ese_duration_days", "ese_depth", "ese_sigma", "ra", "dec"):
         name = "ESE_" + key.upper().removeprefix("ESE_")
         env[name] = "" if alert.get(key) is None else str(alert[key])
     env["ESE_VOEVENT"] = str(alert.get("voevent", ""))
     env["ESE_ALERT"] = json.dumps(alert, sort_keys=True)
     try:
-        done = subprocess.run(command, shell=True, env=env, timeout=timeout_s,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            command, shell=True, env=env, timeout=timeout_s, capture_output=True, text=True
+        )
     except subprocess.TimeoutExpired:
         log.error("alert command timed out after %ss for %s", timeout_s, alert["source_id"])
         return None
     if done.returncode:
-        log.error("alert command exited %d for %s: %s", done.returncode, alert["source_id"],
-                  done.stderr.strip()[-500:])
+        log.error(
+            "alert command exited %d for %s: %s",
+            done.returncode,
+            alert["source_id"],
+            done.stderr.strip()[-500:],
+        )
     return done.returncode
 
 
@@ -129,5 +136,4 @@ def register_cli(subparsers):
 
 def _cli_alerts(args):
     new = update_alerts(args.candidates, args.out, command=args.command)
-    print(json.dumps({"new_alerts": len(new),
-                      "voevents": [a["voevent"] for a in new]}))
+    print(json.dumps({"new_alerts": len(new), "voevents": [a["voevent"] for a in new]}))

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
-from dsa110_contimg.variability.esefit import fit_at
 from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.variability.esefit import fit_at
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,11 @@ def light_curve_figure(lc, row, trend_degree=1):
     ax.axvspan(t0 - fwhm / 2, t0 + fwhm / 2, color="C1", alpha=0.15, label="dip FWHM")
     ax.set_xlabel("MJD")
     ax.set_ylabel("flux density (mJy)")
-    ax.set_title(f"{row['source_id']}: {row['ese_sigma']:.1f} sigma, depth "
-                 f"{row['ese_depth']:.2f}, {fwhm:.1f} d", fontsize=10)
+    ax.set_title(
+        f"{row['source_id']}: {row['ese_sigma']:.1f} sigma, depth "
+        f"{row['ese_depth']:.2f}, {fwhm:.1f} d",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return _png(fig)
@@ -87,8 +90,11 @@ def subband_figure(row):
     """PNG data URI: depth per sub-band against frequency, with the lambda^2 line."""
     import matplotlib.pyplot as plt
 
-    bands = sorted(int(c[len("freq_sb"):-len("_hz")]) for c in row.index
-                   if c.startswith("freq_sb") and c.endswith("_hz"))
+    bands = sorted(
+        int(c[len("freq_sb") : -len("_hz")])
+        for c in row.index
+        if c.startswith("freq_sb") and c.endswith("_hz")
+    )
     nu = np.array([row[f"freq_sb{k}_hz"] for k in bands], dtype=float)
     d = np.array([row[f"ese_depth_sb{k}"] for k in bands], dtype=float)
     de = np.array([row[f"ese_depth_err_sb{k}"] for k in bands], dtype=float)
@@ -106,8 +112,11 @@ def subband_figure(row):
         ax.plot(grid / 1e6, y0 + slope * ((299792458.0 / grid) ** 2 - x0), color="k", lw=1)
     ax.set_xlabel("frequency (MHz)")
     ax.set_ylabel("depth")
-    ax.set_title(f"d(depth)/d(lambda^2) = {slope:.3g} +- "
-                 f"{row.get('ese_lambda2_slope_err', np.nan):.2g} m^-2", fontsize=8)
+    ax.set_title(
+        f"d(depth)/d(lambda^2) = {slope:.3g} +- "
+        f"{row.get('ese_lambda2_slope_err', np.nan):.2g} m^-2",
+        fontsize=8,
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -125,8 +134,12 @@ def cutout(image_path, ra, dec, half=CUTOUT_HALF_PIX):
         return None
     xi, yi = int(round(float(x))), int(round(float(y)))
     ny, nx = data.shape
-    x0, x1, y0, y1 = max(xi - half, 0), min(xi + half + 1, nx), max(yi - half, 0), \
-        min(yi + half + 1, ny)
+    x0, x1, y0, y1 = (
+        max(xi - half, 0),
+        min(xi + half + 1, nx),
+        max(yi - half, 0),
+        min(yi + half + 1, ny),
+    )
     if x0 >= x1 or y0 >= y1:
         return None
     return data[y0:y1, x0:x1], (float(x) - x0, float(y) - y0)
@@ -157,8 +170,7 @@ def _centre(row):
 def _epochs(lc, t0, fwhm):
     """image_id and MJD of the epochs nearest before (t0 - 1.5 fwhm), at t0, and after."""
     picks = []
-    for label, target in (("before", t0 - 1.5 * fwhm), ("during", t0),
-                          ("after", t0 + 1.5 * fwhm)):
+    for label, target in (("before", t0 - 1.5 * fwhm), ("during", t0), ("after", t0 + 1.5 * fwhm)):
         i = int(np.argmin(np.abs(lc["mjd"].to_numpy(float) - target)))
         picks.append((label, str(lc["image_id"].iloc[i]), float(lc["mjd"].iloc[i])))
     return picks
@@ -182,8 +194,10 @@ def build_page(candidates, timeseries, images_dir=None, max_candidates=100, tren
     flux_col, err_col = flux_columns(timeseries)
     ts = timeseries.assign(flux=timeseries[flux_col], err=timeseries[err_col])
     ts = ts[np.isfinite(ts["flux"]) & np.isfinite(ts["err"]) & (ts["err"] > 0)]
-    groups = {str(k): g.sort_values("mjd") for k, g in ts.groupby(ts["source_id"].astype(str),
-                                                                   observed=True)}
+    groups = {
+        str(k): g.sort_values("mjd")
+        for k, g in ts.groupby(ts["source_id"].astype(str), observed=True)
+    }
     parts = []
     shown = candidates.head(max_candidates)
     for _, row in shown.iterrows():
@@ -211,25 +225,31 @@ def build_page(candidates, timeseries, images_dir=None, max_candidates=100, tren
             if stamps:
                 values = np.concatenate([st[0][0].ravel() for st in stamps])
                 vmin, vmax = np.nanpercentile(values, [1, 99.8])
-                cutouts = [cutout_figure(st[0], st[1], label, vmin, vmax)
-                           for st, label in stamps]
+                cutouts = [cutout_figure(st[0], st[1], label, vmin, vmax) for st, label in stamps]
         imgs = "".join(f"<img class='fig' src='{u}' alt='figure'>" for u in figs + cutouts)
         parts.append(
             f"<section id='{html.escape(sid)}'><h2>{html.escape(sid)}</h2>{''.join(flags)}"
-            f"<div class='figs'>{imgs}</div>{_row_table(row)}</section>")
-    head = (f"<p>{len(candidates)} candidates"
-            + (f" (first {len(shown)} shown)" if len(shown) < len(candidates) else "")
-            + ". <span id='status'>figures not yet counted</span></p>")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ESE candidates</title>"
-            f"<style>{STYLE}</style></head><body><h1>ESE candidates</h1>{head}"
-            f"{''.join(parts)}<script>{SCRIPT}</script></body></html>")
+            f"<div class='figs'>{imgs}</div>{_row_table(row)}</section>"
+        )
+    head = (
+        f"<p>{len(candidates)} candidates"
+        + (f" (first {len(shown)} shown)" if len(shown) < len(candidates) else "")
+        + ". <span id='status'>figures not yet counted</span></p>"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ESE candidates</title>"
+        f"<style>{STYLE}</style></head><body><h1>ESE candidates</h1>{head}"
+        f"{''.join(parts)}<script>{SCRIPT}</script></body></html>"
+    )
 
 
-def write_page(candidates_path, timeseries_path, out_path, images_dir=None,
-               max_candidates=100, trend_degree=1):
+def write_page(
+    candidates_path, timeseries_path, out_path, images_dir=None, max_candidates=100, trend_degree=1
+):
     """Write ese/candidates.html atomically; returns the number of candidates shown."""
-    candidates = read_table(candidates_path, ["source_id", "ese_sigma", "ese_mjd",
-                                              "ese_duration_days", "ese_depth"])
+    candidates = read_table(
+        candidates_path, ["source_id", "ese_sigma", "ese_mjd", "ese_duration_days", "ese_depth"]
+    )
     timeseries = read_table(timeseries_path, ["source_id", "mjd", "flux_jy", "flux_err_jy"])
     page = build_page(candidates, timeseries, images_dir, max_candidates, trend_degree)
     with atomic_output(out_path) as tmp:
@@ -250,6 +270,5 @@ def register_cli(subparsers):
 
 
 def _cli(args):
-    n = write_page(args.candidates, args.timeseries, args.out, args.images_dir,
-                   args.max_candidates)
+    n = write_page(args.candidates, args.timeseries, args.out, args.images_dir, args.max_candidates)
     print(json.dumps({"candidates_shown": n, "page": args.out}))

@@ -30,11 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
 from dsa110_contimg.atomic import atomic_output, write_parquet
-from dsa110_contimg.variability.esefit import DEFAULT_DURATIONS_DAYS, detect_ese, lambda2_slope, refine, subband_depths
 from dsa110_contimg.photometry.forced import read_table
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
+from dsa110_contimg.variability.esefit import (
+    DEFAULT_DURATIONS_DAYS,
+    detect_ese,
+    lambda2_slope,
+    refine,
+    subband_depths,
+)
 from dsa110_contimg.variability.statistics import error_scale, variability_stats  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -44,17 +50,46 @@ CANDIDATES_FILE = "ese_candidates.parquet"
 CANDIDATES_CSV = "ese_candidates.csv"
 
 CANDIDATE_COLUMNS = [
-    "source_id", "ra", "dec", "ese_sigma", "ese_mjd", "ese_duration_days", "ese_depth",
-    "ese_shoulder", "ese_delta_chi2", "n", "mjd_first", "mjd_last", "wmean_jy", "v", "eta",
-    "ese_in_progress", "ese_low_epochs", "ese_dip_epochs", "ese_ingress_epochs",
-    "ese_egress_epochs", "n_outliers", "ese_mjd_fit", "ese_duration_fit_days",
-    "ese_lambda2_slope", "ese_lambda2_slope_err", "ese_lambda2_sigma", "vs", "m",
+    "source_id",
+    "ra",
+    "dec",
+    "ese_sigma",
+    "ese_mjd",
+    "ese_duration_days",
+    "ese_depth",
+    "ese_shoulder",
+    "ese_delta_chi2",
+    "n",
+    "mjd_first",
+    "mjd_last",
+    "wmean_jy",
+    "v",
+    "eta",
+    "ese_in_progress",
+    "ese_low_epochs",
+    "ese_dip_epochs",
+    "ese_ingress_epochs",
+    "ese_egress_epochs",
+    "n_outliers",
+    "ese_mjd_fit",
+    "ese_duration_fit_days",
+    "ese_lambda2_slope",
+    "ese_lambda2_slope_err",
+    "ese_lambda2_sigma",
+    "vs",
+    "m",
 ]
 SUBBAND = re.compile(r"^flux_sb(\d+)_jy$")
 DETECT_DEFAULTS = {
-    "durations_days": DEFAULT_DURATIONS_DAYS, "cadence_days": 1.0, "min_dip_epochs": 4,
-    "min_baseline_epochs": 5, "rescale_errors": True, "trend_degree": 1,
-    "outlier_sigma": 5.0, "low_sigma": 3.0, "min_side_epochs": 2,
+    "durations_days": DEFAULT_DURATIONS_DAYS,
+    "cadence_days": 1.0,
+    "min_dip_epochs": 4,
+    "min_baseline_epochs": 5,
+    "rescale_errors": True,
+    "trend_degree": 1,
+    "outlier_sigma": 5.0,
+    "low_sigma": 3.0,
+    "min_side_epochs": 2,
 }
 
 
@@ -68,8 +103,11 @@ def flux_columns(table):
 def subband_indices(table):
     """Sub-band numbers k with flux_sb<k>_jy, flux_err_sb<k>_jy and freq_sb<k>_hz columns."""
     found = sorted(int(m.group(1)) for c in table.columns if (m := SUBBAND.match(c)))
-    return [k for k in found if f"flux_err_sb{k}_jy" in table.columns
-            and f"freq_sb{k}_hz" in table.columns]
+    return [
+        k
+        for k in found
+        if f"flux_err_sb{k}_jy" in table.columns and f"freq_sb{k}_hz" in table.columns
+    ]
 
 
 def _usable(table, flux_col, err_col):
@@ -112,9 +150,12 @@ def analyse_sources(table, min_sigma=5.0, **settings):
     stats.insert(0, "source_id", np.asarray(ids, dtype=object))
     for coord in ("ra", "dec"):
         if coord in table.columns:
-            stats.insert(1 if coord == "ra" else 2, coord,
-                         np.bincount(codes, table[coord].to_numpy(float), n_sources)
-                         / np.maximum(np.bincount(codes, minlength=n_sources), 1))
+            stats.insert(
+                1 if coord == "ra" else 2,
+                coord,
+                np.bincount(codes, table[coord].to_numpy(float), n_sources)
+                / np.maximum(np.bincount(codes, minlength=n_sources), 1),
+            )
     fit = detect_ese(src, mjd, flux, err, n_sources, **opts)
     for key, values in fit.items():
         stats[key] = values
@@ -144,18 +185,17 @@ def _refine_candidates(stats, table, use, codes, flux_col, err_col, min_sigma, o
         t = table["mjd"].to_numpy(float)[rows]
         f = table[flux_col].to_numpy(float)[rows]
         e = table[err_col].to_numpy(float)[rows] * stats.at[i, "error_scale"]
-        t0, fwhm = refine(t, f, e, stats.at[i, "ese_mjd"], stats.at[i, "ese_duration_days"],
-                          opts["trend_degree"])
+        t0, fwhm = refine(
+            t, f, e, stats.at[i, "ese_mjd"], stats.at[i, "ese_duration_days"], opts["trend_degree"]
+        )
         stats.at[i, "ese_mjd_fit"] = t0
         stats.at[i, "ese_duration_fit_days"] = fwhm
         f_sb = np.column_stack([table[f"flux_sb{k}_jy"].to_numpy(float)[rows] for k in bands])
-        e_sb = np.column_stack([table[f"flux_err_sb{k}_jy"].to_numpy(float)[rows]
-                                for k in bands])
+        e_sb = np.column_stack([table[f"flux_err_sb{k}_jy"].to_numpy(float)[rows] for k in bands])
         if norm is not None:
             f_sb = f_sb / norm[rows, None]
             e_sb = e_sb / norm[rows, None]
-        freqs = [float(np.nanmedian(table[f"freq_sb{k}_hz"].to_numpy(float)[rows]))
-                 for k in bands]
+        freqs = [float(np.nanmedian(table[f"freq_sb{k}_hz"].to_numpy(float)[rows])) for k in bands]
         depths, errs = subband_depths(t, f_sb, e_sb, t0, fwhm, opts["trend_degree"])
         for k, nu, d, de in zip(bands, freqs, depths, errs):
             stats.at[i, f"freq_sb{k}_hz"] = nu
@@ -196,8 +236,9 @@ def _read_state(stats_path, settings_hash):
     return prev
 
 
-def run_ese_detect(timeseries_path, outdir, min_sigma=5.0, recompute=False, source_ids=None,
-                   **settings):
+def run_ese_detect(
+    timeseries_path, outdir, min_sigma=5.0, recompute=False, source_ids=None, **settings
+):
     """Update variability_stats and the ESE candidate tables in `outdir`; returns both.
 
     Only sources with new measurements (changed n or last mjd) are refitted unless
@@ -208,11 +249,24 @@ def run_ese_detect(timeseries_path, outdir, min_sigma=5.0, recompute=False, sour
 
     timeseries_path, outdir = Path(timeseries_path), Path(outdir)
     names = _parquet_columns(timeseries_path)
-    wanted = ["source_id", "mjd", "ra", "dec", "flux_jy", "flux_err_jy", "flux_norm_jy",
-              "flux_norm_err_jy", "norm_factor"]
+    wanted = [
+        "source_id",
+        "mjd",
+        "ra",
+        "dec",
+        "flux_jy",
+        "flux_err_jy",
+        "flux_norm_jy",
+        "flux_norm_err_jy",
+        "norm_factor",
+    ]
     wanted += [c for c in names if re.match(r"^(flux|flux_err|freq)_sb\d+_(jy|hz)$", c)]
-    table = read_table(timeseries_path, ["source_id", "mjd", "flux_jy", "flux_err_jy"],
-                       select=wanted, categorical=["source_id"])
+    table = read_table(
+        timeseries_path,
+        ["source_id", "mjd", "flux_jy", "flux_err_jy"],
+        select=wanted,
+        categorical=["source_id"],
+    )
     if not isinstance(table["source_id"].dtype, pd.CategoricalDtype):
         table["source_id"] = table["source_id"].astype("category")
     table["source_id"] = table["source_id"].cat.rename_categories(str)
@@ -230,8 +284,9 @@ def run_ese_detect(timeseries_path, outdir, min_sigma=5.0, recompute=False, sour
     n_cur = np.bincount(codes[use], minlength=len(ids))
     last_cur = np.full(len(ids), -np.inf)
     np.maximum.at(last_cur, codes[use], table["mjd"].to_numpy(float)[use])
-    current = pd.DataFrame({"n": n_cur, "mjd_last": np.where(n_cur > 0, last_cur, np.nan)},
-                           index=all_ids)
+    current = pd.DataFrame(
+        {"n": n_cur, "mjd_last": np.where(n_cur > 0, last_cur, np.nan)}, index=all_ids
+    )
     if source_ids:
         wanted_ids = pd.Index([str(s) for s in source_ids])
         unknown = wanted_ids.difference(all_ids)
@@ -243,7 +298,8 @@ def run_ese_detect(timeseries_path, outdir, min_sigma=5.0, recompute=False, sour
     else:
         old = prev.set_index("source_id")[["n", "mjd_last"]].reindex(all_ids)
         same_last = (old["mjd_last"] == current["mjd_last"]) | (
-            old["mjd_last"].isna() & current["mjd_last"].isna())
+            old["mjd_last"].isna() & current["mjd_last"].isna()
+        )
         same = (old["n"] == current["n"].fillna(0)) & same_last
         todo = all_ids[~same.to_numpy()]
     log.info("ese-detect: fitting %d of %d sources", len(todo), len(all_ids))
@@ -259,15 +315,21 @@ def run_ese_detect(timeseries_path, outdir, min_sigma=5.0, recompute=False, sour
     stats = stats.sort_values("source_id", kind="stable").reset_index(drop=True)
 
     candidates = candidates_from_stats(stats, min_sigma)
-    meta = provenance([timeseries_path], config=record, ese_settings=record,
-                      ese_settings_hash=settings_hash, min_sigma=min_sigma,
-                      refitted_sources=len(todo))
+    meta = provenance(
+        [timeseries_path],
+        config=record,
+        ese_settings=record,
+        ese_settings_hash=settings_hash,
+        min_sigma=min_sigma,
+        refitted_sources=len(todo),
+    )
     write_parquet(stats, stats_path, metadata=meta)
     write_parquet(candidates, outdir / CANDIDATES_FILE, metadata=meta)
     with atomic_output(outdir / CANDIDATES_CSV) as tmp:
         candidates.to_csv(tmp, index=False, float_format="%.6g")
-    log.info("ese-detect: %d candidates with significance >= %.1f sigma", len(candidates),
-             min_sigma)
+    log.info(
+        "ese-detect: %d candidates with significance >= %.1f sigma", len(candidates), min_sigma
+    )
     return stats, candidates
 
 
@@ -294,29 +356,51 @@ def candidates_from_stats(stats, min_sigma=5.0):
 
 def register_cli(subparsers):
     """Add the `ese-detect`, `alerts` and `ese-page` subcommands."""
-    from dsa110_contimg.variability import alerts
-    from dsa110_contimg.variability import candidates_page
+    from dsa110_contimg.variability import alerts, candidates_page
 
-    p = subparsers.add_parser("ese-detect",
-                              help="variability statistics and ESE candidates from a time series")
-    p.add_argument("--timeseries", required=True,
-                   help="normalized.parquet (or timeseries.parquet)")
+    p = subparsers.add_parser(
+        "ese-detect", help="variability statistics and ESE candidates from a time series"
+    )
+    p.add_argument("--timeseries", required=True, help="normalized.parquet (or timeseries.parquet)")
     p.add_argument("--outdir", required=True, help="directory for the ese products")
-    p.add_argument("--source-id", action="append", dest="source_ids",
-                   help="refit only this source (repeatable)")
+    p.add_argument(
+        "--source-id",
+        action="append",
+        dest="source_ids",
+        help="refit only this source (repeatable)",
+    )
     p.add_argument("--min-sigma", type=float, default=5.0, help="candidate threshold (5)")
     p.add_argument("--recompute", action="store_true", help="refit every source")
-    p.add_argument("--durations", default=",".join(f"{d:g}" for d in DEFAULT_DURATIONS_DAYS),
-                   help="comma-separated ESE durations (FWHM, days) to search")
+    p.add_argument(
+        "--durations",
+        default=",".join(f"{d:g}" for d in DEFAULT_DURATIONS_DAYS),
+        help="comma-separated ESE durations (FWHM, days) to search",
+    )
     p.add_argument("--cadence", type=float, default=1.0, help="time grid step (days)")
-    p.add_argument("--min-dip-epochs", type=int, default=DETECT_DEFAULTS["min_dip_epochs"],
-                   help="epochs significantly low inside the dip (4)")
-    p.add_argument("--trend-degree", type=int, default=DETECT_DEFAULTS["trend_degree"],
-                   help="degree of the null model's polynomial trend (1)")
-    p.add_argument("--low-sigma", type=float, default=DETECT_DEFAULTS["low_sigma"],
-                   help="an epoch this many sigma below the baseline is low (3)")
-    p.add_argument("--outlier-sigma", type=float, default=DETECT_DEFAULTS["outlier_sigma"],
-                   help="single-epoch outliers rejected beyond this (5)")
+    p.add_argument(
+        "--min-dip-epochs",
+        type=int,
+        default=DETECT_DEFAULTS["min_dip_epochs"],
+        help="epochs significantly low inside the dip (4)",
+    )
+    p.add_argument(
+        "--trend-degree",
+        type=int,
+        default=DETECT_DEFAULTS["trend_degree"],
+        help="degree of the null model's polynomial trend (1)",
+    )
+    p.add_argument(
+        "--low-sigma",
+        type=float,
+        default=DETECT_DEFAULTS["low_sigma"],
+        help="an epoch this many sigma below the baseline is low (3)",
+    )
+    p.add_argument(
+        "--outlier-sigma",
+        type=float,
+        default=DETECT_DEFAULTS["outlier_sigma"],
+        help="single-epoch outliers rejected beyond this (5)",
+    )
     p.set_defaults(func=_cli_detect)
     alerts.register_cli(subparsers)
     candidates_page.register_cli(subparsers)
@@ -325,15 +409,30 @@ def register_cli(subparsers):
 def _cli_detect(args):
     durations = [float(d) for d in args.durations.split(",") if d.strip()]
     stats, cand = run_ese_detect(
-        args.timeseries, args.outdir, min_sigma=args.min_sigma, recompute=args.recompute,
-        source_ids=args.source_ids, durations_days=durations, cadence_days=args.cadence,
-        min_dip_epochs=args.min_dip_epochs, trend_degree=args.trend_degree,
-        low_sigma=args.low_sigma, outlier_sigma=args.outlier_sigma,
+        args.timeseries,
+        args.outdir,
+        min_sigma=args.min_sigma,
+        recompute=args.recompute,
+        source_ids=args.source_ids,
+        durations_days=durations,
+        cadence_days=args.cadence,
+        min_dip_epochs=args.min_dip_epochs,
+        trend_degree=args.trend_degree,
+        low_sigma=args.low_sigma,
+        outlier_sigma=args.outlier_sigma,
     )
     if args.source_ids:
         rows = stats[stats["source_id"].isin(args.source_ids)]
         print(rows.to_json(orient="records", double_precision=6))
     else:
-        print(json.dumps({"sources": len(stats), "candidates": len(cand),
-                          "in_progress": int(cand["ese_in_progress"].sum())
-                          if "ese_in_progress" in cand else 0}))
+        print(
+            json.dumps(
+                {
+                    "sources": len(stats),
+                    "candidates": len(cand),
+                    "in_progress": int(cand["ese_in_progress"].sum())
+                    if "ese_in_progress" in cand
+                    else 0,
+                }
+            )
+        )

@@ -53,7 +53,7 @@ def _kernel_spectrum(kernel, length):
     """rfft of a symmetric kernel wrapped about index 0 (correlation = convolution)."""
     half = (len(kernel) - 1) // 2
     wrapped = np.zeros(length)
-    wrapped[:half + 1] = kernel[half:]
+    wrapped[: half + 1] = kernel[half:]
     if half:
         wrapped[-half:] = kernel[:half]
     return np.fft.rfft(wrapped)
@@ -68,10 +68,23 @@ def _kernels(fwhm_cells):
     return dip, shoulder, box
 
 
-def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_DAYS,
-               cadence_days=1.0, min_dip_epochs=4, min_baseline_epochs=5,
-               rescale_errors=True, trend_degree=1, outlier_sigma=5.0, low_sigma=3.0,
-               min_side_epochs=2, chunk=1000):
+def detect_ese(
+    src,
+    mjd,
+    flux,
+    err,
+    n_sources,
+    durations_days=DEFAULT_DURATIONS_DAYS,
+    cadence_days=1.0,
+    min_dip_epochs=4,
+    min_baseline_epochs=5,
+    rescale_errors=True,
+    trend_degree=1,
+    outlier_sigma=5.0,
+    low_sigma=3.0,
+    min_side_epochs=2,
+    chunk=1000,
+):
     """Best ESE fit for every source from long arrays (src = source index 0..N-1).
 
     Returns a dict of per-source arrays: ese_sigma, ese_delta_chi2, ese_mjd,
@@ -84,15 +97,30 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
 
     src = np.asarray(src, dtype=np.int64)
     mjd, flux, err = (np.asarray(a, dtype=float) for a in (mjd, flux, err))
-    scale = var.error_scale(src, mjd, flux, err, n_sources) if rescale_errors \
-        else np.ones(n_sources)
+    scale = (
+        var.error_scale(src, mjd, flux, err, n_sources) if rescale_errors else np.ones(n_sources)
+    )
     nan = np.full(n_sources, np.nan)
-    out = {k: nan.copy() for k in ("ese_sigma", "ese_delta_chi2", "ese_mjd",
-                                   "ese_duration_days", "ese_depth", "ese_shoulder",
-                                   "ese_trials")}
+    out = {
+        k: nan.copy()
+        for k in (
+            "ese_sigma",
+            "ese_delta_chi2",
+            "ese_mjd",
+            "ese_duration_days",
+            "ese_depth",
+            "ese_shoulder",
+            "ese_trials",
+        )
+    }
     out["error_scale"] = scale
-    for k in ("n_outliers", "ese_low_epochs", "ese_dip_epochs", "ese_ingress_epochs",
-              "ese_egress_epochs"):
+    for k in (
+        "n_outliers",
+        "ese_low_epochs",
+        "ese_dip_epochs",
+        "ese_ingress_epochs",
+        "ese_egress_epochs",
+    ):
         out[k] = np.zeros(n_sources, dtype=np.int64)
     out["ese_in_progress"] = np.zeros(n_sources, dtype=bool)
     out["ese_dip_ok"] = np.zeros(n_sources, dtype=bool)
@@ -101,8 +129,9 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
     e_s = err * scale[src]
     tau, centre, half = var.time_basis(src, mjd, n_sources)
     trend = var.robust_trend(src, tau, flux, e_s, n_sources, trend_degree)
-    bad = var.isolated_outliers(src, mjd, (flux - var.poly_eval(trend, src, tau)) / e_s,
-                                outlier_sigma)
+    bad = var.isolated_outliers(
+        src, mjd, (flux - var.poly_eval(trend, src, tau)) / e_s, outlier_sigma
+    )
     out["n_outliers"] = np.bincount(src[bad], minlength=n_sources)
     keep = ~bad
     src, mjd, flux, e_s, tau = src[keep], mjd[keep], flux[keep], e_s[keep], tau[keep]
@@ -116,15 +145,17 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
     kernels = [_kernels(f) for f in fwhm_cells]
     max_half = max((len(k[0]) - 1) // 2 for k in kernels)
     length = next_fast_len(n_cells + max_half + 1, real=True)
-    spectra = [[_kernel_spectrum(k, length) for k in (d, b, d * d, b * b, d * b, box)]
-               for d, b, box in kernels]
+    spectra = [
+        [_kernel_spectrum(k, length) for k in (d, b, d * d, b * b, d * b, box)]
+        for d, b, box in kernels
+    ]
     k_par = trend_degree + 1
     best_coef = np.full((n_sources, k_par), np.nan)
     order = np.argsort(src, kind="stable")
     bounds = np.searchsorted(src[order], np.arange(0, n_sources + chunk, chunk))
     for start in range(0, n_sources, chunk):
         stop = min(n_sources, start + chunk)
-        rows = order[bounds[start // chunk]:bounds[start // chunk + 1]]
+        rows = order[bounds[start // chunk] : bounds[start // chunk + 1]]
         if rows.size == 0:
             continue
         n_rows = stop - start
@@ -148,9 +179,23 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
         trace = np.trace(xwx, axis1=1, axis2=2)
         xwx[trace == 0] = np.eye(k_par)  # no measurement left: nothing to fit, keep it invertible
         xwx += 1e-12 * trace[:, None, None] * np.eye(k_par)
-        _fit_chunk(out, best_coef, slice(start, stop), weight, wtau, wflux, xwx, xwy,
-                   spectra, fwhm_cells, length, n_cells, min_dip_epochs,
-                   min_baseline_epochs, min_side_epochs)
+        _fit_chunk(
+            out,
+            best_coef,
+            slice(start, stop),
+            weight,
+            wtau,
+            wflux,
+            xwx,
+            xwy,
+            spectra,
+            fwhm_cells,
+            length,
+            n_cells,
+            min_dip_epochs,
+            min_baseline_epochs,
+            min_side_epochs,
+        )
 
     dchi2 = out["ese_delta_chi2"]
     trials = out["ese_trials"]
@@ -158,8 +203,11 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
         log_p_local = -0.5 * dchi2
         p_local = np.exp(log_p_local)
         approx = trials * p_local < 1e-3
-        log_p = np.where(approx, np.log(trials) + log_p_local,
-                         np.log(-np.expm1(trials * np.log1p(-np.minimum(p_local, 1 - 1e-16)))))
+        log_p = np.where(
+            approx,
+            np.log(trials) + log_p_local,
+            np.log(-np.expm1(trials * np.log1p(-np.minimum(p_local, 1 - 1e-16)))),
+        )
         sigma = np.maximum(-ndtri_exp(np.minimum(log_p, 0.0)), 0.0)
     out["ese_sigma"] = np.where(np.isfinite(dchi2), sigma, np.nan)
     out["ese_mjd"] = (out["ese_mjd"] + c0) * cadence_days
@@ -170,13 +218,25 @@ def detect_ese(src, mjd, flux, err, n_sources, durations_days=DEFAULT_DURATIONS_
         out["ese_depth"] = -out["ese_depth"] / base0
         out["ese_shoulder"] = out["ese_shoulder"] / base0
     out["ese_baseline_jy"] = base0
-    _dip_evidence(out, best_coef, src, mjd, flux, e_s, tau, n_sources, low_sigma,
-                  min_dip_epochs, min_side_epochs)
+    _dip_evidence(
+        out,
+        best_coef,
+        src,
+        mjd,
+        flux,
+        e_s,
+        tau,
+        n_sources,
+        low_sigma,
+        min_dip_epochs,
+        min_side_epochs,
+    )
     return out
 
 
-def _dip_evidence(out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma,
-                  min_dip_epochs, min_side_epochs):
+def _dip_evidence(
+    out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma, min_dip_epochs, min_side_epochs
+):
     """Count, at each source's best fit, the epochs actually low inside the dip."""
     t0 = out["ese_mjd"][src]
     fwhm = out["ese_duration_days"][src]
@@ -199,16 +259,35 @@ def _dip_evidence(out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma,
     out["ese_ingress_epochs"] = count(before)
     out["ese_egress_epochs"] = count(after)
     has_fit = np.isfinite(out["ese_mjd"])
-    out["ese_dip_ok"] = (has_fit & (out["ese_low_epochs"] >= min_dip_epochs)
-                         & (2 * out["ese_low_epochs"] >= out["ese_dip_epochs"])
-                         & (out["ese_ingress_epochs"] >= min_side_epochs))
+    out["ese_dip_ok"] = (
+        has_fit
+        & (out["ese_low_epochs"] >= min_dip_epochs)
+        & (2 * out["ese_low_epochs"] >= out["ese_dip_epochs"])
+        & (out["ese_ingress_epochs"] >= min_side_epochs)
+    )
     out["ese_in_progress"] = has_fit & (out["ese_egress_epochs"] < min_side_epochs)
 
 
-def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_cells,
-               length, n_cells, min_dip_epochs, min_baseline_epochs, min_side_epochs):
+def _fit_chunk(
+    out,
+    best_coef,
+    sl,
+    weight,
+    wtau,
+    wflux,
+    xwx,
+    xwy,
+    spectra,
+    fwhm_cells,
+    length,
+    n_cells,
+    min_dip_epochs,
+    min_baseline_epochs,
+    min_side_epochs,
+):
     """Grid search over centres and durations for one block of sources (in place)."""
     from scipy.fft import irfft, rfft
+
     f_x = [rfft(a, length, axis=1) for a in [weight] + wtau]
     f_wf = rfft(wflux, length, axis=1)
     present = (weight > 0).astype(float)
@@ -239,10 +318,8 @@ def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_
         for (k_d, k_b, k_dd, k_bb, k_db, k_box), fwhm in zip(spectra, fwhm_cells):
             u_d = [corr(f, k_d) for f in f_x]
             u_b = [corr(f, k_b) for f in f_x]
-            p_d = [sum(minv[:, a, b, None] * u_d[b] for b in range(k_par))
-                   for a in range(k_par)]
-            p_b = [sum(minv[:, a, b, None] * u_b[b] for b in range(k_par))
-                   for a in range(k_par)]
+            p_d = [sum(minv[:, a, b, None] * u_d[b] for b in range(k_par)) for a in range(k_par)]
+            p_b = [sum(minv[:, a, b, None] * u_b[b] for b in range(k_par)) for a in range(k_par)]
             a11 = corr(f_x[0], k_dd)
             a22 = corr(f_x[0], k_bb)
             a12 = corr(f_x[0], k_db)
@@ -265,8 +342,11 @@ def _fit_chunk(out, best_coef, sl, weight, wtau, wflux, xwx, xwy, spectra, fwhm_
             beta_b2 = (a11 * b2 - a12 * b1) / det
             use2 = two & (beta_d2 < 0) & (beta_b2 >= 0)
             use1 = ok & ~use2 & (b1 < 0)
-            dchi2 = np.where(use2, (a22 * b1**2 - 2 * a12 * b1 * b2 + a11 * b2**2) / det,
-                             np.where(use1, b1**2 / a11, -np.inf))
+            dchi2 = np.where(
+                use2,
+                (a22 * b1**2 - 2 * a12 * b1 * b2 + a11 * b2**2) / det,
+                np.where(use1, b1**2 / a11, -np.inf),
+            )
             idx = np.argmax(dchi2, axis=1)
             peak = dchi2[rows, idx]
             better = peak > best
@@ -307,14 +387,14 @@ def fit_at(t, flux, err, t0, fwhm, trend_degree=1, constrained=True):
         tau = (np.asarray(times, dtype=float) - centre) / half
         cols = [tau**p for p in range(trend_degree + 1)]
         dip, shoulder = lens_templates(times, t0, fwhm)
-        return np.column_stack(cols), np.column_stack([dip, shoulder][:1 + with_shoulder])
+        return np.column_stack(cols), np.column_stack([dip, shoulder][: 1 + with_shoulder])
 
     w = 1.0 / err
     x_null, temp = design(t, True)
     null_coef = np.linalg.lstsq(x_null * w[:, None], flux * w, rcond=None)[0]
 
     def solve(with_shoulder):
-        x = np.hstack([x_null, temp[:, :1 + with_shoulder]])
+        x = np.hstack([x_null, temp[:, : 1 + with_shoulder]])
         coef = np.linalg.lstsq(x * w[:, None], flux * w, rcond=None)[0]
         cov = np.linalg.pinv((x * w[:, None]).T @ (x * w[:, None]))
         return coef, cov
@@ -337,11 +417,15 @@ def fit_at(t, flux, err, t0, fwhm, trend_degree=1, constrained=True):
     depth_err = np.sqrt(cov[k, k]) / abs(base0) if cov[k, k] > 0 else np.nan
     shoulder = float(coef[k + 1]) / base0 if with_shoulder else 0.0
     return {
-        "null": null_model, "ese": model, "predict": predict,
+        "null": null_model,
+        "ese": model,
+        "predict": predict,
         "chi2_null": float(np.sum(((flux - null_model) / err) ** 2)),
         "chi2": float(np.sum(((flux - model) / err) ** 2)),
-        "depth": -float(coef[k]) / base0, "depth_err": float(depth_err),
-        "shoulder": shoulder, "baseline_jy": base0,
+        "depth": -float(coef[k]) / base0,
+        "depth_err": float(depth_err),
+        "shoulder": shoulder,
+        "baseline_jy": base0,
     }
 
 
@@ -361,7 +445,7 @@ def _chi2_function(t, flux, w, trend_degree):
         dip, shoulder = lens_templates(t, t0, fwhm)
         temp = np.vstack([dip, shoulder])
         tw = temp * w
-        ata[:k, k:] = (xnw @ temp.T)
+        ata[:k, k:] = xnw @ temp.T
         ata[k:, :k] = ata[:k, k:].T
         ata[k:, k:] = tw @ temp.T
         atb[k:] = tw @ flux
@@ -397,8 +481,12 @@ def refine(t, flux, err, t0, fwhm, trend_degree=1):
         return np.inf if p[1] <= 0.5 else at(p[0], p[1])
 
     start = chi2([t0, fwhm])
-    res = minimize(chi2, [t0, fwhm], method="Nelder-Mead",
-                   options={"xatol": 0.02, "fatol": 0.01, "maxiter": 300})
+    res = minimize(
+        chi2,
+        [t0, fwhm],
+        method="Nelder-Mead",
+        options={"xatol": 0.02, "fatol": 0.01, "maxiter": 300},
+    )
     if not np.isfinite(res.fun) or res.fun > start:
         return float(t0), float(fwhm)
     return float(res.x[0]), float(res.x[1])

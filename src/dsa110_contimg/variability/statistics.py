@@ -58,18 +58,20 @@ def variability_stats(src, mjd, flux, err, n_sources):
     np.maximum.at(last, src, mjd)
     pairs = two_epoch_metrics(src, mjd, flux, err, n_sources)
     with np.errstate(invalid="ignore", divide="ignore"):
-        table = pd.DataFrame({
-            "n": count.astype(np.int64),
-            "mjd_first": np.where(count > 0, first, np.nan),
-            "mjd_last": np.where(count > 0, last, np.nan),
-            "mean_jy": mean,
-            "wmean_jy": wmean,
-            "wmean_err_jy": 1.0 / np.sqrt(s_w),
-            "std_jy": std,
-            "v": v,
-            "eta": eta,
-            "max_dev_sigma": max_dev,
-        })
+        table = pd.DataFrame(
+            {
+                "n": count.astype(np.int64),
+                "mjd_first": np.where(count > 0, first, np.nan),
+                "mjd_last": np.where(count > 0, last, np.nan),
+                "mean_jy": mean,
+                "wmean_jy": wmean,
+                "wmean_err_jy": 1.0 / np.sqrt(s_w),
+                "std_jy": std,
+                "v": v,
+                "eta": eta,
+                "max_dev_sigma": max_dev,
+            }
+        )
     for key, values in pairs.items():
         table[key] = values
     return table
@@ -98,8 +100,12 @@ def two_epoch_metrics(src, mjd, flux, err, n_sources):
     with np.errstate(invalid="ignore", divide="ignore"):
         m = 2.0 * (f[:-1] - f[1:]) / (f[:-1] + f[1:])
     idx = np.flatnonzero(same)
-    out = {"vs": np.full(n_sources, np.nan), "m": np.full(n_sources, np.nan),
-           "vs_mjd_a": np.full(n_sources, np.nan), "vs_mjd_b": np.full(n_sources, np.nan)}
+    out = {
+        "vs": np.full(n_sources, np.nan),
+        "m": np.full(n_sources, np.nan),
+        "vs_mjd_a": np.full(n_sources, np.nan),
+        "vs_mjd_b": np.full(n_sources, np.nan),
+    }
     if idx.size == 0:
         return out
     # per source, the pair with the largest |Vs| (last of a sort by source, |Vs|)
@@ -160,8 +166,7 @@ def weighted_polyfit(src, tau, flux, w, n_sources, degree):
     for a in range(k):
         atb[:, a] = np.bincount(src, w * flux * powers[a], n_sources)
         for b in range(a, k):
-            ata[:, a, b] = ata[:, b, a] = np.bincount(src, w * powers[a] * powers[b],
-                                                      n_sources)
+            ata[:, a, b] = ata[:, b, a] = np.bincount(src, w * powers[a] * powers[b], n_sources)
     # sources with too few points for the degree get a ridge so that solve() works
     ridge = 1e-12 * np.maximum(np.trace(ata, axis1=1, axis2=2), 1e-300)
     ata += ridge[:, None, None] * np.eye(k)
@@ -180,8 +185,9 @@ def robust_trend(src, tau, flux, err, n_sources, degree=1, clip=3.0, iterations=
     """Polynomial baseline per source, refitted without points beyond `clip` sigma."""
     keep = np.ones(flux.shape, dtype=bool)
     for _ in range(iterations):
-        coef = weighted_polyfit(src, tau, flux, np.where(keep, 1.0 / err**2, 0.0),
-                                n_sources, degree)
+        coef = weighted_polyfit(
+            src, tau, flux, np.where(keep, 1.0 / err**2, 0.0), n_sources, degree
+        )
         z = (flux - poly_eval(coef, src, tau)) / err
         new = np.abs(z) <= clip
         if np.array_equal(new, keep):

@@ -61,48 +61,103 @@ def event_name(alert):
     return f"ese-{sid}-{float(alert['ese_mjd']):.2f}"
 
 
-def build_packet(alert, author_ivorn=AUTHOR_IVORN, role="observation",
-                 position_error_deg=POSITION_ERROR_DEG):
+def build_packet(
+    alert, author_ivorn=AUTHOR_IVORN, role="observation", position_error_deg=POSITION_ERROR_DEG
+):
     """The VOEvent 2.0 XML (bytes) for one alert (a candidate-table row as a dict)."""
     ET.register_namespace("voe", VOEVENT_NS)
     ET.register_namespace("xsi", XSI_NS)
-    root = ET.Element(f"{{{VOEVENT_NS}}}VOEvent", {
-        "version": "2.0", "role": role,
-        "ivorn": f"{author_ivorn}#{event_name(alert)}",
-        f"{{{XSI_NS}}}schemaLocation":
-            f"{VOEVENT_NS} http://www.ivoa.net/xml/VOEvent/VOEvent-v2.0.xsd",
-    })
+    root = ET.Element(
+        f"{{{VOEVENT_NS}}}VOEvent",
+        {
+            "version": "2.0",
+            "role": role,
+            "ivorn": f"{author_ivorn}#{event_name(alert)}",
+            f"{{{XSI_NS}}}schemaLocation": f"{VOEVENT_NS} http://www.ivoa.net/xml/VOEvent/VOEvent-v2.0.xsd",
+        },
+    )
     who = ET.SubElement(root, "Who")
     ET.SubElement(who, "AuthorIVORN").text = author_ivorn
-    ET.SubElement(who, "Date").text = dt.datetime.now(dt.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S")
+    ET.SubElement(who, "Date").text = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     author = ET.SubElement(who, "Author")
     ET.SubElement(author, "shortName").text = "DSA-110"
     ET.SubElement(author, "title").text = "DSA-110 continuum imaging pipeline"
 
     what = ET.SubElement(root, "What")
-    _param(what, "source_id", str(alert["source_id"]), data_type="string",
-           ucd="meta.id", text="Sky-catalog source identifier")
-    _param(what, "significance", _num(alert.get("ese_sigma")), unit="sigma",
-           ucd="stat.snr", text="Significance of the ESE fit against the null models "
-           "(constant + trend, outliers rejected), after the look-elsewhere correction")
-    _param(what, "depth", _num(alert.get("ese_depth")), ucd="phot.flux;arith.ratio",
-           text="Fractional depth of the dip below the baseline at its centre")
-    _param(what, "duration", _num(alert.get("ese_duration_days")), unit="d",
-           ucd="time.duration", text="Full width at half depth of the dip")
-    _param(what, "shoulder", _num(alert.get("ese_shoulder")),
-           text="Amplitude of the caustic shoulders (fraction of the baseline)")
-    _param(what, "epoch_mjd", _num(alert.get("ese_mjd")), unit="d", ucd="time.epoch",
-           text="Fitted centre of the dip (MJD, UTC)")
-    _param(what, "in_progress", str(bool(alert.get("ese_in_progress", False))).lower(),
-           data_type="string", text="true: the egress is not yet covered by data")
+    _param(
+        what,
+        "source_id",
+        str(alert["source_id"]),
+        data_type="string",
+        ucd="meta.id",
+        text="Sky-catalog source identifier",
+    )
+    _param(
+        what,
+        "significance",
+        _num(alert.get("ese_sigma")),
+        unit="sigma",
+        ucd="stat.snr",
+        text="Significance of the ESE fit against the null models "
+        "(constant + trend, outliers rejected), after the look-elsewhere correction",
+    )
+    _param(
+        what,
+        "depth",
+        _num(alert.get("ese_depth")),
+        ucd="phot.flux;arith.ratio",
+        text="Fractional depth of the dip below the baseline at its centre",
+    )
+    _param(
+        what,
+        "duration",
+        _num(alert.get("ese_duration_days")),
+        unit="d",
+        ucd="time.duration",
+        text="Full width at half depth of the dip",
+    )
+    _param(
+        what,
+        "shoulder",
+        _num(alert.get("ese_shoulder")),
+        text="Amplitude of the caustic shoulders (fraction of the baseline)",
+    )
+    _param(
+        what,
+        "epoch_mjd",
+        _num(alert.get("ese_mjd")),
+        unit="d",
+        ucd="time.epoch",
+        text="Fitted centre of the dip (MJD, UTC)",
+    )
+    _param(
+        what,
+        "in_progress",
+        str(bool(alert.get("ese_in_progress", False))).lower(),
+        data_type="string",
+        text="true: the egress is not yet covered by data",
+    )
     band = ET.SubElement(what, "Group", {"name": "in_band"})
-    _param(band, "depth_lambda2_slope", _num(alert.get("ese_lambda2_slope")), unit="m-2",
-           text="Slope of the depth against lambda^2 across the sub-bands")
-    _param(band, "depth_lambda2_slope_err", _num(alert.get("ese_lambda2_slope_err")),
-           unit="m-2", text="1-sigma error of the slope")
-    _param(band, "depth_lambda2_sigma", _num(alert.get("ese_lambda2_sigma")),
-           text="Slope / error (positive: deeper at lower frequency)")
+    _param(
+        band,
+        "depth_lambda2_slope",
+        _num(alert.get("ese_lambda2_slope")),
+        unit="m-2",
+        text="Slope of the depth against lambda^2 across the sub-bands",
+    )
+    _param(
+        band,
+        "depth_lambda2_slope_err",
+        _num(alert.get("ese_lambda2_slope_err")),
+        unit="m-2",
+        text="1-sigma error of the slope",
+    )
+    _param(
+        band,
+        "depth_lambda2_sigma",
+        _num(alert.get("ese_lambda2_sigma")),
+        text="Slope / error (positive: deeper at lower frequency)",
+    )
 
     where = ET.SubElement(root, "WhereWhen")
     obs = ET.SubElement(where, "ObsDataLocation")
@@ -123,7 +178,8 @@ def build_packet(alert, author_ivorn=AUTHOR_IVORN, role="observation",
     how = ET.SubElement(root, "How")
     ET.SubElement(how, "Description").text = (
         "DSA-110 continuum images (1311-1499 MHz), forced photometry at catalog "
-        "positions, relative flux normalization, Gaussian-lens ESE fit")
+        "positions, relative flux normalization, Gaussian-lens ESE fit"
+    )
     why = ET.SubElement(root, "Why", {"importance": "0.5"})
     inference = ET.SubElement(why, "Inference")
     ET.SubElement(inference, "Concept").text = "extreme scattering event candidate"

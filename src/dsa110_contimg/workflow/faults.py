@@ -22,8 +22,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE}
-_LOCK_MESSAGE = re.compile(r"lock\b.*(could not be acquired|cannot be acquired)|"
-                           r"resource temporarily unavailable", re.IGNORECASE)
+_LOCK_MESSAGE = re.compile(
+    r"lock\b.*(could not be acquired|cannot be acquired)|"
+    r"resource temporarily unavailable",
+    re.IGNORECASE,
+)
 
 FAIL_ONCE_ENV = "DSA110_FAIL_ONCE"
 FAIL_ONCE_DIR_ENV = "DSA110_FAIL_ONCE_DIR"
@@ -38,11 +41,21 @@ def is_transient(err):
 
 def backoff_delays(attempts, base_s=0.5, factor=2.0, max_s=30.0):
     """The waits between `attempts` tries: base_s * factor**k, capped at max_s."""
-    return [min(base_s * factor ** k, max_s) for k in range(max(attempts - 1, 0))]
+    return [min(base_s * factor**k, max_s) for k in range(max(attempts - 1, 0))]
 
 
-def with_backoff(func, *args, attempts=6, base_s=0.5, factor=2.0, max_s=30.0,
-                 transient=is_transient, what=None, sleep=time.sleep, **kwargs):
+def with_backoff(
+    func,
+    *args,
+    attempts=6,
+    base_s=0.5,
+    factor=2.0,
+    max_s=30.0,
+    transient=is_transient,
+    what=None,
+    sleep=time.sleep,
+    **kwargs,
+):
     """Call func(*args, **kwargs); on a transient error wait and try again, up to
     `attempts` calls in all. The last error (or any non-transient one) is raised."""
     delays = backoff_delays(attempts, base_s, factor, max_s)
@@ -55,8 +68,14 @@ def with_backoff(func, *args, attempts=6, base_s=0.5, factor=2.0, max_s=30.0,
                 if k:
                     log.error("%s failed after %d attempts: %s", what, k + 1, err)
                 raise
-            log.warning("%s: transient error (%s); retry %d/%d in %.1f s",
-                        what, err, k + 1, attempts - 1, delays[k])
+            log.warning(
+                "%s: transient error (%s); retry %d/%d in %.1f s",
+                what,
+                err,
+                k + 1,
+                attempts - 1,
+                delays[k],
+            )
             sleep(delays[k])
     raise AssertionError("unreachable")
 
@@ -66,8 +85,15 @@ def open_table(path, readonly=True, **kwargs):
     process holds it. Use as a context manager (`with open_table(ms) as t:`)."""
     from casacore import tables
 
-    return with_backoff(tables.table, str(path), readonly=readonly, ack=False,
-                        lockoptions="permanent", what=f"open {path}", **kwargs)
+    return with_backoff(
+        tables.table,
+        str(path),
+        readonly=readonly,
+        ack=False,
+        lockoptions="permanent",
+        what=f"open {path}",
+        **kwargs,
+    )
 
 
 class InjectedFailure(OSError):
@@ -96,5 +122,7 @@ def fail_once_if_requested(stage, group=None, environ=None):
         return
     marker_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{stage} {group} failed on purpose at {time.time():.3f}\n")
-    raise InjectedFailure(f"injected transient failure of {stage} for group {group} "
-                          f"({FAIL_ONCE_ENV}); the next attempt will run normally")
+    raise InjectedFailure(
+        f"injected transient failure of {stage} for group {group} "
+        f"({FAIL_ONCE_ENV}); the next attempt will run normally"
+    )

@@ -64,7 +64,9 @@ def other_snakemake_processes(workdir):
             cwd = Path(os.readlink(proc / "cwd")).resolve()
         except OSError:
             continue
-        if cwd == workdir and any(Path(a.decode(errors="ignore")).name == "snakemake" for a in cmdline[:2]):
+        if cwd == workdir and any(
+            Path(a.decode(errors="ignore")).name == "snakemake" for a in cmdline[:2]
+        ):
             found.append(int(proc.name))
     return found
 
@@ -113,8 +115,12 @@ def incomplete_markers(workdir="."):
 def _cluster_job_alive(jobid):
     """True when the batch system still lists job `jobid` (pending or running)."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(jobid), "-o", "%T"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(jobid), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and bool(out.stdout.strip())
@@ -139,8 +145,12 @@ def remove_incomplete_outputs(workdir="."):
             removed.append(output)
         marker.unlink()
     if removed:
-        log.warning("removed %d output(s) of job(s) killed before Snakemake recorded them "
-                    "(they are made again): %s", len(removed), ", ".join(removed))
+        log.warning(
+            "removed %d output(s) of job(s) killed before Snakemake recorded them "
+            "(they are made again): %s",
+            len(removed),
+            ", ".join(removed),
+        )
     return removed
 
 
@@ -163,7 +173,8 @@ def results_dir(snakemake_args, workdir="."):
     workdir = Path(workdir)
     value = None
     configfiles = [workdir / "config" / "config.yaml"] + [
-        workdir / f for f in _option_values(snakemake_args, ("--configfile", "--configfiles"))]
+        workdir / f for f in _option_values(snakemake_args, ("--configfile", "--configfiles"))
+    ]
     for path in configfiles:
         try:
             value = (yaml.safe_load(path.read_text()) or {}).get("results_dir", value)
@@ -193,11 +204,14 @@ def acquire_run_lock(results):
         raise RunInProgress(
             f"another dsa110-contimg run ({holder}) is processing {results}; refusing to "
             f"start a second one on the same results directory. Wait for it to finish "
-            f"(or stop it), then run this command again.") from None
+            f"(or stop it), then run this command again."
+        ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"pid {os.getpid()} on {os.uname().nodename}, started "
-                 f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    handle.write(
+        f"pid {os.getpid()} on {os.uname().nodename}, started "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+    )
     handle.flush()
     return handle
 
@@ -206,8 +220,9 @@ def run(snakemake_args, profile="local", workdir="."):
     """Run snakemake with `profile` and extra arguments; returns its exit status
     (EXIT_BUSY when another run holds the results directory)."""
     if not (Path(workdir) / "Snakefile").exists():
-        raise FileNotFoundError(f"no Snakefile in {Path(workdir).resolve()}: run from the "
-                                f"dsa110-contimg checkout")
+        raise FileNotFoundError(
+            f"no Snakefile in {Path(workdir).resolve()}: run from the dsa110-contimg checkout"
+        )
     try:
         lock = acquire_run_lock(results_dir(snakemake_args, workdir))
     except RunInProgress as busy:
@@ -218,8 +233,12 @@ def run(snakemake_args, profile="local", workdir="."):
         if not other_snakemake_processes(workdir):
             remove_incomplete_outputs(workdir)
         snakemake = Path(sys.executable).with_name("snakemake")
-        cmd = [str(snakemake if snakemake.exists() else "snakemake"), "--profile", profile,
-               *snakemake_args]
+        cmd = [
+            str(snakemake if snakemake.exists() else "snakemake"),
+            "--profile",
+            profile,
+            *snakemake_args,
+        ]
         log.info("running %s", " ".join(cmd))
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -233,9 +252,15 @@ def _run(args):
 
 def register_cli(sub):
     p = sub.add_parser("run", help="run the workflow (clears locks a killed run left behind)")
-    p.add_argument("--profile", default="local",
-                   help="Snakemake profile: local (default) or slurm, the checkout's links "
-                        "to profiles/local and profiles/slurm, or a path")
-    p.add_argument("snakemake_args", nargs="*",
-                   help="further snakemake arguments, after --, e.g. -- --config start=2026-01-02")
+    p.add_argument(
+        "--profile",
+        default="local",
+        help="Snakemake profile: local (default) or slurm, the checkout's links "
+        "to profiles/local and profiles/slurm, or a path",
+    )
+    p.add_argument(
+        "snakemake_args",
+        nargs="*",
+        help="further snakemake arguments, after --, e.g. -- --config start=2026-01-02",
+    )
     p.set_defaults(func=_run)

@@ -20,10 +20,8 @@ log = logging.getLogger(__name__)
 
 GROUP_ID_FORMAT = "%Y-%m-%dT%H%M%S"
 USED, QUARANTINED, REJECTED, MISSING = 0, 1, 2, 3
-STATE_NAMES = {USED: "used", QUARANTINED: "quarantined", REJECTED: "rejected",
-               MISSING: "missing"}
-STATE_COLOURS = {USED: "#2e7d32", QUARANTINED: "#9e9e9e", REJECTED: "#c62828",
-                 MISSING: "#ffffff"}
+STATE_NAMES = {USED: "used", QUARANTINED: "quarantined", REJECTED: "rejected", MISSING: "missing"}
+STATE_COLOURS = {USED: "#2e7d32", QUARANTINED: "#9e9e9e", REJECTED: "#c62828", MISSING: "#ffffff"}
 
 
 def subband_states(groups, rejected, n_subbands=16, quarantine=()):
@@ -82,27 +80,45 @@ def plot_timeline(ids, states, out_png, title="Archive manifest", gap_minutes=30
     cmap = ListedColormap([STATE_COLOURS[s] for s in sorted(STATE_COLOURS)])
     norm = BoundaryNorm(np.arange(len(STATE_COLOURS) + 1) - 0.5, cmap.N)
     grid = states.T if ids else np.full((n_sub, 1), MISSING)
-    ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", origin="lower",
-              interpolation="nearest", extent=(-0.5, grid.shape[1] - 0.5, -0.5, n_sub - 0.5))
+    ax.imshow(
+        grid,
+        cmap=cmap,
+        norm=norm,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        extent=(-0.5, grid.shape[1] - 0.5, -0.5, n_sub - 0.5),
+    )
     if ids:
         times = [datetime.strptime(i, GROUP_ID_FORMAT) for i in ids]
-        gaps = [k for k in range(1, len(times))
-                if (times[k] - times[k - 1]).total_seconds() > gap_minutes * 60]
+        gaps = [
+            k
+            for k in range(1, len(times))
+            if (times[k] - times[k - 1]).total_seconds() > gap_minutes * 60
+        ]
         for k in gaps:
             ax.axvline(k - 0.5, color="k", ls="--", lw=0.8)
         step = max(1, int(np.ceil(len(ids) / 8)))
         ticks = sorted(set(range(0, len(ids), step)) | set(gaps))
         ax.set_xticks(ticks)
-        ax.set_xticklabels([times[k].strftime("%Y-%m-%d\n%H:%M:%S") for k in ticks],
-                           fontsize=7)
+        ax.set_xticklabels([times[k].strftime("%Y-%m-%d\n%H:%M:%S") for k in ticks], fontsize=7)
     ax.set_ylabel("subband")
     ax.set_xlabel("group (in time order; dashed: gap > %.0f min)" % gap_minutes)
     counts = {STATE_NAMES[s]: int((states == s).sum()) for s in STATE_NAMES}
-    ax.set_title(f"{title}: {len(ids)} groups; subband files " +
-                 ", ".join(f"{v} {k}" for k, v in counts.items()), fontsize=9)
-    ax.legend(handles=[Patch(facecolor=STATE_COLOURS[s], edgecolor="k", label=STATE_NAMES[s])
-                       for s in STATE_NAMES], loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              fontsize=8)
+    ax.set_title(
+        f"{title}: {len(ids)} groups; subband files "
+        + ", ".join(f"{v} {k}" for k, v in counts.items()),
+        fontsize=9,
+    )
+    ax.legend(
+        handles=[
+            Patch(facecolor=STATE_COLOURS[s], edgecolor="k", label=STATE_NAMES[s])
+            for s in STATE_NAMES
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
+    )
     fig.tight_layout()
     with atomic_output(out_png) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -118,19 +134,24 @@ def manifest_qa(groups_path, rejected_path, out_png, out_json, n_subbands=16, qu
     for name in summary["quarantine_not_in_manifest"]:
         log.warning("quarantined group %s is not a complete group of the manifest", name)
     plot_timeline(ids, states, out_png)
-    summary["provenance"] = provenance([groups_path, rejected_path],
-                                       {"n_subbands": n_subbands,
-                                        "quarantine": sorted(quarantine)})
+    summary["provenance"] = provenance(
+        [groups_path, rejected_path], {"n_subbands": n_subbands, "quarantine": sorted(quarantine)}
+    )
     write_text(json.dumps(summary, indent=1) + "\n", out_json)
-    log.info("manifest QA: %d groups used, %d quarantined, %d incomplete, %d files rejected",
-             summary["n_groups_used"], len(summary["quarantined"]),
-             len(summary["incomplete_groups"]), summary["n_files_rejected"])
+    log.info(
+        "manifest QA: %d groups used, %d quarantined, %d incomplete, %d files rejected",
+        summary["n_groups_used"],
+        len(summary["quarantined"]),
+        len(summary["incomplete_groups"]),
+        summary["n_files_rejected"],
+    )
     return summary
 
 
 def _run(args):
-    manifest_qa(args.groups, args.rejected, args.png, args.json, args.n_subbands,
-                args.quarantine or ())
+    manifest_qa(
+        args.groups, args.rejected, args.png, args.json, args.n_subbands, args.quarantine or ()
+    )
 
 
 def register_cli(sub):
