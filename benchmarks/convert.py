@@ -106,7 +106,8 @@ def main():
         shutil.rmtree(out, ignore_errors=True)
     (t_ref, m_ref), (t_dir, m_dir) = results["pyuvdata"], results["direct"]
     print(
-        f"group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; {size_gb:.2f} GB of UVH5"
+        "group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; "
+        f"{size_gb:.2f} GB of UVH5"
     )
     print(f"{'writer':<24}{'seconds':>10}{'peak GiB':>10}")
     print(f"{'pyuvdata read+phase+ms':<24}{t_ref:>10.1f}{m_ref:>10.2f}")

@@ -1,7 +1,7 @@
 """Benchmark: variability statistics + ESE detection on 10,000 sources x 1,000 epochs.
 
-Simulates (simulation.lightcurves) constant sources with per-epoch SNR 20-1000 and 10% of them with an
-injected ESE (depth 30-60%, duration 5-60 days); the other sources have one 10-sigma
+Simulates (simulation.lightcurves) constant sources with per-epoch SNR 20-1000 and 10% of
+them with an injected ESE (depth 30-60%, duration 5-60 days); the other sources have one 10-sigma
 single-epoch outlier each (half low, half high) and a linear trend of 0-30% over the span,
 the things the null models must not call ESEs. Writes the time series to Parquet, then
 runs `ese-detect` on it in a fresh process (so the peak memory is that of the stage

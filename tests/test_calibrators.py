@@ -4,7 +4,6 @@ references, and a pointing without a calibrator reported once by the manifest.""
 import logging
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

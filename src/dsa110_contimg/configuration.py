@@ -89,7 +89,8 @@ def _describe(error):
     if v == "uniqueItems":
         return f"{key}: entries repeat"
     if v in ("minItems", "maxItems"):
-        return f"{key}: {value!r} must have {'at least' if v == 'minItems' else 'at most'} {arg} entries"
+        bound = "at least" if v == "minItems" else "at most"
+        return f"{key}: {value!r} must have {bound} {arg} entries"
     return f"{key}: {error.message}"
 
 

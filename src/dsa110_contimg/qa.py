@@ -120,7 +120,7 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
         yy, xx = np.mgrid[py - half : py + half + 1, px - half : px + half + 1]
         stamp = data[py - half : py + half + 1, px - half : px + half + 1]
 
-        def residual(p):
+        def residual(p, xx=xx, yy=yy, a=a, stamp=stamp):
             dx, dy = xx - p[1], yy - p[2]
             q = a[0, 0] * dx * dx + 2 * a[0, 1] * dx * dy + a[1, 1] * dy * dy
             return (p[0] * np.exp(-0.5 * q) + p[3] - stamp).ravel()

@@ -119,7 +119,8 @@ def test_incomplete_file_is_ignored(archive_copy):
         ("no_dec", "no pointing declination (Header/extra_keywords/phase_center_dec missing)"),
         (
             "shape",
-            "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not (Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)",
+            "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not "
+            "(Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)",
         ),
         (
             "freqs",
@@ -152,7 +153,6 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     """The demo's pointing (Dec +54.57) with J0834+555 placed in group 1: the manifest
     marks that group as a calibrator group (J0834+555 transits ~0.9 deg north of the
     pointing: J2000 Dec +55.57, apparent +55.48 in 2026)."""
-    from pathlib import Path
 
     from dsa110_contimg.calibrators import read_calibrator_catalog
     from dsa110_contimg.simulation.visibilities import (

@@ -217,8 +217,7 @@ def _corrupt_visdata_index(path):
             fh.write(b"\xff" * 4)
         try:
             with h5py.File(trial, "r") as fh:
-                fh["Header/time_array"][()]
-                fh["Data/visdata"].shape
+                _ = fh["Header/time_array"][()], fh["Data/visdata"].shape
                 try:
                     fh["Data/visdata"][()]
                     continue

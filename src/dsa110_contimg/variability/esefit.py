@@ -163,7 +163,7 @@ def detect_ese(
         size = n_rows * n_cells
         w = w_all[rows]
 
-        def grid(values):
+        def grid(values, flat=flat, size=size, n_rows=n_rows):
             return np.bincount(flat, values, size).reshape(n_rows, n_cells)
 
         weight = grid(w)
