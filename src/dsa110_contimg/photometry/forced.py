@@ -150,9 +150,8 @@ def _single_plane(data, wcs, path):
     return data[tuple(index)]
 
 
-def _read_with_beam(path):
-    """(primary-HDU data, header) of a FITS image that has its restoring beam; errors
-    name the file."""
+def _read_primary(path):
+    """(data, header) of a FITS file's primary HDU; errors name the file."""
     from astropy.io import fits
 
     try:
@@ -163,6 +162,13 @@ def _read_with_beam(path):
         raise ValueError(f"{path}: not a readable FITS image ({err})") from err
     if raw is None:
         raise ValueError(f"{path}: primary HDU holds no image")
+    return raw, header
+
+
+def _read_with_beam(path):
+    """(primary-HDU data, header) of a FITS image that has its restoring beam; errors
+    name the file."""
+    raw, header = _read_primary(path)
     if not all(key in header for key in ("BMAJ", "BMIN", "BPA")):
         raise ValueError(
             f"{path}: no BMAJ/BMIN/BPA beam keywords in the header; "
@@ -512,17 +518,8 @@ def read_subbands(path):
 
 def _read_plane(path):
     """Read a 2-D plane from a FITS file that need not carry beam keywords (e.g. pb.fits)."""
-    from astropy.io import fits
-
     path = Path(path)
-    try:
-        with fits.open(path) as hdul:
-            header = hdul[0].header.copy()
-            raw = hdul[0].data
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable FITS image ({err})") from err
-    if raw is None:
-        raise ValueError(f"{path}: primary HDU holds no image")
+    raw, header = _read_primary(path)
     wcs = _wcs(header)
     return _single_plane(raw, wcs, path), wcs.celestial, header
 

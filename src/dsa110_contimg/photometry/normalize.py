@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.catalogs import add_fitness_arguments
 from dsa110_contimg.photometry.forced import NEAR_EDGE, read_table
 from dsa110_contimg.provenance import provenance
 
@@ -284,18 +285,7 @@ def register_cli(subparsers):
         help="sky catalog: its resolved or confused sources (and "
         "those flagged near_edge / reference_unfit) are never references",
     )
-    p.add_argument(
-        "--beam-arcsec",
-        type=float,
-        default=40.0,
-        help="a source with a larger deconvolved size is resolved (40)",
-    )
-    p.add_argument(
-        "--confusion-arcsec",
-        type=float,
-        default=80.0,
-        help="a source with a neighbour closer than this is confused (80)",
-    )
+    add_fitness_arguments(p)
     p.set_defaults(func=_cli)
 
 
