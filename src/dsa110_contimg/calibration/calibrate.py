@@ -124,9 +124,9 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
 def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_deg):
     """Sky-model sources to add to the calibrator model: brighter than `min_flux_jy`,
     within `radius_deg` of the field centre, and not the calibrator itself."""
-    from dsa110_contimg.photometry.forced import read_catalog
+    from dsa110_contimg.catalogs import read_sky_catalog
 
-    sky = read_catalog(sky_model)
+    sky = read_sky_catalog(sky_model)
     if "flux_jy" not in sky:
         raise ValueError(f"{sky_model}: sky model lacks column flux_jy")
     if "spectral_index" not in sky:

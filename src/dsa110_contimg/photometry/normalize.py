@@ -33,7 +33,8 @@ import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
 from dsa110_contimg.catalogs import add_fitness_arguments
-from dsa110_contimg.photometry.forced import NEAR_EDGE, read_table
+from dsa110_contimg.io import read_table
+from dsa110_contimg.photometry.forced import NEAR_EDGE
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -293,8 +294,7 @@ def _cli(args):
     refs = _read_reference_list(args.references) if args.references else None
     unfit = None
     if args.catalog:
-        from dsa110_contimg.catalogs import reference_flags
-        from dsa110_contimg.photometry.forced import read_catalog
+        from dsa110_contimg.catalogs import read_sky_catalog, reference_flags
 
         dec = read_table(args.input, select=["dec"]).get("dec")
         strip = None
@@ -302,7 +302,7 @@ def _cli(args):
             margin = 2.0 * args.confusion_arcsec / 3600.0
             strip = (float(np.nanmin(dec)) - margin, float(np.nanmax(dec)) + margin)
         cat = reference_flags(
-            read_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
+            read_sky_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
         )
         unfit = cat.source_id[cat.reference_unfit].tolist()
         log.info(

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet
-from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.io import read_table
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
 from dsa110_contimg.variability.esefit import (
