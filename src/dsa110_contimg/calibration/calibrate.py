@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
+from dsa110_contimg.astrometry import hadec_deg
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
-from dsa110_contimg.calibrators import _hadec, calibrator_spectrum, read_calibrator_catalog
+from dsa110_contimg.calibrators import calibrator_spectrum, read_calibrator_catalog
 from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.provenance import provenance
 
@@ -85,7 +86,7 @@ def primary_beam_track(ms, ra_deg, dec_deg, pointing_dec_deg):
     """Airy power response [n_time, n_chan] toward (ra, dec) for each integration of
     `ms`: the dish points at hour angle 0, apparent declination `pointing_dec_deg`."""
     times, _ = _unique_times(ms)
-    ha, dec = _hadec(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
+    ha, dec = hadec_deg(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
     theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec))
     return airy_power(theta[:, None], _chan_freqs(ms)[None, :])
 

@@ -116,12 +116,12 @@ def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
     """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
     dish at hour angle 0 and apparent declination `pointing_dec_deg`: the per-source
     calibrate.primary_beam_track, with one coordinate transformation for all sources."""
-    from dsa110_contimg.calibrators import _hadec
+    from dsa110_contimg.astrometry import hadec_deg
 
     n_src, n_time = len(ra_deg), len(times_mjd)
     if n_src == 0:
         return np.zeros((0, n_time, len(freqs_hz)))
-    ha, dec = _hadec(
+    ha, dec = hadec_deg(
         np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time), np.tile(times_mjd, n_src)
     )
     theta = angular_separation(
