@@ -26,14 +26,13 @@ test: lint
 
 # Style, errors and repeated code: ruff (rules in pyproject.toml), snakefmt, Snakemake's own
 # lint, and no block of 6 or more lines repeated anywhere in the Python code.
-PY_DIRS := src tests benchmarks scripts
+PY_DIRS := src tests benchmarks scripts .ci
 lint: setup
 	$(VENV)/ruff check $(PY_DIRS)
 	$(VENV)/ruff format --check $(PY_DIRS)
 	$(VENV)/snakefmt --check Snakefile rules
 	$(VENV)/snakemake --lint
-	$(VENV)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 \
-	    --recursive=y $(PY_DIRS)
+	$(VENV)/python .ci/check_duplicates.py $(PY_DIRS) Snakefile rules
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -8,19 +8,16 @@ writer; print wall time, peak memory (whole process tree) and ratios.
 The simulated group is written once to WORKDIR/archive and reused. Each writer runs in a
 fresh process; memory is the peak of the summed proportional set size (PSS: shared
 pages split between the processes sharing them, so forked workers are not counted twice)
-of that process and its children, sampled every 100 ms (psutil comes with snakemake).
+of that process and its children, sampled every 100 ms (measure.py).
 """
 
 import argparse
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
-
-REPO = Path(__file__).resolve().parents[1]
+from measure import CLI, REPO, measure
 
 
 def _is_telescope_layout(files):
@@ -41,7 +38,7 @@ def ensure_archive(workdir):
     t0 = time.perf_counter()
     subprocess.run(
         [
-            str(Path(sys.executable).with_name("dsa110-contimg")),
+            CLI,
             "simulate",
             "--preset",
             "full",
@@ -52,23 +49,6 @@ def ensure_archive(workdir):
     )
     print(f"simulated one full-size group in {time.perf_counter() - t0:.0f} s")
     return archive
-
-
-def measure(cmd):
-    """Run `cmd`; return (seconds, peak summed PSS of the process tree in GiB)."""
-    t0 = time.perf_counter()
-    proc = psutil.Popen(cmd)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [proc] + proc.children(recursive=True)
-            peak = max(peak, sum(p.memory_full_info().pss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    if proc.returncode:
-        raise SystemExit(f"{cmd} failed with status {proc.returncode}")
-    return time.perf_counter() - t0, peak / 2**30
 
 
 def main():
@@ -84,13 +64,13 @@ def main():
 
     groups, _ = build_manifest(files)
     group = groups.group[0]
-    cli = str(Path(sys.executable).with_name("dsa110-contimg"))
+
     results = {}
     for writer in ("pyuvdata", "direct"):
         out = args.workdir / f"{writer}.ms"
         shutil.rmtree(out, ignore_errors=True)
         cmd = [
-            cli,
+            CLI,
             "convert",
             *files,
             "--group",
@@ -106,7 +86,8 @@ def main():
         shutil.rmtree(out, ignore_errors=True)
     (t_ref, m_ref), (t_dir, m_dir) = results["pyuvdata"], results["direct"]
     print(
-        f"group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; {size_gb:.2f} GB of UVH5"
+        "group: 96 of 117 stations, 768 channels, 24 integrations, 2 pols; "
+        f"{size_gb:.2f} GB of UVH5"
     )
     print(f"{'writer':<24}{'seconds':>10}{'peak GiB':>10}")
     print(f"{'pyuvdata read+phase+ms':<24}{t_ref:>10.1f}{m_ref:>10.2f}")

@@ -1,12 +1,12 @@
 """Benchmark: variability statistics + ESE detection on 10,000 sources x 1,000 epochs.
 
-Simulates (simulation.lightcurves) constant sources with per-epoch SNR 20-1000 and 10% of them with an
-injected ESE (depth 30-60%, duration 5-60 days); the other sources have one 10-sigma
+Simulates (simulation.lightcurves) constant sources with per-epoch SNR 20-1000 and 10% of
+them with an injected ESE (depth 30-60%, duration 5-60 days); the other sources have one 10-sigma
 single-epoch outlier each (half low, half high) and a linear trend of 0-30% over the span,
 the things the null models must not call ESEs. Writes the time series to Parquet, then
 runs `ese-detect` on it in a fresh process (so the peak memory is that of the stage
-alone) and prints wall time, peak RSS, completeness and false candidates. A second,
-incremental run with no new data shows the cost of the no-op case.
+alone) and prints wall time, peak PSS (measure.py), completeness and false candidates. A
+second, incremental run with no new data shows the cost of the no-op case.
 
     .venv/bin/python benchmarks/ese.py [--sources 10000] [--epochs 1000] [--workdir benchmarks/work]
 """
@@ -14,27 +14,26 @@ incremental run with no new data shows the cost of the no-op case.
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from measure import measure
+
 
 def detect(timeseries, outdir, recompute):
-    """Child process: run the stage, report seconds and peak RSS as JSON."""
+    """Child process: run the stage, report its seconds (imports excluded) as JSON."""
     from dsa110_contimg.variability.ese import run_ese_detect
 
     start = time.perf_counter()
     stats, cand = run_ese_detect(timeseries, outdir, recompute=recompute)
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak_mib = usage.ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                "peak_rss_mib": peak_mib,
                 "sources": len(stats),
                 "candidates": len(cand),
             }
@@ -91,17 +90,14 @@ def main():
 
     runs = {}
     for label, recompute in (("full (--recompute)", "1"), ("incremental, no new data", "0")):
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", str(timeseries), str(outdir), recompute],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
-        r = runs[label]
+        report = work / "child.json"
+        with open(report, "w") as out:
+            cmd = [sys.executable, __file__, "--child", str(timeseries), str(outdir), recompute]
+            _, peak_gib = measure(cmd, stdout=out)
+        runs[label] = r = json.loads(report.read_text().strip().splitlines()[-1])
         print(
             f"ese-detect {label}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU "
-            f"(process, incl. imports), peak RSS {r['peak_rss_mib']:.0f} MiB, "
+            f"(process, incl. imports), peak PSS {peak_gib:.2f} GiB, "
             f"{r['sources']} sources, {r['candidates']} candidates"
         )
 

@@ -10,22 +10,18 @@ The archive's sky catalog is given, so the drifting sources are fitted and subtr
 The group is simulated once with the 'full' preset and gains off (a stand-in for a
 calibrated group: CORRECTED_DATA = DATA after convert) into WORKDIR/archive, converted
 with convert.convert_group into WORKDIR/group.ms, and reused. Each imager runs
-`dsa110-contimg image` in a fresh process; memory is the peak summed RSS of the process
-and its children (WSClean runs as a child), sampled every 50 ms.
+`dsa110-contimg image` in a fresh process; memory is measured as in measure.py (peak summed
+PSS of the process and its children, WSClean being a child, sampled every 100 ms).
 """
 
 import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
-
-REPO = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).with_name("dsa110-contimg"))
+from measure import CLI, REPO, measure
 
 
 def ensure_ms(workdir):
@@ -45,23 +41,6 @@ def ensure_ms(workdir):
         convert_group(sorted(str(p) for p in archive.glob("*.hdf5")), ms, "2026-01-01T000000")
         print(f"converted in {time.perf_counter() - t0:.0f} s", flush=True)
     return archive, ms
-
-
-def measure(cmd):
-    """Run `cmd`; return (seconds, peak summed RSS of the process tree in GiB)."""
-    t0 = time.perf_counter()
-    proc = psutil.Popen(cmd)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [proc] + proc.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    if proc.returncode:
-        raise SystemExit(f"{cmd} failed with status {proc.returncode}")
-    return time.perf_counter() - t0, peak / 2**30
 
 
 def drift_facts(path):

@@ -27,8 +27,8 @@ rule calibrate_solve:
     conda:
         "../envs/contimg.yaml"
     resources:
-        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+        mem_mb=scaled_by_attempt("calibrate", "mem_mb"),
+        runtime=scaled_by_attempt("calibrate", "runtime_min"),
     params:
         settings={**config["calibrate"], "sky_model": SKY_CATALOG},
     script:
@@ -72,8 +72,8 @@ rule calibrate_apply:
     conda:
         "../envs/contimg.yaml"
     resources:
-        mem_mb=lambda wc, attempt: config["calibrate"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["calibrate"]["runtime_min"] * attempt,
+        mem_mb=scaled_by_attempt("calibrate", "mem_mb"),
+        runtime=scaled_by_attempt("calibrate", "runtime_min"),
     params:
         interp=config["calibrate"]["interp"],
     script:

@@ -163,6 +163,16 @@ def all_qa_reports(wildcards):
     return reports
 
 
+def scaled_by_attempt(section, key):
+    """A resource that grows with each retry: config[section][key] x attempt."""
+    return lambda wildcards, attempt: config[section][key] * attempt
+
+
+def catalog_option(wildcards, input):
+    """`--catalog <path>` when the rule's `catalog` input holds the sky catalog, else ""."""
+    return f"--catalog {input.catalog[0]!r}" if input.catalog else ""
+
+
 def json_config(section):
     """One config section as JSON (recorded in the products' provenance)."""
     import json

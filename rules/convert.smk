@@ -22,8 +22,8 @@ rule convert:
         "../envs/contimg.yaml"
     threads: config["convert"]["workers"]
     resources:
-        mem_mb=lambda wc, attempt: config["convert"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["convert"]["runtime_min"] * attempt,
+        mem_mb=scaled_by_attempt("convert", "mem_mb"),
+        runtime=scaled_by_attempt("convert", "runtime_min"),
     params:
         writer=config["convert"]["writer"],
         flag=json_config("flag"),

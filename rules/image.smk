@@ -25,8 +25,8 @@ rule image:
         "../envs/contimg.yaml"
     threads: config["image"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["image"]["runtime_min"] * attempt,
+        mem_mb=scaled_by_attempt("image", "mem_mb"),
+        runtime=scaled_by_attempt("image", "runtime_min"),
     params:
         out_dir=lambda wc, output: str(Path(output.image).parent),
         cfg=json_config("image"),

@@ -20,8 +20,8 @@ rule mosaic:
     conda:
         "../envs/contimg.yaml"
     resources:
-        mem_mb=lambda wc, attempt: config["mosaic"]["mem_mb"] * attempt,
-        runtime=lambda wc, attempt: config["mosaic"]["runtime_min"] * attempt,
+        mem_mb=scaled_by_attempt("mosaic", "mem_mb"),
+        runtime=scaled_by_attempt("mosaic", "runtime_min"),
     params:
         weight_cut=config["mosaic"]["weight_cut"],
     shell:

@@ -22,7 +22,7 @@ rule qa_image:
     conda:
         "../envs/contimg.yaml"
     params:
-        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
+        catalog=catalog_option,
         args=qa_args(),
     shell:
         "dsa110-contimg qa-image {input.image:q} --pb {input.pb:q}"
@@ -49,7 +49,7 @@ rule qa_mosaic:
     conda:
         "../envs/contimg.yaml"
     params:
-        catalog=lambda wc, input: f"--catalog {input.catalog[0]!r}" if input.catalog else "",
+        catalog=catalog_option,
         args=qa_args(),
     shell:
         "dsa110-contimg qa-mosaic {input.mosaic:q} --weight {input.weight:q}"

@@ -1,14 +1,9 @@
 """Snakemake adapter: write results/ms_cal/{group}.ms as the selection says."""
 
-import logging
-
 from dsa110_contimg.calibration.calibrate import apply_from_selection
+from dsa110_contimg.cli import configure_logging
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+configure_logging(filename=snakemake.log[0])
 apply_from_selection(
     snakemake.input.ms,
     snakemake.input.selection,

@@ -1,14 +1,9 @@
 """Snakemake adapter: choose the calibrator group of every group."""
 
-import logging
-
 from dsa110_contimg.calibration.calibrate import write_selection
+from dsa110_contimg.cli import configure_logging
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+configure_logging(filename=snakemake.log[0])
 write_selection(
     snakemake.input.manifest,
     list(snakemake.input.qa),

@@ -1,14 +1,9 @@
 """Snakemake adapter: solve one calibrator group (a failed solve is written to its QA)."""
 
-import logging
-
 from dsa110_contimg.calibration.calibrate import settings_from_config, solve_from_manifest
+from dsa110_contimg.cli import configure_logging
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+configure_logging(filename=snakemake.log[0])
 solve_from_manifest(
     snakemake.input.ms,
     snakemake.input.manifest,

@@ -3,14 +3,11 @@ images whose QA failed (named in the log)."""
 
 import logging
 
+from dsa110_contimg.cli import configure_logging
 from dsa110_contimg.photometry.forced import gather_timeseries
 from dsa110_contimg.qa import passed_products
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+configure_logging(filename=snakemake.log[0])
 log = logging.getLogger("gather_timeseries")
 keep, excluded = passed_products(
     snakemake.input.photometry, snakemake.input.qa, snakemake.input.flag_qa

@@ -1,16 +1,11 @@
 """Snakemake adapter for the manifest checkpoint: the archive's files come as the rule's
 input (no command-line length limit for a month of archive)."""
 
-import logging
-
+from dsa110_contimg.cli import configure_logging
 from dsa110_contimg.ingest.manifest import write_manifest
 from dsa110_contimg.ingest.pointings import write_pointings
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
+configure_logging(filename=snakemake.log[0])
 groups, _ = write_manifest(
     snakemake.input.files,
     snakemake.output.groups,

@@ -37,13 +37,10 @@ def env(**extra):
 FAST_IMAGING = Path(__file__).with_name("fast-imaging.yaml")
 
 
-def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
-    """The pipeline command line for a test archive and results directory."""
+def _test_options(archive, results, config=()):
+    """Snakemake options for a test run: 2 cores, the fast imaging overlay, the archive
+    and results directories (and further `config` key=value items)."""
     return [
-        str(BIN / "snakemake"),
-        *args,
-        "--profile",
-        profile,
         "--cores",
         "2",
         "--configfile",
@@ -53,6 +50,32 @@ def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
         f"results_dir={results}",
         *config,
     ]
+
+
+def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
+    """The pipeline command line for a test archive and results directory."""
+    return [
+        str(BIN / "snakemake"),
+        *args,
+        "--profile",
+        profile,
+        *_test_options(archive, results, config),
+    ]
+
+
+def readme_run(archive, results, *args, **popen):
+    """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
+    on a test archive, with the test imaging overlay."""
+    cmd = [str(BIN / "dsa110-contimg"), "run", "--", *args, *_test_options(archive, results)]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def run(

@@ -18,7 +18,7 @@ from dsa110_contimg.catalogs import (
     reference_flags,
 )
 from dsa110_contimg.photometry import normalize
-from dsa110_contimg.photometry.forced import NEAR_EDGE, read_catalog
+from dsa110_contimg.photometry.forced import NEAR_EDGE
 
 # NVSS rows as VizieR VIII/65/nvss prints them: name, RA "h m s", Dec "d m s", S1.4 (mJy),
 # l_MajAxis, MajAxis, l_MinAxis, MinAxis (arcsec), PA (deg).
@@ -107,9 +107,9 @@ def _vizier_fits(path):
 def test_vizier_tsv_fits_and_project_csv_agree(tmp_path):
     csv = tmp_path / "nvss.csv"
     _truth().to_csv(csv, index=False)
-    from_csv = read_catalog(csv)
-    from_tsv = read_catalog(_vizier_tsv(tmp_path / "nvss.tsv"))
-    from_fits = read_catalog(_vizier_fits(tmp_path / "nvss.fits"))
+    from_csv = read_sky_catalog(csv)
+    from_tsv = read_sky_catalog(_vizier_tsv(tmp_path / "nvss.tsv"))
+    from_fits = read_sky_catalog(_vizier_fits(tmp_path / "nvss.fits"))
     for cat in (from_tsv, from_fits):
         assert list(cat.source_id) == list(from_csv.source_id)
         assert np.allclose(cat.ra_deg, from_csv.ra_deg, rtol=0, atol=1e-6)  # 4 mas
@@ -143,7 +143,7 @@ def test_declination_strip(tmp_path, monkeypatch):
 def test_project_csv_keeps_its_columns_and_defaults_the_index(tmp_path):
     path = tmp_path / "cat.csv"
     path.write_text("source_id,ra_deg,dec_deg,flux_jy,extra\nA,10.5,20.25,0.5,x\nB,11,21,,y\n")
-    cat = read_catalog(path)
+    cat = read_sky_catalog(path)
     assert list(cat.columns) == [
         "source_id",
         "ra_deg",
@@ -160,7 +160,7 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("source_id,ra_deg,dec,flux_jy\nA,10,20,1\n")
     with pytest.raises(CatalogError) as err:
-        read_catalog(bad)
+        read_sky_catalog(bad)
     assert str(err.value) == (
         f"{bad}: column 'dec_deg' missing (a sky catalog CSV needs source_id, ra_deg, "
         "dec_deg, or NVSS from VizieR VIII/65 with RAJ2000, DEJ2000, S1.4)"
@@ -170,7 +170,7 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
     rows[1][2] = "+54 15 x2.5"
     tsv = _vizier_tsv(tmp_path / "bad.tsv", rows=rows)
     with pytest.raises(CatalogError) as err:
-        read_catalog(tsv)
+        read_sky_catalog(tsv)
     assert str(err.value) == (
         f"{tsv}: column 'DEJ2000' is not sexagesimal (value '+54 15 x2.5', expected d m s)"
     )
@@ -183,7 +183,7 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
         widths=WIDTHS[:3],
     )
     with pytest.raises(ValueError) as err:
-        read_catalog(no_flux)
+        read_sky_catalog(no_flux)
     assert str(err.value) == (
         f"{no_flux}: column 'S1.4' missing (NVSS from VizieR VIII/65 needs RAJ2000, DEJ2000, S1.4)"
     )
@@ -191,13 +191,13 @@ def test_malformed_catalogs_give_one_readable_error(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("this is not a catalog\n")
     with pytest.raises(CatalogError) as err:
-        read_catalog(text)
+        read_sky_catalog(text)
     assert str(err.value).startswith(f"{text}: column 'source_id' missing")
 
     bad_ra = tmp_path / "badra.csv"
     bad_ra.write_text("source_id,ra_deg,dec_deg\nA,ten,20\n")
     with pytest.raises(CatalogError) as err:
-        read_catalog(bad_ra)
+        read_sky_catalog(bad_ra)
     assert str(err.value) == f"{bad_ra}: column 'ra_deg' has a non-numeric value 'ten'"
 
 
@@ -368,7 +368,7 @@ def test_catalog_cli_writes_a_parquet_strip_that_stages_read(tmp_path):
     assert list(stored.source_id) == ["NVSS J083454+553421", "NVSS J084012+541502"]
     assert stored.resolved.tolist() == [False, True]  # 58.2 arcsec > 40
     assert stored.reference_unfit.tolist() == [False, True]
-    cat = read_catalog(out, dec_range=(55.0, 56.0))
+    cat = read_sky_catalog(out, dec_range=(55.0, 56.0))
     assert list(cat.source_id) == ["NVSS J083454+553421"]
     full = read_sky_catalog(tsv, dec_range=(52.0, 58.0))
-    assert np.allclose(read_catalog(out).ra_deg, full.ra_deg, rtol=0, atol=1e-12)
+    assert np.allclose(read_sky_catalog(out).ra_deg, full.ra_deg, rtol=0, atol=1e-12)

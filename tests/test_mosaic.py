@@ -37,7 +37,7 @@ def mosaic(calibrated_images, tmp_path_factory):
 
 
 def test_mosaic_fluxes_match_truth_above_the_weight_cut(calibrated_images, mosaic):
-    from dsa110_contimg.photometry.forced import _wcs
+    from dsa110_contimg.io import image_wcs
 
     out, info = mosaic
     assert len(info["used"]) == 3 and info["excluded"] == []
@@ -49,7 +49,13 @@ def test_mosaic_fluxes_match_truth_above_the_weight_cut(calibrated_images, mosai
     _, catalog = _truth(calibrated_images["archive"])
     noise = np.where(weight > 0, 1 / np.sqrt(np.where(weight > 0, weight, 1)), np.nan)
     table, metrics = catalog_comparison(
-        data, _wcs(header).celestial, header, catalog, noise, gain=None, valid=np.isfinite(data)
+        data,
+        image_wcs(header).celestial,
+        header,
+        catalog,
+        noise,
+        gain=None,
+        valid=np.isfinite(data),
     )
     bright = table[table.predicted_snr >= 100]
     assert len(bright) >= 4, table[table.predicted_snr > 0]
@@ -62,7 +68,7 @@ def test_mosaic_noise_is_lower_where_images_overlap(calibrated_images, mosaic, t
     is below that of either single primary-beam-corrected residual there."""
     from reproject import reproject_interp
 
-    from dsa110_contimg.photometry.forced import _wcs
+    from dsa110_contimg.io import image_wcs
 
     out, _ = mosaic
     residuals = _paths(calibrated_images, "residual.fits")
@@ -75,12 +81,12 @@ def test_mosaic_noise_is_lower_where_images_overlap(calibrated_images, mosaic, t
         weight_cut=0.1,
     )
     res_mosaic = fits.getdata(tmp_path / "r.fits").astype(float)
-    wcs_out = _wcs(fits.getheader(tmp_path / "r.fits")).celestial
+    wcs_out = image_wcs(fits.getheader(tmp_path / "r.fits")).celestial
     singles = []
     for r in calibrated_images["images"][:2]:
         img = fits.getdata(r["paths"]["residual.fits"]).squeeze().astype(float)
         pb = fits.getdata(r["paths"]["pb.fits"]).squeeze().astype(float)
-        wcs = _wcs(fits.getheader(r["paths"]["residual.fits"])).celestial
+        wcs = image_wcs(fits.getheader(r["paths"]["residual.fits"])).celestial
         corr, _ = reproject_interp((img / pb, wcs), wcs_out, res_mosaic.shape, order="bilinear")
         singles.append(corr)
     # a box midway between the pointings of groups 0 and 1

@@ -68,7 +68,7 @@ def test_summary_names_failed_products(tmp_path, caplog):
     )
     cal = {"calgroup": "2026-01-01T001019", "passed": False, "reasons": ["median SNR 3 < 10"]}
     paths = []
-    for i, rep in enumerate((good, bad)):
+    for rep in (good, bad):
         paths.append(tmp_path / "image" / f"{rep['name']}.json")
         paths[-1].parent.mkdir(exist_ok=True)
         paths[-1].write_text(json.dumps(rep))

@@ -1,4 +1,4 @@
-"""dsa110-contimg: DSA-110 continuum imaging pipeline (UVH5 archive -> MS -> images -> light curves)."""
+"""dsa110-contimg: DSA-110 continuum imaging pipeline (UVH5 archive -> MS -> light curves)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -40,6 +40,21 @@ def hour_angle_deg(ra_deg, dec_deg, times):
     return (np.asarray(ha) + 180.0) % 360.0 - 180.0
 
 
+def hadec_deg(ra_deg, dec_deg, mjd):
+    """Apparent (hour angle deg in -180..180, declination deg) of ICRS directions at the
+    site at UTC MJDs (astropy's HADec frame)."""
+    from astropy import units as u
+    from astropy.coordinates import HADec, SkyCoord
+    from astropy.time import Time
+
+    coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
+    frame = HADec(
+        obstime=Time(np.asarray(mjd), format="mjd", scale="utc"), location=site_location()
+    )
+    hadec = coord.transform_to(frame)
+    return (np.asarray(hadec.ha.deg) + 180.0) % 360.0 - 180.0, np.asarray(hadec.dec.deg)
+
+
 def apparent_hadec(ra_deg, dec_deg, times_jd):
     """Apparent (hour angle, declination) in rad of an ICRS direction at each time,
     from pyuvdata's ICRS-to-apparent transform and sidereal time."""

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
+from dsa110_contimg.astrometry import hadec_deg
 from dsa110_contimg.primary_beam import airy_power, fwhm_rad
 
 CATALOG_COLUMNS = ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]
@@ -61,20 +62,6 @@ def read_calibrator_catalog(path):
     return cat.reset_index(drop=True)
 
 
-def _hadec(ra_deg, dec_deg, mjd):
-    """Apparent (hour angle deg in -180..180, declination deg) at the site."""
-    from astropy import units as u
-    from astropy.coordinates import HADec, SkyCoord
-    from astropy.time import Time
-
-    coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
-    frame = HADec(
-        obstime=Time(np.asarray(mjd), format="mjd", scale="utc"), location=inst.site_location()
-    )
-    hadec = coord.transform_to(frame)
-    return (np.asarray(hadec.ha.deg) + 180.0) % 360.0 - 180.0, np.asarray(hadec.dec.deg)
-
-
 def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFERENCE_FREQ_HZ):
     """Per group (same index as `groups`): TRANSIT_COLUMNS. A calibrator counts when its
     hour angle crosses 0 between the group's start and end and its declination lies
@@ -101,7 +88,7 @@ def calibrator_transits(groups, catalog, beam_fraction=0.5, freq_hz=inst.REFEREN
         near_dec = (catalog.dec_deg - g.dec_deg).abs() <= max_offset + 1.0
         best = None
         for cal in catalog[near_ra & near_dec].itertuples():
-            ha, dec = _hadec([cal.ra_deg] * 2, [cal.dec_deg] * 2, [g.start_mjd, g.end_mjd])
+            ha, dec = hadec_deg([cal.ra_deg] * 2, [cal.dec_deg] * 2, [g.start_mjd, g.end_mjd])
             if not ha[0] <= 0.0 < ha[1]:
                 continue
             frac = -ha[0] / (ha[1] - ha[0])

@@ -24,6 +24,7 @@ margin to the edge of an image footprint, or to its blanked pixels) add boolean 
 `reference_unfit` is their union.
 """
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -550,19 +551,27 @@ def register_cli(sub):
         default=5.0,
         help="strip half-width around --dec (deg, default 5)",
     )
-    p.add_argument(
+    add_fitness_arguments(p)
+    p.set_defaults(func=_cli)
+
+
+def add_fitness_arguments(parser):
+    """--beam-arcsec and --confusion-arcsec: reference_flags' parameters, its defaults."""
+    defaults = inspect.signature(reference_flags).parameters
+    beam = defaults["beam_arcsec"].default
+    confusion = defaults["confusion_radius_arcsec"].default
+    parser.add_argument(
         "--beam-arcsec",
         type=float,
-        default=40.0,
-        help="larger deconvolved sizes are resolved (default 40)",
+        default=beam,
+        help=f"a source with a larger deconvolved size is resolved (default {beam:g})",
     )
-    p.add_argument(
+    parser.add_argument(
         "--confusion-arcsec",
         type=float,
-        default=80.0,
-        help="a neighbour closer than this confuses a source (default 80)",
+        default=confusion,
+        help=f"a neighbour closer than this confuses a source (default {confusion:g})",
     )
-    p.set_defaults(func=_cli)
 
 
 def _cli(args):

@@ -44,14 +44,20 @@ def build_parser():
     return parser
 
 
+def configure_logging(verbose=False, filename=None):
+    """Log lines with time, level and module, INFO and up (DEBUG with `verbose`), to
+    `filename` (a Snakemake rule's log) or else to stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        **({"filename": filename} if filename else {"stream": sys.stderr}),
+    )
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         from dsa110_contimg.workflow.faults import fail_once_if_requested
 

@@ -46,6 +46,16 @@ def _type_phrase(types):
     return " or ".join(_TYPE_NAMES.get(t, t) for t in types)
 
 
+_BOUND_PHRASES = {
+    "minimum": "is below the minimum",
+    "exclusiveMinimum": "must be greater than",
+    "maximum": "is above the maximum",
+    "exclusiveMaximum": "must be less than",
+    "multipleOf": "is not a multiple of",
+    "pattern": "does not match the pattern",
+}
+
+
 def _describe(error):
     """One line for one jsonschema error, naming the key."""
     key, value, v, arg = (
@@ -56,20 +66,10 @@ def _describe(error):
     )
     if v == "type":
         return f"{key}: {value!r} is not {_type_phrase(arg)}"
-    if v == "minimum":
-        return f"{key}: {value!r} is below the minimum {arg}"
-    if v == "exclusiveMinimum":
-        return f"{key}: {value!r} must be greater than {arg}"
-    if v == "maximum":
-        return f"{key}: {value!r} is above the maximum {arg}"
-    if v == "exclusiveMaximum":
-        return f"{key}: {value!r} must be less than {arg}"
-    if v == "multipleOf":
-        return f"{key}: {value!r} is not a multiple of {arg}"
     if v == "enum":
         return f"{key}: {value!r} is not one of {', '.join(map(str, arg))}"
-    if v == "pattern":
-        return f"{key}: {value!r} does not match the pattern {arg}"
+    if v in _BOUND_PHRASES:
+        return f"{key}: {value!r} {_BOUND_PHRASES[v]} {arg}"
     if v == "required":
         missing = [k for k in arg if k not in value]
         prefix = f"{key}." if error.absolute_path else ""
@@ -89,7 +89,8 @@ def _describe(error):
     if v == "uniqueItems":
         return f"{key}: entries repeat"
     if v in ("minItems", "maxItems"):
-        return f"{key}: {value!r} must have {'at least' if v == 'minItems' else 'at most'} {arg} entries"
+        bound = "at least" if v == "minItems" else "at most"
+        return f"{key}: {value!r} must have {bound} {arg} entries"
     return f"{key}: {error.message}"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.io import read_plane
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,6 @@ def plan_mosaics(groups, groups_per_mosaic=3, stride=2, max_gap_factor=1.5, dec_
             members = names[start : start + groups_per_mosaic]
             plan[members[0]] = members
     return plan
-
-
-def _read_plane(path):
-    from dsa110_contimg.qa import _read
-
-    return _read(path)
 
 
 def common_grid(wcs_shapes, projection="SIN"):
@@ -107,13 +102,13 @@ def make_mosaic(
 
     headers, inputs = [], []
     for img, pb, res in used:
-        data, wcs, header = _read_plane(img)
-        beam, _, _ = _read_plane(pb)
+        data, wcs, header = read_plane(img)
+        beam, _, _ = read_plane(pb)
         if beam.shape != data.shape:
             raise ValueError(
                 f"{pb}: primary beam shape {beam.shape} differs from {img} {data.shape}"
             )
-        s = robust_rms(_read_plane(res)[0] if res is not None else data)
+        s = robust_rms(read_plane(res)[0] if res is not None else data)
         if not (np.isfinite(s) and s > 0):
             raise ValueError(f"{img}: cannot weight an image whose rms is {s}")
         inputs.append((data, beam, wcs, s))
@@ -180,14 +175,14 @@ def make_mosaic(
 
 def _fallback_grid(image):
     """The first image's own grid, for a mosaic with every input left out."""
-    data, wcs, _ = _read_plane(image)
+    data, wcs, _ = read_plane(image)
     return wcs, data.shape
 
 
 def _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name):
     from astropy.time import Time
 
-    from dsa110_contimg.qa import image_frequency
+    from dsa110_contimg.io import image_frequency
 
     header["OBJECT"] = name or ""
     header["TELESCOP"] = "DSA-110"

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
+from dsa110_contimg.io import image_frequency, read_plane
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -61,17 +62,6 @@ def robust_rms(values):
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
-def image_frequency(header):
-    """Frequency (Hz) of a single-plane image: its FREQ axis, else PBFREQ / FREQ keys."""
-    for i in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
-            return float(header[f"CRVAL{i}"])
-    for key in ("FREQ", "PBFREQ", "RESTFRQ"):
-        if key in header:
-            return float(header[key])
-    raise ValueError("image header has no FREQ axis or FREQ keyword")
-
-
 def catalog_flux(catalog, freq_hz):
     """Catalog flux densities (Jy) scaled from 1.4 GHz to `freq_hz` with each source's
     spectral index (-0.7 when the catalog has none)."""
@@ -91,7 +81,7 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
     `search_beams` FWHM of the given position."""
     from scipy.optimize import least_squares
 
-    from dsa110_contimg.photometry.forced import beam_pixel_covariance
+    from dsa110_contimg.io import beam_pixel_covariance
 
     ra_deg, dec_deg = np.atleast_1d(ra_deg).astype(float), np.atleast_1d(dec_deg).astype(float)
     n = ra_deg.size
@@ -120,7 +110,7 @@ def fit_point_sources(data, wcs, header, ra_deg, dec_deg, search_beams=1.0):
         yy, xx = np.mgrid[py - half : py + half + 1, px - half : px + half + 1]
         stamp = data[py - half : py + half + 1, px - half : px + half + 1]
 
-        def residual(p):
+        def residual(p, xx=xx, yy=yy, a=a, stamp=stamp):
             dx, dy = xx - p[1], yy - p[2]
             q = a[0, 0] * dx * dx + 2 * a[0, 1] * dx * dy + a[1, 1] * dy * dy
             return (p[0] * np.exp(-0.5 * q) + p[3] - stamp).ravel()
@@ -280,16 +270,6 @@ def _thresholds(thresholds):
     return merged
 
 
-def _read(path):
-    """(2-D plane, celestial WCS, header) of a FITS image; errors name the file."""
-    from dsa110_contimg.photometry.forced import _read_plane
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such image")
-    return _read_plane(path)
-
-
 def _beam_metrics(header, path):
     missing = [k for k in ("BMAJ", "BMIN", "BPA") if k not in header]
     if missing:
@@ -306,9 +286,9 @@ def _load_catalog(catalog):
 
     if catalog is None or isinstance(catalog, pd.DataFrame):
         return catalog
-    from dsa110_contimg.photometry.forced import read_catalog
+    from dsa110_contimg.catalogs import read_sky_catalog
 
-    cat = read_catalog(catalog)
+    cat = read_sky_catalog(catalog)
     if "flux_jy" not in cat.columns:
         raise ValueError(f"{catalog}: catalog lacks the flux_jy column QA compares with")
     return cat
@@ -317,15 +297,15 @@ def _load_catalog(catalog):
 def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=None, thresholds=None):
     """QA report (dict) and catalog table of one flat-noise image with its primary beam."""
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    data, wcs, header = _read(image_path)
-    pb, _, _ = _read(pb_path)
+    data, wcs, header = read_plane(image_path)
+    pb, _, _ = read_plane(pb_path)
     if pb.shape != data.shape:
         raise ValueError(
             f"{pb_path}: primary beam shape {pb.shape} differs from image {image_path} {data.shape}"
         )
     metrics = {"rms_jy": robust_rms(data)}
     if residual_path is not None:
-        resid, _, _ = _read(residual_path)
+        resid, _, _ = read_plane(residual_path)
         metrics["residual_rms_jy"] = robust_rms(resid)
     metrics["peak_jy"] = float(np.nanmax(data))
     metrics["dynamic_range"] = metrics["peak_jy"] / metrics["rms_jy"]
@@ -369,8 +349,8 @@ def qa_image(image_path, pb_path, residual_path=None, catalog=None, settings=Non
 def qa_mosaic(mosaic_path, weight_path, catalog=None, settings=None, thresholds=None):
     """QA report (dict) and catalog table of a primary-beam-corrected mosaic."""
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    data, wcs, header = _read(mosaic_path)
-    weight, _, _ = _read(weight_path)
+    data, wcs, header = read_plane(mosaic_path)
+    weight, _, _ = read_plane(weight_path)
     if weight.shape != data.shape:
         raise ValueError(
             f"{weight_path}: weight shape {weight.shape} differs from mosaic "

@@ -31,11 +31,11 @@ def _comparison(paths, catalog):
     data = fits.getdata(paths["image.fits"]).squeeze().astype(float)
     header = fits.getheader(paths["image.fits"])
     pb = fits.getdata(paths["pb.fits"]).squeeze().astype(float)
-    from dsa110_contimg.photometry.forced import _wcs
+    from dsa110_contimg.io import image_wcs
 
     rms = robust_rms(fits.getdata(paths["residual.fits"]))
     table, metrics = catalog_comparison(
-        data, _wcs(header).celestial, header, catalog, rms, gain=pb, valid=pb >= 0.3
+        data, image_wcs(header).celestial, header, catalog, rms, gain=pb, valid=pb >= 0.3
     )
     return table, metrics, rms
 
@@ -57,7 +57,7 @@ def test_tclean_recovers_bright_sources_and_thermal_noise(calibrated_images):
 
 
 def test_products_headers_and_time_averaged_beam(calibrated_images):
-    from dsa110_contimg.photometry.forced import _wcs
+    from dsa110_contimg.io import image_wcs
 
     result = calibrated_images["images"][CENTRE_GROUP]
     paths = result["paths"]
@@ -82,7 +82,7 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
     summary = read_ms_summary(ms)
     pra, pdec = pointing_track(summary.times_mjd, meta["settings"]["dec_deg"])
     pb = fits.getdata(paths["pb.fits"]).squeeze()
-    wcs = _wcs(pb_hdr).celestial
+    wcs = image_wcs(pb_hdr).celestial
     for sid in ("BRIGHT_C", "BRIGHT_E", "BRIGHT_SW"):
         src = catalog[catalog.source_id == sid].iloc[0]
         theta = angular_separation(pra, pdec, np.radians(src.ra_deg), np.radians(src.dec_deg))
@@ -185,8 +185,7 @@ def test_drift_subtraction_reaches_thermal_noise_in_every_group(drift_images):
 
 
 def test_drift_table_holds_the_fitted_fluxes(drift_images):
-    from dsa110_contimg.photometry.forced import _wcs
-    from dsa110_contimg.qa import image_frequency
+    from dsa110_contimg.io import image_frequency, image_wcs
 
     _, catalog, strong = _strong_truth(drift_images["archive"])
     result = drift_images["images"][CENTRE_GROUP]
@@ -206,11 +205,11 @@ def test_drift_table_holds_the_fitted_fluxes(drift_images):
             row.fitted_flux_jy * (freq / 1.4e9) ** row.spectral_index * row.pb, rel=1e-6
         )
         pb = fits.getdata(paths["pb.fits"]).squeeze()
-        x, y = _wcs(header).celestial.world_to_pixel_values(src.ra_deg, src.dec_deg)
+        x, y = image_wcs(header).celestial.world_to_pixel_values(src.ra_deg, src.dec_deg)
         assert row.pb == pytest.approx(pb[int(round(float(y))), int(round(float(x)))], abs=0.01)
     # the residual has no trace of them: its peak near STRONG_N is noise-like
     resid = fits.getdata(paths["residual.fits"]).squeeze()
-    x, y = _wcs(header).celestial.world_to_pixel_values(
+    x, y = image_wcs(header).celestial.world_to_pixel_values(
         strong.ra_deg.iloc[0], strong.dec_deg.iloc[0]
     )
     box = resid[int(y) - 10 : int(y) + 11, int(x) - 10 : int(x) + 11]

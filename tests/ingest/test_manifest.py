@@ -119,7 +119,8 @@ def test_incomplete_file_is_ignored(archive_copy):
         ("no_dec", "no pointing declination (Header/extra_keywords/phase_center_dec missing)"),
         (
             "shape",
-            "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not (Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)",
+            "inconsistent shapes: Data/visdata (440, 1, 2, 2) is not "
+            "(Nblts, 1, Nfreqs, Npols) = (440, 1, 3, 2)",
         ),
         (
             "freqs",

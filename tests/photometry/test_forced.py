@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsa110_contimg import cli
+from dsa110_contimg.io import read_image
 from dsa110_contimg.photometry import forced
 from dsa110_contimg.simulation import lightcurves
 
@@ -119,7 +120,7 @@ def test_blanked_pixels(tmp_path):
     image = tmp_path / "image.fits"
     lightcurves.make_test_image(image, cat, npix=128, rms_jy=RMS, seed=7)
     table0, _ = forced.forced_photometry(image, cat)
-    _, wcs, _ = forced.read_image(image)
+    _, wcs, _ = read_image(image)
     x, y = wcs.world_to_pixel_values(cat["ra_deg"].to_numpy(), cat["dec_deg"].to_numpy())
     with fits.open(image, mode="update") as hdul:
         # blank the source 0 pixel itself, and one pixel two columns off source 1

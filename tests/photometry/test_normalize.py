@@ -1,4 +1,5 @@
-"""Relative flux normalization: removes common per-epoch gain errors, rejects variable references."""
+"""Relative flux normalization: removes common per-epoch gain errors, rejects variable
+references."""
 
 import json
 

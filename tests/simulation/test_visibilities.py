@@ -205,7 +205,8 @@ def test_dft_finds_each_source_at_its_position_and_flux(sky_ms):
         assert 0 < i < offsets.size - 1 and 0 < j < offsets.size - 1, "peak inside the search box"
         error = np.hypot(offsets[i], offsets[j]) / beam
         print(
-            f"{s['source_id']}: offset {error:.3f} beam, flux ratio {ratio.min():.4f}-{ratio.max():.4f}"
+            f"{s['source_id']}: offset {error:.3f} beam, "
+            f"flux ratio {ratio.min():.4f}-{ratio.max():.4f}"
         )
         assert error < 0.1, f"{s['source_id']}: peak {error:.2f} beams from the true position"
     assert amps[:, 2].min() < 0.9 * sources[2]["flux_jy"], "the sources drift through the beam"

@@ -47,7 +47,7 @@ def page(tmp_path_factory):
     ts_path = work / "normalized.parquet"
     write_parquet(table, ts_path)
     images = work / "images"
-    for j, mjd in enumerate(sim["mjd"]):
+    for j in range(len(sim["mjd"])):
         cat = catalog.assign(flux_jy=np.nan_to_num(sim["flux"][:, j]))
         lightcurves.make_test_image(
             images / f"epoch{j:05d}" / "image.fits",

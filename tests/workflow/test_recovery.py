@@ -28,6 +28,7 @@ from pipeline import (
     executed_jobs,
     no_partials,
     product_targets,
+    readme_run,
     run,
     snakemake_cmd,
 )
@@ -151,8 +152,8 @@ def test_transient_failure_succeeds_on_retry(small_archive, clean_small_run, tmp
     assert no_partials(results) == []
 
 
-def _wait_for_convert(group, results, timeout=300):
-    """PID of the convert process for `group` once it has started writing its MS."""
+def _find_process(predicate, timeout=600, poll_s=0.05, what="process"):
+    """PID of the first process whose command line (list of args) satisfies `predicate`."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for proc in Path("/proc").iterdir():
@@ -162,17 +163,25 @@ def _wait_for_convert(group, results, timeout=300):
                 cmd = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            args = [a.decode(errors="ignore") for a in cmd]
-            if (
-                "convert" in args
-                and group in args
-                and str(results) in " ".join(args)
-                and any(Path(a).name == "dsa110-contimg" for a in args[:2])
-                and list((results / "ms").glob(f"{group}.ms.partial-*"))
-            ):
+            if predicate([a.decode(errors="ignore") for a in cmd]):
                 return int(proc.name)
-        time.sleep(0.02)
-    raise AssertionError(f"convert of {group} never started")
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} never started")
+
+
+def _wait_for_convert(group, results, timeout=300):
+    """PID of the convert process for `group` once it has started writing its MS."""
+
+    def converting(args):
+        return (
+            "convert" in args
+            and group in args
+            and str(results) in " ".join(args)
+            and any(Path(a).name == "dsa110-contimg" for a in args[:2])
+            and list((results / "ms").glob(f"{group}.ms.partial-*"))
+        )
+
+    return _find_process(converting, timeout, poll_s=0.02, what=f"convert of {group}")
 
 
 def test_sigkill_during_a_job_then_rerun(small_archive, clean_small_run, tmp_path):
@@ -217,8 +226,7 @@ def _corrupt_visdata_index(path):
             fh.write(b"\xff" * 4)
         try:
             with h5py.File(trial, "r") as fh:
-                fh["Header/time_array"][()]
-                fh["Data/visdata"].shape
+                _ = fh["Header/time_array"][()], fh["Data/visdata"].shape
                 try:
                     fh["Data/visdata"][()]
                     continue
@@ -312,33 +320,6 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
     assert_products_equal(results, clean_small_run)
 
 
-def _readme_run(archive, results, *args, **popen):
-    """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
-    on a test archive, with the test imaging overlay."""
-    cmd = [
-        str(BIN / "dsa110-contimg"),
-        "run",
-        "--",
-        *args,
-        "--cores",
-        "2",
-        "--configfile",
-        str(FAST_IMAGING),
-        "--config",
-        f"archive_dir={archive}",
-        f"results_dir={results}",
-    ]
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
-
-
 def _children(pid):
     """PIDs of the direct children of `pid`."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
@@ -356,24 +337,6 @@ def _proc_state(pid):
         return None
 
 
-def _find_process(predicate, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                args = [
-                    a.decode(errors="ignore") for a in (proc / "cmdline").read_bytes().split(b"\0")
-                ]
-            except OSError:
-                continue
-            if predicate(args):
-                return int(proc.name)
-        time.sleep(0.05)
-    raise AssertionError("process never started")
-
-
 def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_path, capsys):
     """qa_image (downstream of the calibration checkpoint) renames its JSON and PNG into
     place, and snakemake is SIGKILLed before it records the job: the rerun of the README's
@@ -381,7 +344,7 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     `snakemake -n` has nothing to do and the product can be asked for by name."""
     results = tmp_path / "results"
     qa_json, qa_png = (results / "qa" / "image" / f"{GOOD}.{ext}" for ext in ("json", "png"))
-    run1 = _readme_run(small_archive, results, str(qa_json), start_new_session=True)
+    run1 = readme_run(small_archive, results, str(qa_json), start_new_session=True)
     # freeze snakemake as soon as the qa_image job starts, let the job finish its atomic
     # renames, then kill the whole run: the job's outputs exist, its record does not
     job = _find_process(lambda a: "qa-image" in a and str(qa_json) in a)
@@ -402,7 +365,7 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     assert {str(qa_json), str(qa_png)} <= marked, marked
     killed_mtime = qa_json.stat().st_mtime_ns
 
-    run2 = _readme_run(small_archive, results)
+    run2 = readme_run(small_archive, results)
     log, _ = run2.communicate(timeout=900)
     assert run2.returncode == 0, log
     assert ("qa_image", {"group": GOOD}) in executed_jobs(log), log
@@ -427,7 +390,7 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     directory is refused (exit 2, naming the first), and neither it nor the stale-lock
     removal touches the live run's Snakemake locks; the first run completes."""
     results = tmp_path / "results"
-    first = _readme_run(small_archive, results, *product_targets(results))
+    first = readme_run(small_archive, results, *product_targets(results))
     locks_dir = REPO / ".snakemake" / "locks"
     deadline = time.time() + 300
     while time.time() < deadline and not list(locks_dir.glob("*.lock")):

@@ -218,7 +218,7 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
         if rule in want:
             r = records[job_id]
             assert (r["ReqMem"], r["Timelimit"], r["ReqCPUS"]) == want[rule], (rule, r)
-    for group, (first, retry) in convert_jobs.items():
+    for first, retry in convert_jobs.values():
         assert (
             records[first]["ReqMem"],
             records[first]["Timelimit"],

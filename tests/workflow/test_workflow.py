@@ -3,68 +3,20 @@
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-from casacore import tables
 
-from pipeline import REPO
+from pipeline import BIN, REPO, assert_ms_equal, env, readme_run
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    return env
-
-
-def _pipeline(archive, results, **kw):
-    """The README's pipeline command, pointed at a test archive and results directory."""
-    cmd = [
-        str(BIN / "dsa110-contimg"),
-        "run",
-        "--",
-        "--cores",
-        "2",
-        "--configfile",
-        str(REPO / "tests" / "fast-imaging.yaml"),
-        "--config",
-        f"archive_dir={archive}",
-        f"results_dir={results}",
-    ]
-    return subprocess.Popen(
-        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
-    )
-
-
-def _main_table(ms):
-    with tables.table(str(ms), ack=False) as t:
-        return {
-            c: t.getcol(c)
-            for c in (
-                "TIME",
-                "ANTENNA1",
-                "ANTENNA2",
-                "UVW",
-                "DATA",
-                "CORRECTED_DATA",
-                "MODEL_DATA",
-                "FLAG",
-                "WEIGHT_SPECTRUM",
-            )
-        }
 
 
 def test_snakemake_lint_is_clean():
     out = subprocess.run(
         [str(BIN / "snakemake"), "--lint"],
         cwd=REPO,
-        env=_env(),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -78,7 +30,7 @@ def test_killed_run_is_finished_by_rerunning(archive_copy, tmp_path):
     junk.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
 
-    proc = _pipeline(archive_copy, killed, start_new_session=True)
+    proc = readme_run(archive_copy, killed, start_new_session=True)
     deadline = time.time() + 300
     partial = []
     while time.time() < deadline and not partial:
@@ -90,26 +42,24 @@ def test_killed_run_is_finished_by_rerunning(archive_copy, tmp_path):
     finished_before = sorted(p.name for p in (killed / "ms").glob("*.ms"))
     assert partial[0].name.split(".partial-")[0] not in finished_before
 
-    rerun = _pipeline(archive_copy, killed)
+    rerun = readme_run(archive_copy, killed)
     log, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, log
     assert "removed 1 stale Snakemake lock" in log or "removed 2 stale Snakemake lock" in log
 
-    reference = _pipeline(archive_copy, clean)
+    reference = readme_run(archive_copy, clean)
     log_clean, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, log_clean
 
     names = sorted(p.name for p in (killed / "ms").iterdir())
     assert names == ["2026-01-01T000000.ms", "2026-01-01T000144.ms"], names
     for name in names:
-        a, b = _main_table(killed / "ms" / name), _main_table(clean / "ms" / name)
-        for col in a:
-            assert np.array_equal(a[col], b[col]), (name, col)
+        assert_ms_equal(killed / "ms" / name, clean / "ms" / name)
 
     manifest_log = (killed / "logs" / "manifest" / "manifest.log").read_text()
     assert f"left out {junk}: unreadable HDF5" in manifest_log
 
-    again = _pipeline(archive_copy, killed)
+    again = readme_run(archive_copy, killed)
     log_again, _ = again.communicate(timeout=300)
     assert again.returncode == 0
     assert "Nothing to be done" in log_again

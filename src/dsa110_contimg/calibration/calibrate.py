@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
+from dsa110_contimg.astrometry import hadec_deg
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
-from dsa110_contimg.calibrators import _hadec, calibrator_spectrum, read_calibrator_catalog
+from dsa110_contimg.calibrators import calibrator_spectrum, read_calibrator_catalog
 from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.provenance import provenance
 
@@ -85,7 +86,7 @@ def primary_beam_track(ms, ra_deg, dec_deg, pointing_dec_deg):
     """Airy power response [n_time, n_chan] toward (ra, dec) for each integration of
     `ms`: the dish points at hour angle 0, apparent declination `pointing_dec_deg`."""
     times, _ = _unique_times(ms)
-    ha, dec = _hadec(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
+    ha, dec = hadec_deg(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
     theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec))
     return airy_power(theta[:, None], _chan_freqs(ms)[None, :])
 
@@ -124,9 +125,9 @@ def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec
 def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_deg):
     """Sky-model sources to add to the calibrator model: brighter than `min_flux_jy`,
     within `radius_deg` of the field centre, and not the calibrator itself."""
-    from dsa110_contimg.photometry.forced import read_catalog
+    from dsa110_contimg.catalogs import read_sky_catalog
 
-    sky = read_catalog(sky_model)
+    sky = read_sky_catalog(sky_model)
     if "flux_jy" not in sky:
         raise ValueError(f"{sky_model}: sky model lacks column flux_jy")
     if "spectral_index" not in sky:

@@ -116,12 +116,12 @@ def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
     """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
     dish at hour angle 0 and apparent declination `pointing_dec_deg`: the per-source
     calibrate.primary_beam_track, with one coordinate transformation for all sources."""
-    from dsa110_contimg.calibrators import _hadec
+    from dsa110_contimg.astrometry import hadec_deg
 
     n_src, n_time = len(ra_deg), len(times_mjd)
     if n_src == 0:
         return np.zeros((0, n_time, len(freqs_hz)))
-    ha, dec = _hadec(
+    ha, dec = hadec_deg(
         np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time), np.tile(times_mjd, n_src)
     )
     theta = angular_separation(
@@ -296,20 +296,29 @@ def _kernels():
 
     two_pi_over_c = 2.0 * np.pi / inst.SPEED_OF_LIGHT
 
+    @numba.njit(cache=True)
+    def layout(lmn, term_src, n_chan, block, freqs):
+        """(sources, terms, channel blocks, channel width Hz) of a kernel call."""
+        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
+        return lmn.shape[0], term_src.size, n_chan // block, df
+
+    @numba.njit(cache=True)
+    def row_phase_rates(uvw, lmn, r, t):
+        """2 pi w_k / c (rad per Hz) of row r toward each source k at time index t."""
+        tau = np.empty(lmn.shape[0])
+        for k in range(lmn.shape[0]):
+            tau[k] = (
+                uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
+            ) * two_pi_over_c
+        return tau
+
     @numba.njit(parallel=True, cache=True)
     def fit_rows(uvw, tidx, vis, wt, lmn, term_src, term_amp, freqs, block, b_out, g_out):
         n_row, n_chan = vis.shape
-        n_src = lmn.shape[0]
-        n_term = term_src.size
-        n_blk = n_chan // block
-        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
+        n_src, n_term, n_blk, df = layout(lmn, term_src, n_chan, block, freqs)
         for r in numba.prange(n_row):
             t = tidx[r]
-            tau = np.empty(n_src)
-            for k in range(n_src):
-                tau[k] = (
-                    uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
-                ) * two_pi_over_c
+            tau = row_phase_rates(uvw, lmn, r, t)
             rot = np.empty(n_src, np.complex128)
             abar = np.empty(n_term)
             for c in range(n_blk):
@@ -351,17 +360,10 @@ def _kernels():
     @numba.njit(parallel=True, cache=True)
     def predict_rows(uvw, tidx, lmn, term_src, term_amp, coef, freqs, block, out):
         n_row, n_chan = out.shape
-        n_src = lmn.shape[0]
-        n_term = term_src.size
-        n_blk = n_chan // block
-        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
+        n_src, n_term, n_blk, df = layout(lmn, term_src, n_chan, block, freqs)
         for r in numba.prange(n_row):
             t = tidx[r]
-            tau = np.empty(n_src)
-            for k in range(n_src):
-                tau[k] = (
-                    uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
-                ) * two_pi_over_c
+            tau = row_phase_rates(uvw, lmn, r, t)
             rot = np.empty(n_src, np.complex128)
             for c in range(n_blk):
                 c0 = c * block
@@ -570,7 +572,7 @@ def restore_sources(image, header, wcs, pb, table, freq_hz, n_sigma=6.0):
     image_freq_hz, restored_peak_jy and in_image filled."""
     from scipy.ndimage import map_coordinates
 
-    from dsa110_contimg.photometry.forced import beam_pixel_covariance
+    from dsa110_contimg.io import beam_pixel_covariance
 
     table = table.copy()
     ny, nx = image.shape

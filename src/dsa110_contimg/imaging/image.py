@@ -471,8 +471,7 @@ def image_group(
     (module drift)."""
     from astropy.io import fits
 
-    from dsa110_contimg.photometry.forced import _wcs
-    from dsa110_contimg.qa import image_frequency
+    from dsa110_contimg.io import image_frequency, image_wcs
 
     settings = (settings or ImagingSettings()).check()
     ms_path, out_dir = Path(ms_path), Path(out_dir)
@@ -523,7 +522,7 @@ def image_group(
         with fits.open(residual_fits) as hdul:
             resid_hdr, resid = hdul[0].header.copy(), hdul[0].data.astype(np.float32)
         beam = _beam(image_hdr, image_fits)
-        wcs = _wcs(image_hdr).celestial
+        wcs = image_wcs(image_hdr).celestial
         ny, nx = image.shape[-2:]
         pb = primary_beam(wcs, (ny, nx), pra, pdec, freq).astype(np.float32)
         image_hdr["BMAJ"], image_hdr["BMIN"], image_hdr["BPA"] = beam
@@ -663,9 +662,9 @@ def _subtract_drifting_sources(
 
 
 def _read_sky(path):
-    from dsa110_contimg.photometry.forced import read_catalog
+    from dsa110_contimg.catalogs import read_sky_catalog
 
-    cat = read_catalog(path)
+    cat = read_sky_catalog(path)
     if "flux_jy" not in cat:
         raise ValueError(
             f"{path}: sky catalog lacks column flux_jy (needed to choose the "

@@ -11,6 +11,7 @@ not their subband's, duplicate subband, times inconsistent with their group) and
 missing subbands are listed with a reason and left out; the run goes on.
 """
 
+import inspect
 import logging
 import math
 from pathlib import Path
@@ -19,6 +20,12 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.calibrators import (
+    CATALOG_COLUMNS,
+    TRANSIT_COLUMNS,
+    calibrator_transits,
+    read_calibrator_catalog,
+)
 from dsa110_contimg.ingest.uvh5 import (
     FILENAME_RE,
     INCOMPLETE_SUFFIX,
@@ -61,13 +68,7 @@ GROUP_COLUMNS = [
     "n_channels",
     "freq_min_hz",
     "freq_max_hz",
-    # calibrator transit (calibrate.calibrator_transits)
-    "has_calibrator",
-    "calibrator",
-    "calibrator_flux_jy",
-    "calibrator_pb_response",
-    "calibrator_offset_deg",
-    "calibrator_transit_mjd",
+    *TRANSIT_COLUMNS,  # calibrator transit (calibrators.calibrator_transits)
 ]
 REJECT_COLUMNS = ["path", "group", "subband", "reason"]
 
@@ -193,7 +194,7 @@ def build_manifest(
 
     `start`/`end` (ISO strings or None) keep only groups whose start time lies in
     [start, end). `calibrators` (catalog CSV path or DataFrame) fills the calibrator
-    transit columns (see calibrate.calibrator_transits); without it no group has one.
+    transit columns (see calibrators.calibrator_transits); without it no group has one.
     """
     headers, rejects = [], []
     for path in paths:
@@ -221,14 +222,8 @@ def build_manifest(
 
 
 def _add_calibrator_transits(groups, calibrators, beam_fraction):
-    from dsa110_contimg.calibrators import (
-        TRANSIT_COLUMNS,
-        calibrator_transits,
-        read_calibrator_catalog,
-    )
-
     if calibrators is None:
-        catalog = pd.DataFrame(columns=["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index"])
+        catalog = pd.DataFrame(columns=CATALOG_COLUMNS)
     elif isinstance(calibrators, pd.DataFrame):
         catalog = calibrators
     else:
@@ -253,33 +248,19 @@ def _add_calibrator_transits(groups, calibrators, beam_fraction):
     return groups
 
 
-def write_manifest(
-    paths,
-    groups_path,
-    rejected_path,
-    tolerance_s=60.0,
-    expected_subbands=range(16),
-    start=None,
-    end=None,
-    calibrators=None,
-    beam_fraction=0.5,
-):
-    """Build the manifest of the UVH5 files `paths`; write groups and rejections to Parquet."""
+def write_manifest(paths, groups_path, rejected_path, **options):
+    """Build the manifest of the UVH5 files `paths` (`options`: build_manifest's keywords);
+    write groups and rejections to Parquet, with the options in the provenance."""
     paths = [Path(p) for p in paths]
     log.info("manifest: reading headers of %d files", len(paths))
-    groups, rejected = build_manifest(
-        paths, tolerance_s, expected_subbands, start, end, calibrators, beam_fraction
-    )
+    groups, rejected = build_manifest(paths, **options)
     for r in rejected.itertuples():
         log.warning("left out %s: %s", r.path, r.reason)
-    settings = {
-        "tolerance_s": tolerance_s,
-        "expected_subbands": list(expected_subbands),
-        "start": start,
-        "end": end,
-        "beam_fraction": beam_fraction,
-        "calibrators": None if calibrators is None else str(calibrators),
-    }
+    defaults = inspect.signature(build_manifest).parameters
+    settings = {k: options.get(k, p.default) for k, p in defaults.items() if k != "paths"}
+    settings["expected_subbands"] = list(settings["expected_subbands"])
+    if settings["calibrators"] is not None:
+        settings["calibrators"] = str(settings["calibrators"])
     meta = provenance(sorted({str(p.parent) for p in paths}), settings)
     write_parquet(rejected, rejected_path, meta)
     write_parquet(groups, groups_path, meta)
@@ -297,12 +278,12 @@ def _run(args):
         find_archive_files(args.archive),
         args.out,
         args.rejected,
-        args.tolerance_s,
-        range(args.n_subbands),
-        args.start,
-        args.end,
-        args.calibrators,
-        args.beam_fraction,
+        tolerance_s=args.tolerance_s,
+        expected_subbands=range(args.n_subbands),
+        start=args.start,
+        end=args.end,
+        calibrators=args.calibrators,
+        beam_fraction=args.beam_fraction,
     )
 
 

@@ -57,10 +57,10 @@ def apparent_declinations(catalog, mjd):
     """Apparent declination (deg) of each catalog source at `mjd` (J2000 when None)."""
     if mjd is None or catalog.empty:
         return catalog.dec_deg.to_numpy(dtype=float)
-    from dsa110_contimg.calibrators import _hadec
+    from dsa110_contimg.astrometry import hadec_deg
 
     n = len(catalog)
-    _, dec = _hadec(catalog.ra_deg.to_numpy(), catalog.dec_deg.to_numpy(), np.full(n, mjd))
+    _, dec = hadec_deg(catalog.ra_deg.to_numpy(), catalog.dec_deg.to_numpy(), np.full(n, mjd))
     return np.asarray(dec, dtype=float)
 
 

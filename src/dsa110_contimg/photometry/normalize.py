@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
-from dsa110_contimg.photometry.forced import NEAR_EDGE, read_table
+from dsa110_contimg.catalogs import add_fitness_arguments
+from dsa110_contimg.io import read_table
+from dsa110_contimg.photometry.forced import NEAR_EDGE
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -284,18 +286,7 @@ def register_cli(subparsers):
         help="sky catalog: its resolved or confused sources (and "
         "those flagged near_edge / reference_unfit) are never references",
     )
-    p.add_argument(
-        "--beam-arcsec",
-        type=float,
-        default=40.0,
-        help="a source with a larger deconvolved size is resolved (40)",
-    )
-    p.add_argument(
-        "--confusion-arcsec",
-        type=float,
-        default=80.0,
-        help="a source with a neighbour closer than this is confused (80)",
-    )
+    add_fitness_arguments(p)
     p.set_defaults(func=_cli)
 
 
@@ -303,8 +294,7 @@ def _cli(args):
     refs = _read_reference_list(args.references) if args.references else None
     unfit = None
     if args.catalog:
-        from dsa110_contimg.catalogs import reference_flags
-        from dsa110_contimg.photometry.forced import read_catalog
+        from dsa110_contimg.catalogs import read_sky_catalog, reference_flags
 
         dec = read_table(args.input, select=["dec"]).get("dec")
         strip = None
@@ -312,7 +302,7 @@ def _cli(args):
             margin = 2.0 * args.confusion_arcsec / 3600.0
             strip = (float(np.nanmin(dec)) - margin, float(np.nanmax(dec)) + margin)
         cat = reference_flags(
-            read_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
+            read_sky_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
         )
         unfit = cat.source_id[cat.reference_unfit].tolist()
         log.info(

@@ -325,20 +325,16 @@ def make_test_image(
     noise of rms `rms_jy`; the pb.fits is that of `freq_hz`.
     """
     if subband_freqs_hz is not None:
-        return _make_test_cube(
-            image_path,
-            catalog,
-            pb_path,
-            npix,
-            cell_arcsec,
-            centre_deg,
-            beam_arcsec,
-            rms_jy,
-            freq_hz,
-            date_obs,
-            seed,
-            np.asarray(subband_freqs_hz, dtype=float),
-        )
+        grid = {
+            "npix": npix,
+            "cell_arcsec": cell_arcsec,
+            "centre_deg": centre_deg,
+            "beam_arcsec": beam_arcsec,
+            "rms_jy": rms_jy,
+            "date_obs": date_obs,
+        }
+        freqs = np.asarray(subband_freqs_hz, dtype=float)
+        return _make_test_cube(image_path, catalog, pb_path, freq_hz, seed, freqs, grid)
     from astropy.wcs import WCS
     from scipy.signal import fftconvolve
 
@@ -409,21 +405,9 @@ def make_test_image(
     return float(np.std(noise))
 
 
-def _make_test_cube(
-    image_path,
-    catalog,
-    pb_path,
-    npix,
-    cell_arcsec,
-    centre_deg,
-    beam_arcsec,
-    rms_jy,
-    freq_hz,
-    date_obs,
-    seed,
-    freqs,
-):
-    """Cube of single-plane test images stacked along FREQ (see make_test_image)."""
+def _make_test_cube(image_path, catalog, pb_path, freq_hz, seed, freqs, grid):
+    """Cube of single-plane test images stacked along FREQ (see make_test_image); `grid`
+    holds make_test_image's npix, cell_arcsec, centre_deg, beam_arcsec, rms_jy, date_obs."""
     import tempfile
 
     from astropy.io import fits
@@ -440,43 +424,19 @@ def _make_test_cube(
                 flux_jy=catalog["flux_jy"].to_numpy(float) * (nu / freq_hz) ** alpha
             )
             plane = Path(tmp) / f"plane{k}.fits"
-            rms.append(
-                make_test_image(
-                    plane,
-                    cat,
-                    None,
-                    npix,
-                    cell_arcsec,
-                    centre_deg,
-                    beam_arcsec,
-                    rms_jy,
-                    nu,
-                    date_obs,
-                    seed + 1000 * k,
-                )
-            )
+            rms.append(make_test_image(plane, cat, freq_hz=nu, seed=seed + 1000 * k, **grid))
             planes.append(fits.getdata(plane)[0, 0])
         if pb_path is not None:
-            make_test_image(
-                Path(tmp) / "wide.fits",
-                catalog.iloc[:0],
-                pb_path,
-                npix,
-                cell_arcsec,
-                centre_deg,
-                beam_arcsec,
-                rms_jy,
-                freq_hz,
-                date_obs,
-                seed,
-            )
+            wide = Path(tmp) / "wide.fits"
+            make_test_image(wide, catalog.iloc[:0], pb_path, freq_hz=freq_hz, seed=seed, **grid)
+    bmaj, bmin, bpa = grid["beam_arcsec"]
     header = _image_header(
-        npix,
-        cell_arcsec / 3600.0,
-        centre_deg,
+        grid["npix"],
+        grid["cell_arcsec"] / 3600.0,
+        grid["centre_deg"],
         freqs[0],
-        date_obs,
-        (beam_arcsec[0] / 3600.0, beam_arcsec[1] / 3600.0, beam_arcsec[2]),
+        grid["date_obs"],
+        (bmaj / 3600.0, bmin / 3600.0, bpa),
     )
     header["CDELT3"] = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 187.5e6
     _write_fits(np.stack(planes)[None], header, image_path)

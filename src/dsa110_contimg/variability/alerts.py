@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
-from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.io import read_table
 from dsa110_contimg.variability import voevent
 
 log = logging.getLogger(__name__)

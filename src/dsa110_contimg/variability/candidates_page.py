@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
-from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.io import read_table
 from dsa110_contimg.variability.esefit import fit_at
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def cutout(image_path, ra, dec, half=CUTOUT_HALF_PIX):
     """(stamp, (x, y) of the source in it) around (ra, dec), or None when off the image.
 
     A cube is shown as the mean of its planes (the wide band)."""
-    from dsa110_contimg.photometry.forced import read_subbands
+    from dsa110_contimg.io import read_subbands
 
     planes, _, wcs, _ = read_subbands(image_path)
     data = planes.mean(axis=0)

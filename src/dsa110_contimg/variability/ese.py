@@ -10,11 +10,12 @@ Candidates: ese_sigma >= min_sigma and ese_dip_ok.
 When the table has sub-band photometry, for each source with ese_sigma >= min_sigma the
 centre and duration are refined off the search grid (ese_mjd_fit, ese_duration_fit_days;
 the grid's cell and duration steps would bias the sub-band depths alike and so the
-slope) and, with the sub-band photometry (columns flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz, k = 0..K-1; see
-`photometry`), the depth is fitted in each sub-band at that centre and duration
-(ese_depth_sb<k>, ese_depth_err_sb<k>, freq_sb<k>_hz) and a straight line in lambda^2
-gives ese_lambda2_slope (per m^2), its error and ese_lambda2_sigma = slope / error.
-Sub-band fluxes are divided by the epoch's norm_factor when the table is normalized.
+slope) and, with the sub-band photometry (columns flux_sb<k>_jy, flux_err_sb<k>_jy,
+freq_sb<k>_hz, k = 0..K-1; see `photometry.forced`), the depth is fitted in each sub-band
+at that centre and duration (ese_depth_sb<k>, ese_depth_err_sb<k>, freq_sb<k>_hz) and a
+straight line in lambda^2 gives ese_lambda2_slope (per m^2), its error and
+ese_lambda2_sigma = slope / error. Sub-band fluxes are divided by the epoch's norm_factor
+when the table is normalized.
 
 Products (under `outdir`): variability_stats.parquet (one row per source, with the ESE
 fit and the state for incremental runs: n and mjd_last per source, settings in the
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet
-from dsa110_contimg.photometry.forced import read_table
+from dsa110_contimg.io import read_table
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
 from dsa110_contimg.variability.esefit import (

@@ -163,7 +163,7 @@ def detect_ese(
         size = n_rows * n_cells
         w = w_all[rows]
 
-        def grid(values):
+        def grid(values, flat=flat, size=size, n_rows=n_rows):
             return np.bincount(flat, values, size).reshape(n_rows, n_cells)
 
         weight = grid(w)
@@ -179,23 +179,10 @@ def detect_ese(
         trace = np.trace(xwx, axis1=1, axis2=2)
         xwx[trace == 0] = np.eye(k_par)  # no measurement left: nothing to fit, keep it invertible
         xwx += 1e-12 * trace[:, None, None] * np.eye(k_par)
-        _fit_chunk(
-            out,
-            best_coef,
-            slice(start, stop),
-            weight,
-            wtau,
-            wflux,
-            xwx,
-            xwy,
-            spectra,
-            fwhm_cells,
-            length,
-            n_cells,
-            min_dip_epochs,
-            min_baseline_epochs,
-            min_side_epochs,
-        )
+        normal = (weight, wtau, wflux, xwx, xwy)
+        search = (spectra, fwhm_cells, length, n_cells)
+        limits = (min_dip_epochs, min_baseline_epochs, min_side_epochs)
+        _fit_chunk(out, best_coef, slice(start, stop), normal, search, limits)
 
     dchi2 = out["ese_delta_chi2"]
     trials = out["ese_trials"]
@@ -268,24 +255,15 @@ def _dip_evidence(
     out["ese_in_progress"] = has_fit & (out["ese_egress_epochs"] < min_side_epochs)
 
 
-def _fit_chunk(
-    out,
-    best_coef,
-    sl,
-    weight,
-    wtau,
-    wflux,
-    xwx,
-    xwy,
-    spectra,
-    fwhm_cells,
-    length,
-    n_cells,
-    min_dip_epochs,
-    min_baseline_epochs,
-    min_side_epochs,
-):
-    """Grid search over centres and durations for one block of sources (in place)."""
+def _fit_chunk(out, best_coef, sl, normal, search, limits):
+    """Grid search over centres and durations for one block of sources (in place).
+
+    normal: (weight, wtau, wflux, xwx, xwy), the block's gridded normal equations;
+    search: (spectra, fwhm_cells, length, n_cells), the dip templates and grid;
+    limits: (min_dip_epochs, min_baseline_epochs, min_side_epochs)."""
+    weight, wtau, wflux, xwx, xwy = normal
+    spectra, fwhm_cells, length, n_cells = search
+    min_dip_epochs, min_baseline_epochs, min_side_epochs = limits
     from scipy.fft import irfft, rfft
 
     f_x = [rfft(a, length, axis=1) for a in [weight] + wtau]
