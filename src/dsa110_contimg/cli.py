@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-STAGE_MODULES = ["simulate", "manifest", "convert", "flagging", "workflow", "photometry", "normalize", "ese", "calibrate", "report", "imaging", "mosaic", "qa", "catalogs"]
+STAGE_MODULES = ["simulate", "manifest", "convert", "flagging", "workflow", "photometry", "normalize", "ese", "calibrate", "report", "imaging", "mosaic", "qa", "catalogs", "reproducibility"]
 
 
 def build_parser():
