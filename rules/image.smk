@@ -22,7 +22,9 @@ rule image:
         cfg=json_config("image"),
         c=config["image"],
         opts=image_cli_options(config["image"], SKY_CATALOG),
-    threads: config["image"]["threads"]
+    # Deterministic WSClean runs on one thread: claim one core, so that Snakemake images
+    # several groups at once instead.
+    threads: 1 if config["image"]["imager"] == "wsclean" and config["image"].get("deterministic") else config["image"]["threads"]
     resources:
         mem_mb=lambda wc, attempt: config["image"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["image"]["runtime_min"] * attempt,
