@@ -83,6 +83,20 @@ def test_json_hash_drops_wall_clock_fields_only(tmp_path):
     assert sums["a.json"] == sums["b.json"] != sums["c.json"]
 
 
+def test_results_paths_are_replaced_as_whole_components(tmp_path):
+    """Products that name the results directory compare equal across directories; a
+    sibling whose name starts with the results directory's (the archive next to results
+    'a') is a different path."""
+    for run in ("a", "b"):
+        (tmp_path / f"{run}.json").write_text(json.dumps(
+            {"product": f"{tmp_path / run}/ms/g.ms", "inputs": [str(tmp_path / "archive")]}))
+    a = product_checksum(tmp_path / "a.json", tmp_path / "a")
+    assert a == product_checksum(tmp_path / "b.json", tmp_path / "b")
+    (tmp_path / "c.json").write_text(json.dumps(
+        {"product": f"{tmp_path / 'a'}/ms/g.ms", "inputs": [str(tmp_path / "archivf")]}))
+    assert product_checksum(tmp_path / "c.json", tmp_path / "a") != a
+
+
 def _results(root, rms=0.01, extra=False):
     """A small results directory: products plus what the manifest leaves out."""
     (root / "qa" / "image").mkdir(parents=True)

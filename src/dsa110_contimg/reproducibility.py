@@ -6,8 +6,8 @@ results directory>", as `sha256sum` writes them. The digest is of the product's 
 content, not its bytes, where the bytes legitimately differ between identical runs:
 
 - FITS: every HDU's data array (dtype, shape, bytes) and its header cards except the
-  wall-clock and provenance ones (DATE, HISTORY with the imager's temporary paths,
-  CHECKSUM, DATASUM); PROVJSON counts without its wall-clock fields.
+  wall-clock, machine and provenance ones (FITS_SKIP_KEYWORDS: DATE, HISTORY with the
+  imager's temporary paths, CASA's MEMAVAIL); PROVJSON counts without its wall-clock fields.
 - Parquet: the table (column names and types in the order written, then the values),
   not the file (its metadata carries the creation time and host).
 - JSON (and JSON lines, VOEvent XML): the document without wall-clock fields
@@ -42,7 +42,10 @@ SKIP_SUFFIXES = {".png", ".html", ".log", ".lock", ".tsv", ".sha256"}
 # Fields that record when, where or how long something ran, not what it produced.
 WALL_CLOCK_KEYS = {"created_utc", "alerted_utc", "host", "hostname", "node", "seconds",
                    "elapsed_s", "wall_s"}
-FITS_SKIP_KEYWORDS = {"DATE", "HISTORY", "CHECKSUM", "DATASUM", "IRAF-TLM"}
+# Wall-clock and machine keywords: the file's date, the imager's command history (with
+# its temporary paths), checksums of the bytes, CASA's memory and MPI figures.
+FITS_SKIP_KEYWORDS = {"DATE", "HISTORY", "CHECKSUM", "DATASUM", "IRAF-TLM", "MEMAVAIL",
+                      "MEMREQ", "MPIPROCS"}
 
 RESULTS_TOKEN = "{results}"
 _ROWS_PER_CHUNK = 20000
@@ -84,13 +87,14 @@ class _Paths:
         if not relative.startswith(".."):
             forms.add(relative)
         forms.add(str(results))
-        self.forms = sorted((f for f in forms if f not in ("", ".")), key=len, reverse=True)
+        forms = sorted((f.rstrip("/") for f in forms if f not in ("", ".")), key=len, reverse=True)
+        # whole paths only: not /x/results_old, nor the relative results inside /y/results
+        self.pattern = re.compile(r"(?<![\w.~/-])(?:" + "|".join(re.escape(f) for f in forms) + ")"
+                                  + r"(?![^/\s\"',;:)\]}])")
 
     def __call__(self, value):
         if isinstance(value, str):
-            for form in self.forms:
-                value = value.replace(form, RESULTS_TOKEN)
-            return value
+            return self.pattern.sub(RESULTS_TOKEN, value)
         if isinstance(value, dict):
             return {k: self(v) for k, v in value.items() if k not in WALL_CLOCK_KEYS}
         if isinstance(value, (list, tuple)):
