@@ -35,9 +35,9 @@ MODES = {
 
 
 def snakemake(workdir, overlay, *args):
-    return [str(Path(sys.executable).with_name("snakemake")), "--profile", "profiles/local",
+    return [str(Path(sys.executable).with_name("snakemake")), *args, "--profile", "profiles/local",
             "--cores", "2", "--configfile", str(overlay), "--config",
-            f"archive_dir={workdir / 'archive'}", f"results_dir={workdir / 'results'}", *args]
+            f"archive_dir={workdir / 'archive'}", f"results_dir={workdir / 'results'}"]
 
 
 def prepare(workdir, n_groups):
