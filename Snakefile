@@ -31,16 +31,26 @@ include: "rules/qa.smk"
 include: "rules/photometry.smk"
 
 
+# Everything a full run makes; rules/checksums.smk checksums them.
+RUN_PRODUCTS = [
+    all_measurement_sets,
+    all_calibrated_measurement_sets,
+    f"{RESULTS}/qa/manifest/timeline.png",
+    all_images,
+    all_mosaics,
+    f"{RESULTS}/qa/summary.parquet",
+    all_photometry,
+]
+
+
+include: "rules/checksums.smk"
+
+
 rule all:
     default_target: True
     input:
-        all_measurement_sets,
-        all_calibrated_measurement_sets,
-        f"{RESULTS}/qa/manifest/timeline.png",
-        all_images,
-        all_mosaics,
-        f"{RESULTS}/qa/summary.parquet",
-        all_photometry,
+        *RUN_PRODUCTS,
+        f"{RESULTS}/checksums.sha256",
 
 
 rule calibrated:

@@ -6,6 +6,14 @@
 
 from dsa110_contimg.imaging.image import cli_options as image_cli_options
 
+# Deterministic WSClean runs on one thread: claim one core, so that Snakemake images
+# several groups at once instead.
+IMAGE_THREADS = (
+    1
+    if config["image"]["imager"] == "wsclean" and config["image"].get("deterministic")
+    else config["image"]["threads"]
+)
+
 
 rule image:
     """WSClean (w-gridder) or tclean (w-projection), chosen by config image.imager."""
@@ -23,7 +31,7 @@ rule image:
         f"{RESULTS}/benchmarks/image/{{group}}.tsv"
     conda:
         "../envs/contimg.yaml"
-    threads: config["image"]["threads"]
+    threads: IMAGE_THREADS
     resources:
         mem_mb=scaled_by_attempt("image", "mem_mb"),
         runtime=scaled_by_attempt("image", "runtime_min"),

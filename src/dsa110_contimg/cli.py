@@ -28,6 +28,7 @@ STAGE_MODULES = [
     "variability.ese",
     "workflow.runner",
     "summary",
+    "reproducibility",
 ]
 
 

@@ -342,11 +342,13 @@ def plot_flags(record, png):
     plt.close(fig)
 
 
-def flag_group(ms_path, group, qa_json, qa_png, settings=None):
-    """Flag one group's MS in place and write its QA record and plot."""
+def flag_group(ms_path, group, qa_json, qa_png, settings=None, product=None):
+    """Flag one group's MS in place and write its QA record and plot; the record names
+    `product` (default `ms_path`), the final path of an MS flagged under a temporary name,
+    so that the record does not depend on the writing process's PID."""
     settings = settings or FlagSettings()
     stats = flag_ms(ms_path, settings)
-    record = flag_qa_record(stats, ms_path, group, settings)
+    record = flag_qa_record(stats, product or ms_path, group, settings)
     plot_flags(record, qa_png)
     write_text(json.dumps(record, indent=1), qa_json)
     if record["status"] == FAIL:

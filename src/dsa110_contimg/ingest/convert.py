@@ -497,7 +497,7 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=N
             from dsa110_contimg.flagging import flag_group
 
             settings, qa_json, qa_png = flag
-            flag_group(tmp, group_name, qa_json, qa_png, settings)
+            flag_group(tmp, group_name, qa_json, qa_png, settings, product=ms_path)
     log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)
     return ms_path
 

@@ -1,0 +1,18 @@
+# The run's checksum manifest (sha256 of each science product's content, see
+# dsa110_contimg.reproducibility), written last so that every run records it;
+# `dsa110-contimg compare A B` compares two runs with it.
+
+
+rule checksums:
+    input:
+        *RUN_PRODUCTS,
+    output:
+        f"{RESULTS}/checksums.sha256",
+    log:
+        f"{RESULTS}/logs/checksums/checksums.log",
+    conda:
+        "../envs/contimg.yaml"
+    params:
+        results=RESULTS,
+    shell:
+        "dsa110-contimg checksums {params.results:q} --out {output:q} 2> {log:q}"
