@@ -157,10 +157,11 @@ def test_compare_reports_each_product_and_fails(tmp_path, capsys):
 @pytest.mark.workflow
 def test_two_runs_from_scratch_give_identical_checksums(tmp_path):
     """Two groups, 3C48 transiting in the first (the manifest and calibration checkpoints
-    run; the second group is calibrated with its solutions), through tclean imaging (the
-    default imager), QA, a mosaic of both, forced photometry and ESE detection, twice from
-    scratch into two results directories: every science product has the same checksum.
-    The grid is coarse (512 x 18 arcsec) to keep the test short."""
+    run; the second group is calibrated with its solutions), through imaging with the
+    default imager and settings of config/config.yaml, QA, a mosaic of both, forced
+    photometry and ESE detection, twice from scratch into two results directories: every
+    science product has the same checksum. The grid is coarse (512 x 18 arcsec) to keep
+    the test short."""
     from dsa110_contimg.calibrate import read_calibrator_catalog
     from dsa110_contimg.simulate import SimulationSettings, calibrator_placement, simulate_archive
 
@@ -186,7 +187,8 @@ def test_two_runs_from_scratch_give_identical_checksums(tmp_path):
     a, b = (read_manifest(m) for m in manifests)
     images = sorted(p for p in a if p.endswith("/image.fits"))
     assert len(images) == 2, sorted(a)
-    assert fits.getheader(tmp_path / "a" / images[0])["IMAGER"] == "tclean"
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["image"]["imager"]
+    assert fits.getheader(tmp_path / "a" / images[0])["IMAGER"] == default
     calgroup = images[0].split("/")[1]
     for product in (f"cal/{calgroup}/bandpass.b", f"cal/{calgroup}/gain.g",
                     f"ms_cal/{images[1].split('/')[1]}.ms", f"mosaics/{calgroup}/mosaic.fits",
