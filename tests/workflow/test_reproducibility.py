@@ -203,10 +203,11 @@ def test_compare_reports_each_product_and_fails(tmp_path, capsys):
 @pytest.mark.workflow
 def test_two_runs_from_scratch_give_identical_checksums(tmp_path):
     """Two groups, 3C48 transiting in the first (the manifest and calibration checkpoints
-    run; the second group is calibrated with its solutions), through tclean imaging (the
-    default imager), QA, a mosaic of both, forced photometry and ESE detection, twice from
-    scratch into two results directories: every science product has the same checksum.
-    The grid is coarse (512 x 18 arcsec) to keep the test short."""
+    run; the second group is calibrated with its solutions), through imaging with the
+    default imager and settings of config/config.yaml, QA, a mosaic of both, forced
+    photometry and ESE detection, twice from scratch into two results directories: every
+    science product has the same checksum. The grid is coarse (512 x 18 arcsec) to keep
+    the test short."""
     from dsa110_contimg.calibrators import read_calibrator_catalog
     from dsa110_contimg.simulation.visibilities import (
         SimulationSettings,
