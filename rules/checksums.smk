@@ -13,6 +13,6 @@ rule checksums:
     conda:
         "../envs/contimg.yaml"
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: str(Path(output[0]).parent),
     shell:
         "dsa110-contimg checksums {params.results:q} --out {output:q} 2> {log:q}"
