@@ -132,7 +132,7 @@ def drift_images(tmp_path_factory):
     tclean = image_group(
         mss[CENTRE_GROUP],
         out / "tclean" / groups.group[CENTRE_GROUP],
-        ImagingSettings(imsize=TEST_IMSIZE),
+        ImagingSettings(imsize=TEST_IMSIZE, imager="tclean"),
         sky_catalog=catalog,
     )
     return {
