@@ -5,8 +5,6 @@ scratch through the default workflow give identical manifests."""
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +23,7 @@ from dsa110_contimg.reproducibility import (
     write_manifest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from pipeline import BIN, REPO
 
 
 def _fits(path, data, date="2026-12-01T10:00:00", host="vm", results=None):
