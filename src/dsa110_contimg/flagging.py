@@ -47,7 +47,7 @@ class FlagSettings:
 
     strategy: str = "generic-minimal"
     dead_antenna_fraction: float = 0.1
-    broadcast_fraction: float = 0.5
+    broadcast_fraction: float = 0.3
     warn_flag_fraction: float = 0.2
     max_flag_fraction: float = 0.5
     workers: int = 2

@@ -82,6 +82,35 @@ def test_beam_correlated_noise_needs_beam_error_model(tmp_path):
     np.testing.assert_allclose(beam["flux_jy"], white["flux_jy"])
 
 
+@pytest.mark.parametrize("correlated", [False, True])
+def test_measured_error_model_is_honest_on_white_and_correlated_noise(tmp_path, correlated):
+    """The measured noise scale f follows the noise: ~1 on white noise, the beam model's
+    factor on beam-correlated noise; pulls against truth have unit spread either way."""
+    table, meta = _measure(tmp_path, 4, correlated=correlated, error_model="measured")
+    white, _ = _measure(tmp_path, 4, correlated=correlated, error_model="white")
+    pull = (table["flux_jy"] - table["true_jy"]) / table["flux_err_jy"]
+    print(
+        f"\ncorrelated={correlated}: noise scale {meta['noise_scale']:.3f} from "
+        f"{meta['noise_samples']} positions, pull std {pull.std():.3f}"
+    )
+    assert meta["noise_samples"] >= forced.MIN_NOISE_SAMPLES
+    assert 0.85 < pull.std() < 1.15
+    if correlated:
+        assert meta["noise_scale"] > 2.0
+    else:
+        assert 0.9 < meta["noise_scale"] < 1.1
+    np.testing.assert_allclose(table["flux_jy"], white["flux_jy"])
+    np.testing.assert_allclose(table["flux_err_jy"], white["flux_err_jy"] * meta["noise_scale"])
+
+
+def test_measured_error_model_without_free_sky_falls_back_to_beam(tmp_path, monkeypatch):
+    monkeypatch.setattr(forced, "MIN_NOISE_SAMPLES", 10**6)
+    measured, meta = _measure(tmp_path, 5, correlated=True, error_model="measured")
+    beam, _ = _measure(tmp_path, 5, correlated=True, error_model="beam")
+    assert meta["noise_scale"] is None
+    np.testing.assert_allclose(measured["flux_err_jy"], beam["flux_err_jy"])
+
+
 def test_unmeasurable_sources_are_flagged_rows(tmp_path):
     cat = lightcurves.grid_catalog(20, CENTRE, 0.3, 0.1, flux_range=(0.05, 0.1), seed=4)
     extra = pd.DataFrame(

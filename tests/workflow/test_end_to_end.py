@@ -75,17 +75,16 @@ def test_the_injected_ese_is_the_only_candidate(chain):
 
 
 def test_constant_sources_are_not_more_variable_than_their_errors(chain):
-    """Every constant source measured in every epoch against >= 3 references, and no
-    underestimated errors (median eta <= 1.5, which keeps constant sources from being
-    candidates). The errors are overestimated instead: median eta 0.51 here (target
-    0.7-1.5 not met yet; the local rms in each image includes the sidelobe pattern that
-    repeats identically every day, which a time series does not see)."""
+    """Every constant source measured in every epoch against >= 3 references, and its
+    scatter consistent with its errors: median eta (reduced chi-square about the weighted
+    mean) between 0.7 and 1.5. Errors come from the `measured` noise model; with the
+    `beam` model the median was 0.51."""
     lc = chain["summary"]["light_curves"]
     print(f"median eta of {lc['eta_sources']} constant sources: {lc['eta_median']:.2f}")
     assert lc["epochs_median"] == lc["epochs_min"] == N_DAYS
     assert lc["references_median"] >= 3
     assert lc["eta_sources"] >= 5
-    assert lc["eta_median"] <= 1.5
+    assert 0.7 <= lc["eta_median"] <= 1.5
 
 
 def test_every_image_passes_qa(chain):
@@ -93,5 +92,7 @@ def test_every_image_passes_qa(chain):
     images = qa[qa.stage == "image"]
     assert len(images) == N_DAYS
     assert set(images.status) <= {"pass", "warn"}, images[["name", "status", "failed"]]
+    print(f"image rms / thermal: {images.rms_thermal_ratio.round(2).tolist()}")
+    assert images.rms_thermal_ratio.max() <= 1.5
     flags = qa[qa.stage == "flag"]
     assert len(flags) == N_DAYS and set(flags.status) <= {"pass", "warn"}
