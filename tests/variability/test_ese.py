@@ -112,6 +112,34 @@ def test_underestimated_errors_do_not_make_candidates():
     assert abs(np.median(fit["error_scale"]) - 2.0) < 0.1
 
 
+def test_short_bright_light_curves_keep_their_dips():
+    """14 epochs, SNR ~100, a 40% dip of FWHM 4 days: the consecutive differences alone
+    would scale the errors ~5x and hide the dip; the scale about the best fit does not.
+    Constant sources with errors 2x too small beside them still make no candidate."""
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=400,
+        n_epochs=14,
+        seed=27,
+        snr_range=(80.0, 120.0),
+        n_ese=200,
+        ese_depth=(0.35, 0.45),
+        ese_fwhm_days=(4.0, 4.0),
+        ese_shoulder=(0.0, 0.0),
+    )
+    sim["flux_err"][200:] /= 2.0
+    fit = _detect(sim)
+    candidate = (fit["ese_sigma"] >= 5.0) & fit["ese_dip_ok"]
+    print(
+        f"\n14-epoch ESEs: {candidate[:200].mean():.3f} found, median error scale "
+        f"{np.median(fit['error_scale'][:200]):.2f}; constant sources with errors 2x too "
+        f"small: {int(candidate[200:].sum())} candidates, median scale "
+        f"{np.median(fit['error_scale'][200:]):.2f}"
+    )
+    assert candidate[:200].mean() >= 0.97  # 0.900 with the consecutive-difference scale alone
+    assert candidate[200:].sum() == 0
+    assert np.median(fit["error_scale"][200:]) > 1.6
+
+
 @pytest.fixture
 def small_run(tmp_path):
     sim = lightcurves.simulate_lightcurves(
