@@ -42,7 +42,6 @@ rows); the normal matrix G is summed per block with the block's mean weight and 
 and the exact sum of the phase differences, so it costs K^2 per block, not per sample.
 """
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -286,98 +285,10 @@ def _chunk_rows(model, budget):
     return max(64, int(budget // max(1, model.freqs.size)))
 
 
-@functools.cache
 def _kernels():
-    """Numba kernels (compiled on first use, cached on disk): per row, the phase of
-    every source in channel f0 + j df follows from the block's first channel by the
-    recurrence z_{j+1} = z_j exp(2 pi i df tau / c), so the sample loop has no
-    exponential."""
-    import numba
-
-    two_pi_over_c = 2.0 * np.pi / inst.SPEED_OF_LIGHT
-
-    @numba.njit(cache=True)
-    def layout(lmn, term_src, n_chan, block, freqs):
-        """(sources, terms, channel blocks, channel width Hz) of a kernel call."""
-        df = freqs[1] - freqs[0] if n_chan > 1 else 0.0
-        return lmn.shape[0], term_src.size, n_chan // block, df
-
-    @numba.njit(cache=True)
-    def row_phase_rates(uvw, lmn, r, t):
-        """2 pi w_k / c (rad per Hz) of row r toward each source k at time index t."""
-        tau = np.empty(lmn.shape[0])
-        for k in range(lmn.shape[0]):
-            tau[k] = (
-                uvw[r, 0] * lmn[k, t, 0] + uvw[r, 1] * lmn[k, t, 1] + uvw[r, 2] * lmn[k, t, 2]
-            ) * two_pi_over_c
-        return tau
-
-    @numba.njit(parallel=True, cache=True)
-    def fit_rows(uvw, tidx, vis, wt, lmn, term_src, term_amp, freqs, block, b_out, g_out):
-        n_row, n_chan = vis.shape
-        n_src, n_term, n_blk, df = layout(lmn, term_src, n_chan, block, freqs)
-        for r in numba.prange(n_row):
-            t = tidx[r]
-            tau = row_phase_rates(uvw, lmn, r, t)
-            rot = np.empty(n_src, np.complex128)
-            abar = np.empty(n_term)
-            for c in range(n_blk):
-                c0 = c * block
-                for k in range(n_src):
-                    rot[k] = np.exp(1j * tau[k] * freqs[c0])
-                step = np.exp(1j * tau * df)
-                wsum = 0.0
-                for m in range(n_term):
-                    abar[m] = 0.0
-                for j in range(block):
-                    ch = c0 + j
-                    w = wt[r, ch]
-                    if w > 0.0:
-                        v = vis[r, ch]
-                        wsum += w
-                        for m in range(n_term):
-                            z = rot[term_src[m]]
-                            a = term_amp[m, t, ch]
-                            b_out[r, m] += w * a * (z.real * v.real + z.imag * v.imag)
-                            abar[m] += w * a
-                    for k in range(n_src):
-                        rot[k] *= step[k]
-                if wsum == 0.0:
-                    continue
-                # normal matrix per block: weights and beams averaged over the block,
-                # the phase difference summed exactly (a Dirichlet kernel)
-                for m in range(n_term):
-                    for q in range(m, n_term):
-                        dtau = tau[term_src[q]] - tau[term_src[m]]
-                        x = dtau * df
-                        if block == 1 or abs(x) < 1e-12:
-                            dirichlet = block + 0j
-                        else:
-                            dirichlet = (1.0 - np.exp(1j * x * block)) / (1.0 - np.exp(1j * x))
-                        g = (np.exp(1j * dtau * freqs[c0]) * dirichlet).real / block
-                        g_out[r, m, q] += abar[m] * abar[q] / wsum * g
-
-    @numba.njit(parallel=True, cache=True)
-    def predict_rows(uvw, tidx, lmn, term_src, term_amp, coef, freqs, block, out):
-        n_row, n_chan = out.shape
-        n_src, n_term, n_blk, df = layout(lmn, term_src, n_chan, block, freqs)
-        for r in numba.prange(n_row):
-            t = tidx[r]
-            tau = row_phase_rates(uvw, lmn, r, t)
-            rot = np.empty(n_src, np.complex128)
-            for c in range(n_blk):
-                c0 = c * block
-                for k in range(n_src):
-                    rot[k] = np.exp(1j * tau[k] * freqs[c0])
-                step = np.exp(1j * tau * df)
-                for j in range(block):
-                    ch = c0 + j
-                    acc = 0j
-                    for m in range(n_term):
-                        acc += coef[m] * term_amp[m, t, ch] * rot[term_src[m]]
-                    out[r, ch] = acc
-                    for k in range(n_src):
-                        rot[k] *= step[k]
+    """The numba kernels (module drift_kernels; imported on first use, since importing
+    numba costs ~1 s that imaging without drift subtraction need not pay)."""
+    from dsa110_contimg.imaging.drift_kernels import fit_rows, predict_rows
 
     return fit_rows, predict_rows
 
