@@ -621,8 +621,6 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
     apply QA json; returns it."""
     from casacore import tables
 
-    from dsa110_contimg.casaenv import casatasks
-
     row = dict(selection_row)
     status = row["status"]
     if status == "skip":
@@ -649,13 +647,7 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
                     raise FileNotFoundError(
                         f"group {row['group']}: calibration table {tab} is missing"
                     )
-            casatasks().applycal(
-                vis=str(tmp),
-                gaintable=gaintables,
-                interp=[interp, interp],
-                calwt=False,
-                flagbackup=False,
-            )
+            _correct(tmp, gaintables, interp)
             record["tables"] = gaintables
         else:
             with tables.table(str(tmp), readonly=False, ack=False) as t:
@@ -683,6 +675,23 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
     record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
     write_text(json.dumps(record, indent=2, default=str), qa_json)
     return record
+
+
+def _correct(ms, gaintables, interp):
+    """CORRECTED_DATA = DATA corrected by `gaintables` (flags from failed solutions
+    applied, weights untouched): casatools' calibrater directly, the same computation as
+    applycal(calwt=False) without importing casatasks (5 s per job)."""
+    from dsa110_contimg.casaenv import casatools
+
+    cb = casatools().calibrater()
+    try:
+        cb.open(filename=str(ms), compress=False, addcorr=True, addmodel=False)
+        cb.selectvis()
+        for table in gaintables:
+            cb.setapply(table=table, interp=interp, calwt=False)
+        cb.correct(applymode="calflag")
+    finally:
+        cb.close()
 
 
 def calibration_status(ms):
