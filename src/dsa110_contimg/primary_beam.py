@@ -34,3 +34,21 @@ def angular_separation(ra1, dec1, ra2, dec2):
     )
     den = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(dra)
     return np.arctan2(num, den)
+
+
+def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
+    """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
+    dish at hour angle 0 and apparent declination `pointing_dec_deg` (the drift scan),
+    with one coordinate transformation for all sources and times."""
+    from dsa110_contimg.astrometry import hadec_deg
+
+    n_src, n_time = len(ra_deg), len(times_mjd)
+    if n_src == 0:
+        return np.zeros((0, n_time, len(freqs_hz)))
+    ha, dec = hadec_deg(
+        np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time), np.tile(times_mjd, n_src)
+    )
+    theta = angular_separation(
+        0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec)
+    ).reshape(n_src, n_time)
+    return airy_power(theta[:, :, None], np.asarray(freqs_hz)[None, None, :])

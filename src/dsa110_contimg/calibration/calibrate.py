@@ -8,7 +8,7 @@
 - `select_calibrations`: each group takes the nearest calibrator group whose solve
   passed QA, within a validity window; the others are reported with a reason.
 - `apply_calibration`: copy the group's MS to `ms_cal/{group}.ms` and fill
-  CORRECTED_DATA with `applycal`, or (fallback) leave CORRECTED_DATA = DATA and mark the
+  CORRECTED_DATA (casatools' calibrater, as applycal), or (fallback) leave CORRECTED_DATA = DATA and mark the
   MS uncalibrated. The main table keyword `DSA110_CALIBRATION` records which.
 
 Conventions: CASA's, MS row (i, j) = G_i conj(G_j) x model; solutions are referenced to
@@ -26,10 +26,9 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
-from dsa110_contimg.astrometry import hadec_deg
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
 from dsa110_contimg.calibrators import calibrator_spectrum, read_calibrator_catalog
-from dsa110_contimg.primary_beam import airy_power, angular_separation
+from dsa110_contimg.primary_beam import angular_separation, beam_tracks
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -85,10 +84,15 @@ def _chan_freqs(ms):
 def primary_beam_track(ms, ra_deg, dec_deg, pointing_dec_deg):
     """Airy power response [n_time, n_chan] toward (ra, dec) for each integration of
     `ms`: the dish points at hour angle 0, apparent declination `pointing_dec_deg`."""
+    return primary_beam_tracks(ms, [ra_deg], [dec_deg], pointing_dec_deg)[0]
+
+
+def primary_beam_tracks(ms, ra_deg, dec_deg, pointing_dec_deg):
+    """`primary_beam_track` of many sources at once: [n_source, n_time, n_chan]."""
     times, _ = _unique_times(ms)
-    ha, dec = hadec_deg(np.full(times.size, ra_deg), np.full(times.size, dec_deg), times / 86400.0)
-    theta = angular_separation(0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec))
-    return airy_power(theta[:, None], _chan_freqs(ms)[None, :])
+    return beam_tracks(
+        times / 86400.0, np.asarray(ra_deg), np.asarray(dec_deg), pointing_dec_deg, _chan_freqs(ms)
+    )
 
 
 def write_point_model(ms, ra_deg, dec_deg, flux_jy, spectral_index, pointing_dec_deg, workdir):
@@ -159,13 +163,13 @@ def add_field_sources(ms, sources, pointing_dec_deg, chunk_rows=20000):
     with tables.table(f"{ms}/FIELD", ack=False) as t:
         ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
     tracks = []
-    for src in sources.itertuples():
+    beams = primary_beam_tracks(ms, sources.ra_deg, sources.dec_deg, pointing_dec_deg)
+    for src, beam in zip(sources.itertuples(), beams):
         ra, dec = np.radians(src.ra_deg), np.radians(src.dec_deg)
         l = np.cos(dec) * np.sin(ra - ra0)
         m = np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)
         n = np.sqrt(1.0 - l * l - m * m)
         spectrum = calibrator_spectrum(freqs, src.flux_jy, src.spectral_index)
-        beam = primary_beam_track(ms, src.ra_deg, src.dec_deg, pointing_dec_deg)
         tracks.append((l, m, n - 1.0, spectrum[None, :] * beam))
     with tables.table(str(ms), readonly=False, ack=False) as t:
         for start in range(0, t.nrows(), chunk_rows):
@@ -446,13 +450,7 @@ def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     bp_t, g_t = read_caltable(bp), read_caltable(gain)
     qa["bandpass"] = _table_summary(bp_t, names, present)
     qa["gain"] = _table_summary(g_t, names, present)
-    cta.applycal(
-        vis=str(scratch),
-        gaintable=[str(bp), str(gain)],
-        interp=["nearest", "nearest"],
-        calwt=False,
-        flagbackup=False,
-    )
+    _correct(scratch, [str(bp), str(gain)], "nearest")
     qa.update(_residual_check(scratch))
     return {
         "bandpass": bp_t,

@@ -20,7 +20,7 @@ What is done instead, per group:
    the frame of those UVW (`direction_cosines`):
    T_k = (f / 1.4 GHz)^alpha_k A_k(t, f) exp(+2 pi i f (u l + v m + w (n - 1)) / c),
    A_k(t, f) the Airy power toward the source for integration t (the calibrator field
-   model's calibrate.primary_beam_track, done for all sources at once in `beam_tracks`).
+   model's primary_beam.beam_tracks, for all sources at once).
    Optionally a second template T_k ln(f / 1.4 GHz) lets the spectral index move.
 3. Fit the fluxes jointly by weighted linear least squares on Stokes I
    (V_I = (w_XX V_XX + w_YY V_YY) / (w_XX + w_YY), weight w_XX + w_YY from
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
-from dsa110_contimg.primary_beam import airy_power, angular_separation
+from dsa110_contimg.primary_beam import airy_power, angular_separation, beam_tracks
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +109,6 @@ def select_sources(
         .head(max_sources)
         .reset_index(drop=True)
     )
-
-
-def beam_tracks(times_mjd, ra_deg, dec_deg, pointing_dec_deg, freqs_hz):
-    """Airy power [n_source, n_time, n_chan] toward each source at each integration, the
-    dish at hour angle 0 and apparent declination `pointing_dec_deg`: the per-source
-    calibrate.primary_beam_track, with one coordinate transformation for all sources."""
-    from dsa110_contimg.astrometry import hadec_deg
-
-    n_src, n_time = len(ra_deg), len(times_mjd)
-    if n_src == 0:
-        return np.zeros((0, n_time, len(freqs_hz)))
-    ha, dec = hadec_deg(
-        np.repeat(ra_deg, n_time), np.repeat(dec_deg, n_time), np.tile(times_mjd, n_src)
-    )
-    theta = angular_separation(
-        0.0, np.radians(pointing_dec_deg), np.radians(-ha), np.radians(dec)
-    ).reshape(n_src, n_time)
-    return airy_power(theta[:, :, None], np.asarray(freqs_hz)[None, None, :])
 
 
 def direction_cosines(times_mjd, phase_center, ra, dec):
