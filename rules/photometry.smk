@@ -15,12 +15,11 @@ rule photometry_image:
     conda:
         "../envs/contimg.yaml"
     params:
-        pb_cut=config["photometry"]["pb_cut"],
-        error_model=config["photometry"]["error_model"],
+        cfg=json_config("photometry"),
     shell:
         "dsa110-contimg photometry {input.image:q} --pb {input.pb:q} --catalog {input.catalog:q}"
-        " --out {output:q} --pb-cut {params.pb_cut} --error-model {params.error_model}"
-        " --image-id {wildcards.group} > {log:q} 2>&1"
+        " --out {output:q} --image-id {wildcards.group} --config-json {params.cfg:q}"
+        " > {log:q} 2>&1"
 
 
 rule photometry_mosaic:
@@ -35,11 +34,11 @@ rule photometry_mosaic:
     conda:
         "../envs/contimg.yaml"
     params:
-        error_model=config["photometry"]["error_model"],
+        cfg=json_config("photometry"),
     shell:
         "dsa110-contimg photometry {input.image:q} --no-pb-correct --catalog {input.catalog:q}"
-        " --out {output:q} --error-model {params.error_model}"
-        " --image-id {wildcards.mosaic} > {log:q} 2>&1"
+        " --out {output:q} --image-id {wildcards.mosaic} --config-json {params.cfg:q}"
+        " > {log:q} 2>&1"
 
 
 rule gather_timeseries:

@@ -44,12 +44,14 @@ settings) is stored as JSON in the Parquet schema metadata under the key
 import json
 import logging
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
 from dsa110_contimg.catalogs import read_sky_catalog
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import (
     beam_pixel_covariance,
     image_mjd,
@@ -106,12 +108,36 @@ SUBBAND_COLUMN = re.compile(r"^(flux_sb|flux_err_sb|freq_sb)\d+_(jy|hz)$")
 """Per-sub-band columns: flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz (k = 0..K-1)."""
 
 
+@dataclass
+class PhotometrySettings(StageSettings):
+    """Forced-photometry options (config section `photometry`; the reference_* keys are
+    normalization's). box_size and filter_size (the background mesh, pixels and boxes)
+    are not configured (command-line flags only)."""
+
+    SECTION = "photometry"
+    OTHER_KEYS = frozenset(
+        {"reference_min_snr", "reference_max_size_arcsec", "reference_confusion_arcsec"}
+    )
+    CHOICES = {"error_model": ERROR_MODELS}
+    KEYS = {"box_size": None, "filter_size": None}
+
+    pb_cut: float = 0.2
+    error_model: str = "measured"
+    box_size: int = 64
+    filter_size: int = 3
+
+
 def describe_flags(flags):
     """Names of the bits set in a photometry flag value, e.g. 5 -> ['OFF_IMAGE', 'NEAR_EDGE']."""
     return [name for bit, name in FLAG_NAMES.items() if int(flags) & bit]
 
 
-def background_maps(data, box_size=64, filter_size=3, mask=None):
+def background_maps(
+    data,
+    box_size=PhotometrySettings.box_size,
+    filter_size=PhotometrySettings.filter_size,
+    mask=None,
+):
     """Background and rms maps (photutils Background2D, MAD-based rms).
 
     Blanked pixels are excluded and stay NaN in both maps; pixels where `mask` is True
@@ -141,11 +167,11 @@ def forced_photometry(
     image_path,
     catalog,
     pb_path=None,
-    pb_cut=0.2,
+    pb_cut=PhotometrySettings.pb_cut,
     pb_correct=True,
-    box_size=64,
-    filter_size=3,
-    error_model="measured",
+    box_size=PhotometrySettings.box_size,
+    filter_size=PhotometrySettings.filter_size,
+    error_model=PhotometrySettings.error_model,
     image_id=None,
     mask_sources=True,
     subband_images=None,
@@ -491,7 +517,9 @@ def _beam_correlation_factor(k, inv_cov, offs):
         return np.sqrt(krk / kk)
 
 
-def run_photometry(image_path, catalog_path, out_path, pb_path=None, pb_cut=0.2, **kwargs):
+def run_photometry(
+    image_path, catalog_path, out_path, pb_path=None, pb_cut=PhotometrySettings.pb_cut, **kwargs
+):
     """Forced photometry of one image, written atomically to `out_path` (Parquet)."""
     table, meta = forced_photometry(
         image_path, catalog_path, pb_path=pb_path, pb_cut=pb_cut, **kwargs
@@ -555,19 +583,10 @@ def register_cli(subparsers):
     p.add_argument("--catalog", required=True, help="CSV: source_id, ra_deg, dec_deg, ...")
     p.add_argument("--out", required=True, help="output Parquet")
     p.add_argument("--pb", help="primary-beam FITS on the same grid")
-    p.add_argument("--pb-cut", type=float, default=0.2, help="skip where pb < this (0.2)")
     p.add_argument(
         "--no-pb-correct",
         action="store_true",
         help="image is already primary-beam corrected: do not divide by pb",
-    )
-    p.add_argument("--box-size", type=int, default=64, help="background box (pixels)")
-    p.add_argument("--filter-size", type=int, default=3, help="background filter (boxes)")
-    p.add_argument(
-        "--error-model",
-        choices=list(ERROR_MODELS),
-        default="measured",
-        help="how the flux error accounts for correlated image noise (module docstring)",
     )
     p.add_argument("--image-id", help="identifier stored per row (default from the path)")
     p.add_argument(
@@ -576,6 +595,7 @@ def register_cli(subparsers):
         help="single-plane FITS images of the sub-bands, measured into "
         "flux_sb<k>_jy (a cube image is split into sub-bands by itself)",
     )
+    PhotometrySettings.add_arguments(p)
     p.set_defaults(func=_cli_photometry)
 
     g = subparsers.add_parser("gather", help="concatenate per-image photometry into a time series")
@@ -590,12 +610,9 @@ def _cli_photometry(args):
         args.catalog,
         args.out,
         pb_path=args.pb,
-        pb_cut=args.pb_cut,
         pb_correct=not args.no_pb_correct,
-        box_size=args.box_size,
-        filter_size=args.filter_size,
-        error_model=args.error_model,
         image_id=args.image_id,
+        **asdict(PhotometrySettings.from_args(args)),
         subband_images=args.subband_images,
     )
     counts = {
