@@ -180,18 +180,6 @@ def json_config(section):
     return json.dumps(config[section], sort_keys=True)
 
 
-def qa_args():
-    """Image/mosaic QA settings and thresholds (config qa) as command-line options."""
-    import json
-
-    q = config["qa"]
-    thresholds = json.dumps(q["thresholds"], sort_keys=True)
-    return (
-        f"--pb-min {q['pb_min']} --detect-snr {q['detect_snr']} --bright-snr "
-        f"{q['bright_snr']} --thresholds-json '{thresholds}'"
-    )
-
-
 # Forced photometry and ESE detection (rules/photometry.smk).
 def photometry_catalog(wildcards):
     """Forced-photometry positions: the sky catalog (config sky_catalog)."""

@@ -69,13 +69,10 @@ rule normalize:
     conda:
         "../envs/contimg.yaml"
     params:
-        min_snr=config["photometry"]["reference_min_snr"],
-        max_size=config["photometry"]["reference_max_size_arcsec"],
-        confusion=config["photometry"]["reference_confusion_arcsec"],
+        cfg=json_config("photometry"),
     shell:
-        "dsa110-contimg normalize {input.timeseries:q} {output:q} --ref-min-snr {params.min_snr}"
-        " --catalog {input.catalog:q} --beam-arcsec {params.max_size}"
-        " --confusion-arcsec {params.confusion} > {log:q} 2>&1"
+        "dsa110-contimg normalize {input.timeseries:q} {output:q} --catalog {input.catalog:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 rule ese_detect:
@@ -92,16 +89,10 @@ rule ese_detect:
         "../envs/contimg.yaml"
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
-        min_sigma=config["ese"]["min_sigma"],
-        min_dip_epochs=config["ese"]["min_dip_epochs"],
-        low_sigma=config["ese"]["low_sigma"],
-        trend_degree=config["ese"]["trend_degree"],
-        outlier_sigma=config["ese"]["outlier_sigma"],
+        cfg=json_config("ese"),
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
-        " --min-sigma {params.min_sigma} --min-dip-epochs {params.min_dip_epochs}"
-        " --low-sigma {params.low_sigma} --trend-degree {params.trend_degree}"
-        " --outlier-sigma {params.outlier_sigma} --recompute > {log:q} 2>&1"
+        " --config-json {params.cfg:q} --recompute > {log:q} 2>&1"
 
 
 rule ese_candidates_page:

@@ -23,10 +23,10 @@ rule qa_image:
         "../envs/contimg.yaml"
     params:
         catalog=catalog_option,
-        args=qa_args(),
+        cfg=json_config("qa"),
     shell:
         "dsa110-contimg qa-image {input.image:q} --pb {input.pb:q}"
-        " --residual {input.residual:q} {params.catalog} {params.args}"
+        " --residual {input.residual:q} {params.catalog} --config-json {params.cfg:q}"
         " --json {output.json:q} --png {output.png:q} 2> {log:q}"
 
 
@@ -50,10 +50,10 @@ rule qa_mosaic:
         "../envs/contimg.yaml"
     params:
         catalog=catalog_option,
-        args=qa_args(),
+        cfg=json_config("qa"),
     shell:
         "dsa110-contimg qa-mosaic {input.mosaic:q} --weight {input.weight:q}"
-        " {params.catalog} {params.args} --json {output.json:q} --png {output.png:q}"
+        " {params.catalog} --config-json {params.cfg:q} --json {output.json:q} --png {output.png:q}"
         " 2> {log:q}"
 
 

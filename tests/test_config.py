@@ -117,18 +117,23 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path):
 # passes the section as one --config-json; flags only override. The tests below hold the
 # defaults to one value each and the workflow and the command line to one computation.
 
-SETTINGS = {
-    "flag": "dsa110_contimg.flagging:FlagSettings",
-    "calibrate": "dsa110_contimg.calibration.calibrate:SolveSettings",
-    "image": "dsa110_contimg.imaging.image:ImagingSettings",
-    "photometry": "dsa110_contimg.photometry.forced:PhotometrySettings",
+SETTINGS = {  # config section: its stages' settings classes
+    "flag": ["dsa110_contimg.flagging:FlagSettings"],
+    "calibrate": ["dsa110_contimg.calibration.calibrate:SolveSettings"],
+    "image": ["dsa110_contimg.imaging.image:ImagingSettings"],
+    "qa": ["dsa110_contimg.qa:QASettings"],
+    "photometry": [
+        "dsa110_contimg.photometry.forced:PhotometrySettings",
+        "dsa110_contimg.photometry.normalize:NormalizeSettings",
+    ],
+    "ese": ["dsa110_contimg.variability.ese:ESESettings"],
 }
 
 
-def _settings_class(section):
+def _settings_class(section, index=0):
     import importlib
 
-    module, name = SETTINGS[section].split(":")
+    module, name = SETTINGS[section][index].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -139,13 +144,16 @@ def _lookup_key(config, dotted):
     return value
 
 
-@pytest.mark.parametrize("section", sorted(SETTINGS))
-def test_settings_defaults_are_config_yaml_values(defaults, section):
+@pytest.mark.parametrize(
+    "section,index",
+    [(s, i) for s, classes in sorted(SETTINGS.items()) for i in range(len(classes))],
+)
+def test_settings_defaults_are_config_yaml_values(defaults, section, index):
     """config.yaml's value of every key equals the settings field's default: building
     the settings from config.yaml's section gives exactly the defaults."""
     import dataclasses
 
-    cls = _settings_class(section)
+    cls = _settings_class(section, index)
     assert cls.from_config(defaults[section]) == cls()
     for field in dataclasses.fields(cls):
         key = (
@@ -153,10 +161,42 @@ def test_settings_defaults_are_config_yaml_values(defaults, section):
         )
         if key is None:  # set on the command line only
             continue
-        assert _lookup_key(defaults, key) == field.default, key
-    # every key of the section is a field or another stage's (no key silently unused)
+        default = field.default
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        assert _lookup_key(defaults, key) == default, key
+    # the keys another stage uses are keys of the section
     other = getattr(cls, "OTHER_KEYS", frozenset())
     assert other <= set(defaults[section]), sorted(other - set(defaults[section]))
+
+
+# Keys the rules use themselves: the calibrator catalog and transit criterion (manifest),
+# the selection's and apply's options (scripts/calibrate_*.py), the alert command.
+USED_BY_RULES = {
+    "calibrate": {"catalog", "beam_fraction", "validity_hours", "fallback", "interp"},
+    "ese": {"alert_command"},
+}
+
+
+def test_every_config_key_reaches_a_stage(defaults):
+    """Each key of a section with settings classes is a field of one of them or a job
+    resource: no configured value is silently unused."""
+    import dataclasses
+
+    unused = []
+    for section, classes in SETTINGS.items():
+        used = {"mem_mb", "runtime_min"}
+        for i in range(len(classes)):
+            cls = _settings_class(section, i)
+            for f in dataclasses.fields(cls):
+                key = (
+                    cls.config_key(f.name) if hasattr(cls, "config_key") else f"{section}.{f.name}"
+                )
+                if key and key.startswith(f"{section}."):
+                    used.add(key.split(".")[1])
+        used |= USED_BY_RULES.get(section, set())
+        unused += [f"{section}.{k}" for k in defaults[section] if k not in used]
+    assert unused == []
 
 
 def test_schema_documents_every_key_with_config_yaml_default(defaults):
@@ -214,7 +254,10 @@ def _rule_commands(tmp_path, overlay=None):
     cal, img, phot, mos = GROUPS
     for d in (f"ms/{cal}.ms", "manifest", f"ms_cal/{img}.ms", f"images/{phot}", f"mosaics/{mos}"):
         (results / d).mkdir(parents=True)
-    for f in ("manifest/groups.parquet", f"images/{phot}/image.fits", f"images/{phot}/pb.fits"):
+    (results / "photometry").mkdir()
+    for f in ("image.fits", "pb.fits", "residual.fits"):
+        (results / "images" / phot / f).touch()
+    for f in ("manifest/groups.parquet", "photometry/timeseries.parquet"):
         (results / f).touch()
     (results / f"mosaics/{mos}/mosaic.fits").touch()
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -234,6 +277,8 @@ def _rule_commands(tmp_path, overlay=None):
         results / "images" / img / "image.fits",
         results / "photometry" / "images" / f"{phot}.parquet",
         results / "photometry" / "mosaics" / f"{mos}.parquet",
+        results / "qa" / "image" / f"{phot}.json",
+        results / "ese" / "variability_stats.parquet",
     ]
     out = subprocess.run(
         [
@@ -248,6 +293,9 @@ def _rule_commands(tmp_path, overlay=None):
             "image",
             "photometry_image",
             "photometry_mosaic",
+            "qa_image",
+            "normalize",
+            "ese_detect",
             *options,
             "--config",
             f"archive_dir={archive}",
@@ -272,18 +320,21 @@ def _rule_commands(tmp_path, overlay=None):
             commands[key] = argv
     assert sorted(commands) == [
         "calibrate-solve",
+        "ese-detect",
         "image",
+        "normalize",
         "photometry",
         "photometry --no-pb-correct",
+        "qa-image",
     ], out.stdout
     return commands, config, sky
 
 
-def _cli_settings(argv, section):
+def _cli_settings(argv, section, index=0):
     """The settings object the `dsa110-contimg` command builds from `argv`."""
     from dsa110_contimg.cli import build_parser
 
-    return _settings_class(section).from_args(build_parser().parse_args(argv))
+    return _settings_class(section, index).from_args(build_parser().parse_args(argv))
 
 
 BARE = {  # the stages' command lines with no settings flag at all
@@ -305,7 +356,12 @@ BARE = {  # the stages' command lines with no settings flag at all
     ],
     "image": ["image", "ms", "--out-dir", "o"],
     "photometry": ["photometry", "i.fits", "--catalog", "c", "--out", "o"],
+    "qa": ["qa-image", "i.fits", "--pb", "p", "--json", "j", "--png", "p"],
+    "normalize": ["normalize", "ts.parquet", "n.parquet"],
+    "ese": ["ese-detect", "--timeseries", "t", "--outdir", "o"],
 }
+# the other stages' rule commands: (command, config section, settings class index)
+OTHER_STAGES = [("qa-image", "qa", 0), ("normalize", "photometry", 1), ("ese-detect", "ese", 0)]
 
 
 def test_workflow_and_cli_build_the_same_settings_from_the_defaults(tmp_path, defaults):
@@ -336,6 +392,12 @@ def test_workflow_and_cli_build_the_same_settings_from_the_defaults(tmp_path, de
         assert phot == _cli_settings(BARE["photometry"], "photometry")
         assert (phot.error_model, phot.pb_cut) == ("measured", 0.2)
 
+    for command, section, index in OTHER_STAGES:
+        settings = _cli_settings(commands[command], section, index)
+        assert settings == _settings_class(section, index).from_config(config[section])
+        bare = BARE["normalize" if command == "normalize" else section]
+        assert settings == _cli_settings(bare, section, index), command
+
 
 def test_workflow_settings_follow_the_config(tmp_path):
     """A config overlay changes what each rule's command runs, key by key (including the
@@ -354,7 +416,14 @@ def test_workflow_settings_follow_the_config(tmp_path):
             "drift_subtract": False,
             "deterministic": False,
         },
-        "photometry": {"pb_cut": 0.35, "error_model": "beam"},
+        "photometry": {
+            "pb_cut": 0.35,
+            "error_model": "beam",
+            "reference_min_snr": 20.0,
+            "reference_confusion_arcsec": 60.0,
+        },
+        "qa": {"detect_snr": 6.0, "thresholds": {"dynamic_range": [50, 10]}},
+        "ese": {"min_sigma": 6.0, "min_dip_epochs": 3},
     }
     commands, config, sky = _rule_commands(tmp_path, overlay)
     solve = _cli_settings(commands["calibrate-solve"], "calibrate")
@@ -377,3 +446,9 @@ def test_workflow_settings_follow_the_config(tmp_path):
     assert (phot.pb_cut, phot.error_model) == (0.35, "beam")
     override = _cli_settings(commands["photometry"] + ["--error-model", "white"], "photometry")
     assert (override.pb_cut, override.error_model) == (0.35, "white")
+    qa = _cli_settings(commands["qa-image"], "qa")
+    assert qa.detect_snr == 6.0 and qa.thresholds["dynamic_range"] == [50, 10]
+    normalize = _cli_settings(commands["normalize"], "photometry", 1)
+    assert (normalize.reference_min_snr, normalize.reference_confusion_arcsec) == (20.0, 60.0)
+    ese = _cli_settings(commands["ese-detect"], "ese")
+    assert (ese.min_sigma, ese.min_dip_epochs) == (6.0, 3)

@@ -26,11 +26,13 @@ products out.
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import image_frequency, read_plane
 from dsa110_contimg.provenance import provenance
 
@@ -39,16 +41,50 @@ log = logging.getLogger(__name__)
 PASS, WARN, FAIL = "pass", "warn", "fail"
 STATUS_RANK = {PASS: 0, WARN: 1, FAIL: 2}
 
-DEFAULT_THRESHOLDS = {
-    # metric: (kind, warn, fail); "min": value below the limit is bad, "max": above.
-    "dynamic_range": ("min", 100.0, 20.0),
-    "rms_thermal_ratio": ("max", 2.0, 5.0),
-    "flux_ratio_error": ("max", 0.1, 0.3),
-    "position_offset_beam": ("max", 0.2, 0.5),
-    "detected_fraction": ("min", 0.8, 0.5),
-    "bmaj_arcsec": ("max", 150.0, 300.0),
+THRESHOLD_KINDS = {
+    # "min": a value below the limit is bad; "max": above it.
+    "dynamic_range": "min",
+    "rms_thermal_ratio": "max",
+    "flux_ratio_error": "max",
+    "position_offset_beam": "max",
+    "detected_fraction": "min",
+    "bmaj_arcsec": "max",
 }
-DEFAULT_SETTINGS = {"pb_min": 0.3, "detect_snr": 5.0, "bright_snr": 30.0}
+
+
+@dataclass
+class QASettings(StageSettings):
+    """Image and mosaic QA options (config section `qa`): the catalog comparison's
+    pb_min, detect_snr and bright_snr, and [warn, fail] limits per metric."""
+
+    SECTION = "qa"
+    FLAGS = {"thresholds": "--thresholds-json"}
+
+    pb_min: float = 0.3
+    detect_snr: float = 5.0
+    bright_snr: float = 30.0
+    thresholds: dict = field(
+        default_factory=lambda: {
+            "dynamic_range": [100, 20],
+            "rms_thermal_ratio": [2.0, 5.0],
+            "flux_ratio_error": [0.1, 0.3],
+            "position_offset_beam": [0.2, 0.5],
+            "detected_fraction": [0.8, 0.5],
+            "bmaj_arcsec": [150, 300],
+        }
+    )
+
+    def comparison(self):
+        """The catalog comparison's settings (pb_min, detect_snr, bright_snr)."""
+        return {k: getattr(self, k) for k in ("pb_min", "detect_snr", "bright_snr")}
+
+
+DEFAULT_SETTINGS = QASettings().comparison()
+DEFAULT_THRESHOLDS = {
+    # metric: (kind, warn, fail)
+    name: (THRESHOLD_KINDS[name], float(warn), float(fail))
+    for name, (warn, fail) in QASettings().thresholds.items()
+}
 SPECTRAL_INDEX_DEFAULT = -0.7
 REFERENCE_FREQ_HZ = 1.4e9
 
@@ -612,9 +648,8 @@ def summarize(report_paths, out_path):
 
 
 def _settings_args(args):
-    settings = {k: getattr(args, k) for k in DEFAULT_SETTINGS if getattr(args, k) is not None}
-    thresholds = json.loads(args.thresholds_json) if args.thresholds_json else None
-    return settings, thresholds
+    settings = QASettings.from_args(args)
+    return settings.comparison(), settings.thresholds
 
 
 def _run_image(args):
@@ -643,10 +678,6 @@ def register_cli(sub):
         ),
         ("--json", dict(required=True, help="QA report to write")),
         ("--png", dict(required=True, help="thumbnail to write")),
-        ("--thresholds-json", dict(help="{metric: [warn, fail]} overriding the defaults")),
-        ("--pb-min", dict(type=float, dest="pb_min")),
-        ("--detect-snr", dict(type=float, dest="detect_snr")),
-        ("--bright-snr", dict(type=float, dest="bright_snr")),
     ]
     p = sub.add_parser("qa-image", help="QA of one image: noise, beam, catalog comparison")
     p.add_argument("image")
@@ -654,12 +685,14 @@ def register_cli(sub):
     p.add_argument("--residual")
     for flag, kw in common:
         p.add_argument(flag, **kw)
+    QASettings.add_arguments(p)
     p.set_defaults(func=_run_image)
     p = sub.add_parser("qa-mosaic", help="QA of one mosaic")
     p.add_argument("mosaic")
     p.add_argument("--weight", required=True)
     for flag, kw in common:
         p.add_argument(flag, **kw)
+    QASettings.add_arguments(p)
     p.set_defaults(func=_run_mosaic)
     p = sub.add_parser("qa-summary", help="gather QA reports into summary.parquet")
     p.add_argument("reports", nargs="+")
