@@ -20,8 +20,9 @@ Metrics
 Each thresholded metric gets pass / warn / fail from config ``qa.thresholds`` as
 [warn, fail] limits; the product's status is the worst, and ``failed`` names the metrics
 that failed. A metric that cannot be computed (e.g. no bright catalog source in view) is
-reported as null and not graded. Downstream rules call ``passed(report)`` to leave failed
-products out.
+reported as null and not graded. Reports have the shape of every QA record
+(``qa_records``), where ``passed_products`` leaves failed products out of mosaics and the
+time series.
 """
 
 import json
@@ -35,11 +36,19 @@ from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
 from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import image_frequency, read_plane
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.qa_records import (  # noqa: F401  (load_report, passed: the stage's API)
+    FAIL,
+    PASS,
+    STATUS_RANK,
+    WARN,
+    load_report,
+    passed,
+    passed_products,
+    qa_record,
+)
 
 log = logging.getLogger(__name__)
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
-STATUS_RANK = {PASS: 0, WARN: 1, FAIL: 2}
 
 THRESHOLD_KINDS = {
     # "min": a value below the limit is bad; "max": above it.
@@ -445,20 +454,19 @@ def _report(stage, product, metrics, thresholds, settings, inputs):
         k: {"kind": v[0], "warn": v[1], "fail": v[2]} for k, v in _thresholds(thresholds).items()
     }
     product = Path(product)
-    name = product.parent.name
-    return {
-        "stage": stage,
-        "name": name,
-        "product": str(product),
-        "status": status,
-        "failed": failed,
-        "warned": warned,
-        "grades": grades,
-        "metrics": {k: _plain(v) for k, v in metrics.items()},
-        "thresholds": limits,
-        "settings": settings,
-        "provenance": provenance(inputs, {"thresholds": limits, "settings": settings}),
-    }
+    return qa_record(
+        stage,
+        product.parent.name,
+        status,
+        failed,
+        warned,
+        {k: _plain(v) for k, v in metrics.items()},
+        product=str(product),
+        grades=grades,
+        thresholds=limits,
+        settings=settings,
+        provenance=provenance(inputs, {"thresholds": limits, "settings": settings}),
+    )
 
 
 def _plain(value):
@@ -559,80 +567,24 @@ def write_report(report, table, image, json_path, png_path):
     return report
 
 
-def load_report(path):
-    """A QA report written by `write_report` (ValueError naming the file if unreadable)."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable QA report ({err})") from err
-    for key in ("stage", "name", "status"):
-        if key not in report:
-            raise ValueError(f"{path}: QA report lacks {key!r}")
-    return report
-
-
-def passed(report_path):
-    """True unless the QA report at `report_path` says the product failed."""
-    return load_report(report_path)["status"] != FAIL
-
-
-def passed_products(products, *report_lists):
-    """Split `products` into those whose every QA report passed and those left out.
-
-    `report_lists` are lists parallel to `products` (e.g. each image's image QA and its
-    group's flagging QA). Returns (kept products, {left-out product: failed reports}).
-    This is where downstream stages leave out what failed QA.
-    """
-    kept, excluded = [], {}
-    for product, *reports in zip(products, *report_lists):
-        failed = [r for r in reports if not passed(r)]
-        if failed:
-            excluded[product] = failed
-        else:
-            kept.append(product)
-    return kept, excluded
-
-
-def _summary_fields(path):
-    """(stage, name, status, failed, warned) of a QA JSON: this module's reports, or other
-    stages' records with `passed` and `reasons` (calibration solves) or a calibration
-    `status` (apply: calibrated -> pass, anything else -> warn)."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable QA report ({err})") from err
-    stage = report.get("stage") or path.parent.name
-    name = report.get("name") or path.stem
-    status = report.get("status")
-    failed = list(report.get("failed") or [])
-    if status not in STATUS_RANK:
-        if "passed" in report:
-            status = PASS if report["passed"] else FAIL
-            failed = failed or ([] if report["passed"] else list(report.get("reasons") or []))
-        else:
-            status = PASS if status == "calibrated" else WARN
-    return report, stage, name, status, failed, list(report.get("warned") or [])
-
-
 def summarize(report_paths, out_path):
-    """Gather QA reports into one Parquet table (one row per product); logs failures."""
+    """Gather QA records (qa_records.RECORD_KEYS, every stage alike) into one Parquet
+    table, one row per product with its metrics as columns; logs failures."""
     import pandas as pd
 
     rows = []
     for path in report_paths:
-        report, stage, name, status, failed, warned = _summary_fields(path)
+        report = load_report(path)
         row = {
-            "stage": stage,
-            "name": name,
-            "status": status,
-            "failed": ",".join(failed),
-            "warned": ",".join(warned),
+            "stage": report["stage"],
+            "name": report["name"],
+            "status": report["status"],
+            "failed": ",".join(report["failed"]),
+            "warned": ",".join(report["warned"]),
             "product": report.get("product"),
             "report": str(path),
         }
-        for key, value in (report.get("metrics") or {}).items():
+        for key, value in report["metrics"].items():
             row[key] = value if value is None or isinstance(value, (int, float)) else str(value)
         rows.append(row)
     df = pd.DataFrame(rows)

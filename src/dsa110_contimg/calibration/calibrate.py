@@ -33,6 +33,7 @@ from dsa110_contimg.calibrators import calibrator_spectrum, read_calibrator_cata
 from dsa110_contimg.configuration import ConfigError, StageSettings
 from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.qa_records import FAIL, PASS, WARN, qa_record
 
 log = logging.getLogger(__name__)
 
@@ -365,10 +366,11 @@ def solve_calibrator_group(
         tmp.mkdir()
         try:
             tables_out = _solve(Path(ms), cal, pointing_dec_deg, tmp, settings, qa)
-            reasons = _qa_failures(qa, settings)
+            failures = _qa_failures(qa, settings)
         except Exception as err:  # noqa: BLE001 - any solve failure is a QA failure
             log.exception("%s: calibration solve failed", ms)
-            reasons = [f"solve failed: {type(err).__name__}: {err}"]
+            failures = [("solve", f"solve failed: {type(err).__name__}: {err}")]
+        reasons = [reason for _, reason in failures]
         qa["passed"] = not reasons
         qa["reasons"] = reasons
         if reasons:
@@ -390,6 +392,16 @@ def solve_calibrator_group(
         else {}
     )
     plot_solutions(tables_out if qa["passed"] else None, qa, qa_png)
+    qa = qa_record(
+        "cal",
+        qa["calgroup"],
+        PASS if qa["passed"] else FAIL,
+        sorted({check for check, _ in failures}),
+        [],
+        _solve_metrics(qa),
+        reason="; ".join(reasons) or None,
+        **qa,
+    )
     write_text(json.dumps(qa, indent=2, default=str), qa_json)
     level = logging.INFO if qa["passed"] else logging.WARNING
     log.log(
@@ -504,25 +516,48 @@ def _require(path, message):
 
 
 def _qa_failures(qa, settings):
-    reasons = []
+    """[(failed check, reason)] of a solve against the QA limits of `settings`."""
+    failures = []
     for name in ("bandpass", "gain"):
         s = qa[name]
         if s["flagged_fraction"] > settings.max_flagged_fraction:
-            reasons.append(
-                f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
-                f"(limit {100 * settings.max_flagged_fraction:.0f}%)"
+            failures.append(
+                (
+                    f"{name}_flagged_fraction",
+                    f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
+                    f"(limit {100 * settings.max_flagged_fraction:.0f}%)",
+                )
             )
         if s["median_snr"] < settings.min_median_snr:
-            reasons.append(
-                f"{name}: median solution SNR {s['median_snr']:.1f} < {settings.min_median_snr:g}"
+            failures.append(
+                (
+                    f"{name}_median_snr",
+                    f"{name}: median solution SNR {s['median_snr']:.1f} "
+                    f"< {settings.min_median_snr:g}",
+                )
             )
     resid = qa.get("residual_ratio")
     if resid is None or not resid <= settings.max_residual_ratio:
-        reasons.append(
-            f"calibrated calibrator departs from its model: median "
-            f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})"
+        failures.append(
+            (
+                "residual_ratio",
+                f"calibrated calibrator departs from its model: median "
+                f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})",
+            )
         )
-    return reasons
+    return failures
+
+
+def _solve_metrics(qa):
+    """The QA record's metrics of a solve (null where the solve stopped before them)."""
+    metrics = {}
+    for name in ("bandpass", "gain"):
+        for key in ("flagged_fraction", "median_snr"):
+            value = (qa.get(name) or {}).get(key)
+            metrics[f"{name}_{key}"] = None if value is None else float(value)
+    for key in ("residual_ratio", "amplitude_ratio"):
+        metrics[key] = None if qa.get(key) is None else float(qa[key])
+    return metrics
 
 
 def plot_solutions(solutions, qa, png):
@@ -666,7 +701,7 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
         )
     record = {
         "group": row["group"],
-        "status": status,
+        "calibration": status,
         "calgroup": row["calgroup"],
         "separation_hours": (
             None if pd.isna(row["separation_hours"]) else float(row["separation_hours"])
@@ -716,6 +751,20 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
             flag = t.getcol("FLAG")
         record["flagged_fraction"] = float(flag.mean())
     record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
+    record = qa_record(
+        "apply",
+        row["group"],
+        PASS if status == "calibrated" else WARN,
+        [],
+        [] if status == "calibrated" else ["calibration"],
+        {
+            "calibration": status,
+            "separation_hours": record["separation_hours"],
+            "flagged_fraction": record["flagged_fraction"],
+        },
+        product=str(out_ms),
+        **record,
+    )
     write_text(json.dumps(record, indent=2, default=str), qa_json)
     return record
 

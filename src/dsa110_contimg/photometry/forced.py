@@ -539,8 +539,12 @@ def run_photometry(
     return table
 
 
-def gather_timeseries(parquet_paths, out):
+def gather_timeseries(parquet_paths, out, *report_lists):
     """Concatenate per-image photometry tables into one time series (sorted by source, mjd).
+
+    `report_lists` (each parallel to `parquet_paths`, e.g. the images' QA and their
+    groups' flagging QA) leave out the images whose QA failed (qa_records.passed_products),
+    each named in the log and the provenance (`left_out`).
 
     Sub-band columns (flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz) are kept; rows
     from images without them get NaN there.
@@ -549,6 +553,14 @@ def gather_timeseries(parquet_paths, out):
     """
     import pandas as pd
 
+    from dsa110_contimg.qa_records import describe_failures, passed_products
+
+    n_given = len(parquet_paths)
+    parquet_paths, left_out = passed_products(list(parquet_paths), *report_lists)
+    for path, records in left_out.items():
+        log.warning("%s: left out %s, failed QA: %s", out, path, describe_failures(records))
+    if n_given and not parquet_paths:
+        log.warning("%s: no image passed QA: the time series is empty", out)
     parquet_paths = [Path(p) for p in parquet_paths]
     frames = []
     origin = []
@@ -572,7 +584,11 @@ def gather_timeseries(parquet_paths, out):
             f"in {files[:5]}"
         )
     table = table.sort_values(["source_id", "mjd"], kind="stable").reset_index(drop=True)
-    write_parquet(table, out, metadata=provenance(parquet_paths, n_images=len(parquet_paths)))
+    meta = provenance(
+        parquet_paths, n_images=len(parquet_paths), left_out=sorted(map(str, left_out))
+    )
+    write_parquet(table, out, metadata=meta)
+    log.info("%s: time series from %d of %d images", out, len(parquet_paths), n_given)
     return table
 
 
