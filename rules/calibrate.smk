@@ -3,6 +3,8 @@
 # calibrator groups is known after the manifest checkpoint; which tables each group
 # uses after the calibration_selection checkpoint.
 
+from dsa110_contimg.calibration.calibrate import SolveSettings
+
 
 wildcard_constraints:
     calgroup=GROUP_PATTERN,
@@ -30,7 +32,7 @@ rule calibrate_solve:
         mem_mb=scaled_by_attempt("calibrate", "mem_mb"),
         runtime=scaled_by_attempt("calibrate", "runtime_min"),
     params:
-        cfg=json_config("calibrate"),
+        cfg=json_config("calibrate", SolveSettings),
         sky=f"--sky-model {shlex.quote(SKY_CATALOG)}" if SKY_CATALOG else "",
     shell:
         "dsa110-contimg calibrate-solve {input.ms:q} --manifest {input.manifest:q}"

@@ -3,6 +3,8 @@
 # (the bright catalog sources fitted with the per-integration beam, subtracted before
 # imaging and restored).
 
+from dsa110_contimg.imaging.image import ImagingSettings
+
 # Deterministic WSClean runs on one thread: claim one core, so that Snakemake images
 # several groups at once instead. `--threads` passes the cores the scheduler granted
 # (fewer than image.threads under a smaller --cores).
@@ -35,7 +37,7 @@ rule image:
         runtime=scaled_by_attempt("image", "runtime_min"),
     params:
         out_dir=lambda wc, output: str(Path(output.image).parent),
-        cfg=json_config("image"),
+        cfg=json_config("image", ImagingSettings),
         sky=f"--sky-catalog {shlex.quote(SKY_CATALOG)}" if SKY_CATALOG else "",
     shell:
         "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q} {params.sky}"

@@ -1,6 +1,10 @@
 # Forced photometry per image and per mosaic -> time series -> normalization ->
 # variability and ESE candidates -> alerts: all chained in the DAG once images exist.
 
+from dsa110_contimg.photometry.forced import PhotometrySettings
+from dsa110_contimg.photometry.normalize import NormalizeSettings
+from dsa110_contimg.variability.ese import ESESettings
+
 
 rule photometry_image:
     """Forced photometry of one group's image at catalog positions."""
@@ -15,7 +19,7 @@ rule photometry_image:
     conda:
         "../envs/contimg.yaml"
     params:
-        cfg=json_config("photometry"),
+        cfg=json_config("photometry", PhotometrySettings),
     shell:
         "dsa110-contimg photometry {input.image:q} --pb {input.pb:q} --catalog {input.catalog:q}"
         " --out {output:q} --image-id {wildcards.group} --config-json {params.cfg:q}"
@@ -34,7 +38,7 @@ rule photometry_mosaic:
     conda:
         "../envs/contimg.yaml"
     params:
-        cfg=json_config("photometry"),
+        cfg=json_config("photometry", PhotometrySettings),
     shell:
         "dsa110-contimg photometry {input.image:q} --no-pb-correct --catalog {input.catalog:q}"
         " --out {output:q} --image-id {wildcards.mosaic} --config-json {params.cfg:q}"
@@ -69,7 +73,7 @@ rule normalize:
     conda:
         "../envs/contimg.yaml"
     params:
-        cfg=json_config("photometry"),
+        cfg=json_config("photometry", NormalizeSettings),
     shell:
         "dsa110-contimg normalize {input.timeseries:q} {output:q} --catalog {input.catalog:q}"
         " --config-json {params.cfg:q} > {log:q} 2>&1"
@@ -89,7 +93,7 @@ rule ese_detect:
         "../envs/contimg.yaml"
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
-        cfg=json_config("ese"),
+        cfg=json_config("ese", ESESettings),
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
         " --config-json {params.cfg:q} --recompute > {log:q} 2>&1"

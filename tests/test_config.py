@@ -5,6 +5,7 @@ section by one route, with the defaults in one place, so that the workflow and t
 command line run the same computation."""
 
 import copy
+import json
 import shlex
 import subprocess
 
@@ -446,6 +447,17 @@ def test_workflow_settings_follow_the_config(tmp_path):
     assert (phot.pb_cut, phot.error_model) == (0.35, "beam")
     override = _cli_settings(commands["photometry"] + ["--error-model", "white"], "photometry")
     assert (override.pb_cut, override.error_model) == (0.35, "white")
+
+    # each rule passes only the keys its stage reads: a change to another stage's key
+    # (or a job resource) does not rerun it
+    def passed_keys(command):
+        argv = commands[command]
+        return sorted(json.loads(argv[argv.index("--config-json") + 1]))
+
+    assert "validity_hours" not in passed_keys("calibrate-solve")
+    assert "qa" in passed_keys("calibrate-solve")
+    assert passed_keys("photometry") == ["error_model", "pb_cut"]
+    assert "pb_cut" not in passed_keys("normalize") and "mem_mb" not in passed_keys("image")
     qa = _cli_settings(commands["qa-image"], "qa")
     assert qa.detect_snr == 6.0 and qa.thresholds["dynamic_range"] == [50, 10]
     normalize = _cli_settings(commands["normalize"], "photometry", 1)
