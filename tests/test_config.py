@@ -236,6 +236,9 @@ def test_unknown_setting_is_an_error_naming_the_key(defaults):
     section["qa"]["min_snr"] = 3
     with pytest.raises(ConfigError, match=r"^calibrate\.min_snr: unknown key$"):
         solve.from_config(section)
+    bad_json = BARE["photometry"] + ["--config-json", "{pb_cut: 0.3}"]
+    with pytest.raises(ConfigError, match=r"^--config-json of `photometry`: not JSON \(Expecting"):
+        _cli_settings(bad_json, "photometry")
     # a key of another stage of the same section is accepted and unused
     photometry = _settings_class("photometry")
     assert photometry.from_config({"reference_min_snr": 10.0, "pb_cut": 0.5}).pb_cut == 0.5

@@ -274,7 +274,14 @@ class StageSettings:
     def from_args(cls, args):
         """Settings from parsed arguments: `--config-json` (else the defaults), then
         every flag given overriding its field."""
-        section = json.loads(args.config_json) if getattr(args, "config_json", None) else {}
+        section = {}
+        if getattr(args, "config_json", None):
+            try:
+                section = json.loads(args.config_json)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"--config-json of `{cls.SECTION}`: not JSON ({err})") from err
+            if not isinstance(section, dict):
+                raise ConfigError(f"--config-json of `{cls.SECTION}`: not a JSON object")
         given = {
             f.name: getattr(args, f.name)
             for f in dataclasses.fields(cls)
