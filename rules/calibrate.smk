@@ -3,6 +3,8 @@
 # calibrator groups is known after the manifest checkpoint; which tables each group
 # uses after the calibration_selection checkpoint.
 
+from dsa110_contimg.calibration.calibrate import SolveSettings
+
 
 wildcard_constraints:
     calgroup=GROUP_PATTERN,
@@ -30,9 +32,13 @@ rule calibrate_solve:
         mem_mb=scaled_by_attempt("calibrate", "mem_mb"),
         runtime=scaled_by_attempt("calibrate", "runtime_min"),
     params:
-        settings={**config["calibrate"], "sky_model": SKY_CATALOG},
-    script:
-        "../scripts/calibrate_solve.py"
+        cfg=json_config("calibrate", SolveSettings),
+        sky=f"--sky-model {shlex.quote(SKY_CATALOG)}" if SKY_CATALOG else "",
+    shell:
+        "dsa110-contimg calibrate-solve {input.ms:q} --manifest {input.manifest:q}"
+        " --catalog {input.catalog:q} --group {wildcards.calgroup} --out {output.cal:q}"
+        " --qa-json {output.qa:q} --qa-png {output.png:q} {params.sky}"
+        " --config-json {params.cfg:q} 2> {log:q}"
 
 
 checkpoint calibration_selection:

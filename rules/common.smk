@@ -173,23 +173,15 @@ def catalog_option(wildcards, input):
     return f"--catalog {input.catalog[0]!r}" if input.catalog else ""
 
 
-def json_config(section):
-    """One config section as JSON (recorded in the products' provenance)."""
+def json_config(section, settings=None):
+    """One config section as JSON, a rule's --config-json. With the stage's settings
+    class, without the keys it does not read (settings.OTHER_KEYS: other stages' keys,
+    job resources), so that changing those does not rerun the stage's jobs."""
     import json
 
-    return json.dumps(config[section], sort_keys=True)
-
-
-def qa_args():
-    """Image/mosaic QA settings and thresholds (config qa) as command-line options."""
-    import json
-
-    q = config["qa"]
-    thresholds = json.dumps(q["thresholds"], sort_keys=True)
-    return (
-        f"--pb-min {q['pb_min']} --detect-snr {q['detect_snr']} --bright-snr "
-        f"{q['bright_snr']} --thresholds-json '{thresholds}'"
-    )
+    other = settings.OTHER_KEYS if settings is not None else ()
+    values = {k: v for k, v in config[section].items() if k not in other}
+    return json.dumps(values, sort_keys=True)
 
 
 # Forced photometry and ESE detection (rules/photometry.smk).

@@ -3,11 +3,11 @@
 # (the bright catalog sources fitted with the per-integration beam, subtracted before
 # imaging and restored).
 
-
-from dsa110_contimg.imaging.image import cli_options as image_cli_options
+from dsa110_contimg.imaging.image import ImagingSettings
 
 # Deterministic WSClean runs on one thread: claim one core, so that Snakemake images
-# several groups at once instead.
+# several groups at once instead. `--threads` passes the cores the scheduler granted
+# (fewer than image.threads under a smaller --cores).
 IMAGE_THREADS = (
     1
     if config["image"]["imager"] == "wsclean" and config["image"].get("deterministic")
@@ -37,16 +37,8 @@ rule image:
         runtime=scaled_by_attempt("image", "runtime_min"),
     params:
         out_dir=lambda wc, output: str(Path(output.image).parent),
-        cfg=json_config("image"),
-        c=config["image"],
-        opts=image_cli_options(config["image"], SKY_CATALOG),
+        cfg=json_config("image", ImagingSettings),
+        sky=f"--sky-catalog {shlex.quote(SKY_CATALOG)}" if SKY_CATALOG else "",
     shell:
-        "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q}"
-        " --imager {params.c[imager]} --imsize {params.c[imsize]}"
-        " --cell-arcsec {params.c[cell_arcsec]} --weighting {params.c[weighting]}"
-        " --robust {params.c[robust]} --niter {params.c[niter]}"
-        " --threshold-jy {params.c[threshold_jy]} --nsigma {params.c[nsigma]}"
-        " --gain {params.c[gain]} --cyclefactor {params.c[cyclefactor]}"
-        " --mgain {params.c[mgain]} --max-major {params.c[max_major]}"
-        " --wprojplanes {params.c[wprojplanes]} --threads {threads}"
-        "{params.opts} --config-json {params.cfg:q} 2> {log:q}"
+        "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q} {params.sky}"
+        " --config-json {params.cfg:q} --threads {threads} 2> {log:q}"

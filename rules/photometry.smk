@@ -1,6 +1,10 @@
 # Forced photometry per image and per mosaic -> time series -> normalization ->
 # variability and ESE candidates -> alerts: all chained in the DAG once images exist.
 
+from dsa110_contimg.photometry.forced import PhotometrySettings
+from dsa110_contimg.photometry.normalize import NormalizeSettings
+from dsa110_contimg.variability.ese import ESESettings
+
 
 rule photometry_image:
     """Forced photometry of one group's image at catalog positions."""
@@ -15,12 +19,11 @@ rule photometry_image:
     conda:
         "../envs/contimg.yaml"
     params:
-        pb_cut=config["photometry"]["pb_cut"],
-        error_model=config["photometry"]["error_model"],
+        cfg=json_config("photometry", PhotometrySettings),
     shell:
         "dsa110-contimg photometry {input.image:q} --pb {input.pb:q} --catalog {input.catalog:q}"
-        " --out {output:q} --pb-cut {params.pb_cut} --error-model {params.error_model}"
-        " --image-id {wildcards.group} > {log:q} 2>&1"
+        " --out {output:q} --image-id {wildcards.group} --config-json {params.cfg:q}"
+        " > {log:q} 2>&1"
 
 
 rule photometry_mosaic:
@@ -35,11 +38,11 @@ rule photometry_mosaic:
     conda:
         "../envs/contimg.yaml"
     params:
-        error_model=config["photometry"]["error_model"],
+        cfg=json_config("photometry", PhotometrySettings),
     shell:
         "dsa110-contimg photometry {input.image:q} --no-pb-correct --catalog {input.catalog:q}"
-        " --out {output:q} --error-model {params.error_model}"
-        " --image-id {wildcards.mosaic} > {log:q} 2>&1"
+        " --out {output:q} --image-id {wildcards.mosaic} --config-json {params.cfg:q}"
+        " > {log:q} 2>&1"
 
 
 rule gather_timeseries:
@@ -70,13 +73,10 @@ rule normalize:
     conda:
         "../envs/contimg.yaml"
     params:
-        min_snr=config["photometry"]["reference_min_snr"],
-        max_size=config["photometry"]["reference_max_size_arcsec"],
-        confusion=config["photometry"]["reference_confusion_arcsec"],
+        cfg=json_config("photometry", NormalizeSettings),
     shell:
-        "dsa110-contimg normalize {input.timeseries:q} {output:q} --ref-min-snr {params.min_snr}"
-        " --catalog {input.catalog:q} --beam-arcsec {params.max_size}"
-        " --confusion-arcsec {params.confusion} > {log:q} 2>&1"
+        "dsa110-contimg normalize {input.timeseries:q} {output:q} --catalog {input.catalog:q}"
+        " --config-json {params.cfg:q} > {log:q} 2>&1"
 
 
 rule ese_detect:
@@ -93,16 +93,10 @@ rule ese_detect:
         "../envs/contimg.yaml"
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
-        min_sigma=config["ese"]["min_sigma"],
-        min_dip_epochs=config["ese"]["min_dip_epochs"],
-        low_sigma=config["ese"]["low_sigma"],
-        trend_degree=config["ese"]["trend_degree"],
-        outlier_sigma=config["ese"]["outlier_sigma"],
+        cfg=json_config("ese", ESESettings),
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
-        " --min-sigma {params.min_sigma} --min-dip-epochs {params.min_dip_epochs}"
-        " --low-sigma {params.low_sigma} --trend-degree {params.trend_degree}"
-        " --outlier-sigma {params.outlier_sigma} --recompute > {log:q} 2>&1"
+        " --config-json {params.cfg:q} --recompute > {log:q} 2>&1"
 
 
 rule ese_candidates_page:

@@ -1,6 +1,8 @@
 # Image and mosaic QA: qa/{image,mosaic}/{name}.json + .png, and
 # qa/summary.parquet over every QA report (calibration's included).
 
+from dsa110_contimg.qa import QASettings
+
 
 rule qa_image:
     """Noise, beam, dynamic range and the catalog comparison of one image."""
@@ -23,10 +25,10 @@ rule qa_image:
         "../envs/contimg.yaml"
     params:
         catalog=catalog_option,
-        args=qa_args(),
+        cfg=json_config("qa", QASettings),
     shell:
         "dsa110-contimg qa-image {input.image:q} --pb {input.pb:q}"
-        " --residual {input.residual:q} {params.catalog} {params.args}"
+        " --residual {input.residual:q} {params.catalog} --config-json {params.cfg:q}"
         " --json {output.json:q} --png {output.png:q} 2> {log:q}"
 
 
@@ -50,10 +52,10 @@ rule qa_mosaic:
         "../envs/contimg.yaml"
     params:
         catalog=catalog_option,
-        args=qa_args(),
+        cfg=json_config("qa", QASettings),
     shell:
         "dsa110-contimg qa-mosaic {input.mosaic:q} --weight {input.weight:q}"
-        " {params.catalog} {params.args} --json {output.json:q} --png {output.png:q}"
+        " {params.catalog} --config-json {params.cfg:q} --json {output.json:q} --png {output.png:q}"
         " 2> {log:q}"
 
 

@@ -116,6 +116,8 @@ def test_failed_image_is_left_out_and_named(calibrated_images, tmp_path, caplog)
                     "name": g,
                     "status": status,
                     "failed": ["flux_ratio_error"] if i == 1 else [],
+                    "warned": [],
+                    "metrics": {"flux_ratio": 0.5 if i == 1 else 1.0},
                 }
             )
         )

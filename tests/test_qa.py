@@ -66,7 +66,15 @@ def test_summary_names_failed_products(tmp_path, caplog):
         failed=["flux_ratio_error"],
         metrics={"rms_jy": 0.003, "calibration_status": "uncalibrated"},
     )
-    cal = {"calgroup": "2026-01-01T001019", "passed": False, "reasons": ["median SNR 3 < 10"]}
+    cal = {
+        "stage": "cal",
+        "name": "2026-01-01T001019",
+        "status": "fail",
+        "failed": ["bandpass_median_snr"],
+        "warned": [],
+        "metrics": {"bandpass_median_snr": 3.0},
+        "reason": "bandpass: median solution SNR 3.0 < 10",
+    }
     paths = []
     for rep in (good, bad):
         paths.append(tmp_path / "image" / f"{rep['name']}.json")
@@ -80,10 +88,18 @@ def test_summary_names_failed_products(tmp_path, caplog):
     back = pd.read_parquet(tmp_path / "summary.parquet")
     assert list(back.status) == ["fail", "pass", "fail"]
     assert list(back.stage) == ["cal", "image", "image"]
-    assert back.failed.tolist() == ["median SNR 3 < 10", "", "flux_ratio_error"]
+    assert back.failed.tolist() == ["bandpass_median_snr", "", "flux_ratio_error"]
+    assert back.bandpass_median_snr[0] == 3.0
     assert np.isclose(back.rms_jy[2], 0.003) and len(df) == 3
     assert "QA failed: image 2026-01-01T000509 (flux_ratio_error)" in caplog.text
     assert qa.passed(paths[0]) and not qa.passed(paths[1])
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json: not a readable QA report"):
         qa.summarize([tmp_path / "broken.json"], tmp_path / "s2.parquet")
+    # a record of another shape is an error naming the file, not a translated row
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps({"calgroup": "g", "passed": False, "reasons": ["x"]}))
+    with pytest.raises(
+        ValueError, match=r"legacy.json: QA record lacks stage, name, status, failed, warned"
+    ):
+        qa.summarize([legacy], tmp_path / "s3.parquet")

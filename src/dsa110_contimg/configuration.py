@@ -1,12 +1,31 @@
-"""Check the workflow configuration before any job runs: every value against
-config/schema.yaml (types, ranges, allowed values, no unknown keys) and every file or
-directory it names, with one readable message naming each offending key.
+"""The workflow configuration: checked before any job runs, and the one route by which
+it reaches each stage.
 
-A misspelt key (`image.imsiz`) would otherwise be ignored silently and the default used;
-a wrong type would fail deep inside a job, hours into a run.
+Checking: every value against config/schema.yaml (types, ranges, allowed values, no
+unknown keys) and every file or directory it names, with one readable message naming
+each offending key. A misspelt key (`image.imsiz`) would otherwise be ignored silently
+and the default used; a wrong type would fail deep inside a job, hours into a run.
+
+Route: each stage has a settings dataclass (a `StageSettings`) built from its config
+section by `from_config(section)`, which rejects keys it does not know. A rule passes
+the section as one JSON argument (`--config-json`); the stage's command-line flags,
+added by `add_arguments`, only override single fields (`from_args`). So the workflow
+and a hand-typed command run the same computation.
+
+Defaults live in the dataclass fields, and config/config.yaml repeats them as the
+documented values a user edits; tests/test_config.py asserts that both (and the
+`default:` of config/schema.yaml) agree key by key. The fields rather than config.yaml
+hold them because the package must work where the repository's config/ directory is not
+installed (a wheel, a stage run by hand), and a wrong default then fails a test instead
+of changing a run silently.
 """
 
+import argparse
+import dataclasses
 import difflib
+import json
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -183,3 +202,98 @@ def check_config(config, schema_path, check_paths=True, base="."):
             "invalid configuration (config/config.yaml with --configfile and "
             "--config overrides):\n" + "\n".join(f"  {p}" for p in problems)
         )
+
+
+class StageSettings:
+    """Base of the stages' settings dataclasses (see the module docstring).
+
+    SECTION names the config section; OTHER_KEYS are the section's keys another stage of
+    the same section (or the job's resources) uses, accepted and ignored here; FLAGS maps
+    a field to its command-line flag where that differs from `--field-name`; CHOICES
+    restricts a field's values on the command line; KEYS names a field's config key
+    where that is not `SECTION.field` (None: set on the command line only)."""
+
+    SECTION: typing.ClassVar[str] = ""
+    OTHER_KEYS: typing.ClassVar[frozenset] = frozenset()
+    FLAGS: typing.ClassVar[dict] = {}
+    CHOICES: typing.ClassVar[dict] = {}
+    KEYS: typing.ClassVar[dict] = {}
+
+    @classmethod
+    def config_key(cls, name):
+        """The config key of field `name` (`image.imsize`), None when not configured."""
+        return cls.KEYS.get(name, f"{cls.SECTION}.{name}")
+
+    @classmethod
+    def from_config(cls, section):
+        """Settings from the config section (a dict; None or {} gives the defaults).
+
+        Keys that are neither fields nor OTHER_KEYS raise ConfigError naming them."""
+        section = dict(section or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(section) - set(names) - cls.OTHER_KEYS)
+        if unknown:
+            lines = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                lines.append(f"{cls.SECTION}.{key}: unknown key{hint}")
+            raise ConfigError("; ".join(lines))
+        return cls(**{k: v for k, v in section.items() if k in names})
+
+    @classmethod
+    def add_arguments(cls, parser):
+        """`--config-json` and one overriding flag per field (default None: not given)."""
+        parser.add_argument(
+            "--config-json",
+            help=f"the config section `{cls.SECTION}` as JSON; the flags below override "
+            "single keys (default: the defaults of config/config.yaml)",
+        )
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            flag = cls.FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
+            default = field.default if field.default is not dataclasses.MISSING else None
+            if field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+            kind = _argument_type(hints[field.name])
+            extra = {"type": kind} if kind is not bool else {}
+            if kind is bool:
+                extra["action"] = argparse.BooleanOptionalAction
+            if field.name in cls.CHOICES:
+                extra["choices"] = list(cls.CHOICES[field.name])
+            key = cls.config_key(field.name)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                default=None,
+                help=f"{f'config {key}' if key else 'not configured'} (default {default!r})",
+                **extra,
+            )
+
+    @classmethod
+    def from_args(cls, args):
+        """Settings from parsed arguments: `--config-json` (else the defaults), then
+        every flag given overriding its field."""
+        section = {}
+        if getattr(args, "config_json", None):
+            try:
+                section = json.loads(args.config_json)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"--config-json of `{cls.SECTION}`: not JSON ({err})") from err
+            if not isinstance(section, dict):
+                raise ConfigError(f"--config-json of `{cls.SECTION}`: not a JSON object")
+        given = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None
+        }
+        return dataclasses.replace(cls.from_config(section), **given)
+
+
+def _argument_type(hint):
+    """The argparse type of a field annotated `hint` (X | None counts as X)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint in (dict, list) or typing.get_origin(hint) in (dict, list):
+        return json.loads
+    return hint

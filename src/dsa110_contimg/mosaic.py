@@ -80,7 +80,8 @@ def make_mosaic(
     from astropy.io import fits
     from reproject import reproject_interp
 
-    from dsa110_contimg.qa import load_report, robust_rms
+    from dsa110_contimg.qa import robust_rms
+    from dsa110_contimg.qa_records import passed_products
 
     images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
     if len(images) != len(pbs) or not images:
@@ -91,14 +92,12 @@ def make_mosaic(
     reports = [Path(p) for p in reports] if reports else [None] * len(images)
     if not 0 <= weight_cut < 1:
         raise ValueError(f"weight_cut must be in [0, 1), not {weight_cut}")
-    used, excluded = [], []
-    for img, pb, res, rep in zip(images, pbs, residuals, reports):
-        if rep is not None and load_report(rep)["status"] == "fail":
-            failed = load_report(rep).get("failed", [])
-            log.warning("mosaic %s: leaving out %s, failed QA (%s)", name, img, ", ".join(failed))
-            excluded.append({"image": str(img), "failed": failed})
-        else:
-            used.append((img, pb, res))
+    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
+    excluded = []
+    for (img, _, _), records in left_out.items():
+        failed = [check for r in records for check in r["failed"]]
+        log.warning("mosaic %s: leaving out %s, failed QA (%s)", name, img, ", ".join(failed))
+        excluded.append({"image": str(img), "failed": failed})
 
     headers, inputs = [], []
     for img, pb, res in used:

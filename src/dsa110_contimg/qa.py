@@ -20,35 +20,80 @@ Metrics
 Each thresholded metric gets pass / warn / fail from config ``qa.thresholds`` as
 [warn, fail] limits; the product's status is the worst, and ``failed`` names the metrics
 that failed. A metric that cannot be computed (e.g. no bright catalog source in view) is
-reported as null and not graded. Downstream rules call ``passed(report)`` to leave failed
-products out.
+reported as null and not graded. Reports have the shape of every QA record
+(``qa_records``), where ``passed_products`` leaves failed products out of mosaics and the
+time series.
 """
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import image_frequency, read_plane
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.qa_records import (  # noqa: F401  (load_report, passed: the stage's API)
+    FAIL,
+    PASS,
+    STATUS_RANK,
+    WARN,
+    load_report,
+    passed,
+    passed_products,
+    qa_record,
+)
 
 log = logging.getLogger(__name__)
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
-STATUS_RANK = {PASS: 0, WARN: 1, FAIL: 2}
 
-DEFAULT_THRESHOLDS = {
-    # metric: (kind, warn, fail); "min": value below the limit is bad, "max": above.
-    "dynamic_range": ("min", 100.0, 20.0),
-    "rms_thermal_ratio": ("max", 2.0, 5.0),
-    "flux_ratio_error": ("max", 0.1, 0.3),
-    "position_offset_beam": ("max", 0.2, 0.5),
-    "detected_fraction": ("min", 0.8, 0.5),
-    "bmaj_arcsec": ("max", 150.0, 300.0),
+THRESHOLD_KINDS = {
+    # "min": a value below the limit is bad; "max": above it.
+    "dynamic_range": "min",
+    "rms_thermal_ratio": "max",
+    "flux_ratio_error": "max",
+    "position_offset_beam": "max",
+    "detected_fraction": "min",
+    "bmaj_arcsec": "max",
 }
-DEFAULT_SETTINGS = {"pb_min": 0.3, "detect_snr": 5.0, "bright_snr": 30.0}
+
+
+@dataclass
+class QASettings(StageSettings):
+    """Image and mosaic QA options (config section `qa`): the catalog comparison's
+    pb_min, detect_snr and bright_snr, and [warn, fail] limits per metric."""
+
+    SECTION = "qa"
+    FLAGS = {"thresholds": "--thresholds-json"}
+
+    pb_min: float = 0.3
+    detect_snr: float = 5.0
+    bright_snr: float = 30.0
+    thresholds: dict = field(
+        default_factory=lambda: {
+            "dynamic_range": [100, 20],
+            "rms_thermal_ratio": [2.0, 5.0],
+            "flux_ratio_error": [0.1, 0.3],
+            "position_offset_beam": [0.2, 0.5],
+            "detected_fraction": [0.8, 0.5],
+            "bmaj_arcsec": [150, 300],
+        }
+    )
+
+    def comparison(self):
+        """The catalog comparison's settings (pb_min, detect_snr, bright_snr)."""
+        return {k: getattr(self, k) for k in ("pb_min", "detect_snr", "bright_snr")}
+
+
+DEFAULT_SETTINGS = QASettings().comparison()
+DEFAULT_THRESHOLDS = {
+    # metric: (kind, warn, fail)
+    name: (THRESHOLD_KINDS[name], float(warn), float(fail))
+    for name, (warn, fail) in QASettings().thresholds.items()
+}
 SPECTRAL_INDEX_DEFAULT = -0.7
 REFERENCE_FREQ_HZ = 1.4e9
 
@@ -409,20 +454,19 @@ def _report(stage, product, metrics, thresholds, settings, inputs):
         k: {"kind": v[0], "warn": v[1], "fail": v[2]} for k, v in _thresholds(thresholds).items()
     }
     product = Path(product)
-    name = product.parent.name
-    return {
-        "stage": stage,
-        "name": name,
-        "product": str(product),
-        "status": status,
-        "failed": failed,
-        "warned": warned,
-        "grades": grades,
-        "metrics": {k: _plain(v) for k, v in metrics.items()},
-        "thresholds": limits,
-        "settings": settings,
-        "provenance": provenance(inputs, {"thresholds": limits, "settings": settings}),
-    }
+    return qa_record(
+        stage,
+        product.parent.name,
+        status,
+        failed,
+        warned,
+        {k: _plain(v) for k, v in metrics.items()},
+        product=str(product),
+        grades=grades,
+        thresholds=limits,
+        settings=settings,
+        provenance=provenance(inputs, {"thresholds": limits, "settings": settings}),
+    )
 
 
 def _plain(value):
@@ -523,80 +567,24 @@ def write_report(report, table, image, json_path, png_path):
     return report
 
 
-def load_report(path):
-    """A QA report written by `write_report` (ValueError naming the file if unreadable)."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable QA report ({err})") from err
-    for key in ("stage", "name", "status"):
-        if key not in report:
-            raise ValueError(f"{path}: QA report lacks {key!r}")
-    return report
-
-
-def passed(report_path):
-    """True unless the QA report at `report_path` says the product failed."""
-    return load_report(report_path)["status"] != FAIL
-
-
-def passed_products(products, *report_lists):
-    """Split `products` into those whose every QA report passed and those left out.
-
-    `report_lists` are lists parallel to `products` (e.g. each image's image QA and its
-    group's flagging QA). Returns (kept products, {left-out product: failed reports}).
-    This is where downstream stages leave out what failed QA.
-    """
-    kept, excluded = [], {}
-    for product, *reports in zip(products, *report_lists):
-        failed = [r for r in reports if not passed(r)]
-        if failed:
-            excluded[product] = failed
-        else:
-            kept.append(product)
-    return kept, excluded
-
-
-def _summary_fields(path):
-    """(stage, name, status, failed, warned) of a QA JSON: this module's reports, or other
-    stages' records with `passed` and `reasons` (calibration solves) or a calibration
-    `status` (apply: calibrated -> pass, anything else -> warn)."""
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable QA report ({err})") from err
-    stage = report.get("stage") or path.parent.name
-    name = report.get("name") or path.stem
-    status = report.get("status")
-    failed = list(report.get("failed") or [])
-    if status not in STATUS_RANK:
-        if "passed" in report:
-            status = PASS if report["passed"] else FAIL
-            failed = failed or ([] if report["passed"] else list(report.get("reasons") or []))
-        else:
-            status = PASS if status == "calibrated" else WARN
-    return report, stage, name, status, failed, list(report.get("warned") or [])
-
-
 def summarize(report_paths, out_path):
-    """Gather QA reports into one Parquet table (one row per product); logs failures."""
+    """Gather QA records (qa_records.RECORD_KEYS, every stage alike) into one Parquet
+    table, one row per product with its metrics as columns; logs failures."""
     import pandas as pd
 
     rows = []
     for path in report_paths:
-        report, stage, name, status, failed, warned = _summary_fields(path)
+        report = load_report(path)
         row = {
-            "stage": stage,
-            "name": name,
-            "status": status,
-            "failed": ",".join(failed),
-            "warned": ",".join(warned),
+            "stage": report["stage"],
+            "name": report["name"],
+            "status": report["status"],
+            "failed": ",".join(report["failed"]),
+            "warned": ",".join(report["warned"]),
             "product": report.get("product"),
             "report": str(path),
         }
-        for key, value in (report.get("metrics") or {}).items():
+        for key, value in report["metrics"].items():
             row[key] = value if value is None or isinstance(value, (int, float)) else str(value)
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -612,9 +600,8 @@ def summarize(report_paths, out_path):
 
 
 def _settings_args(args):
-    settings = {k: getattr(args, k) for k in DEFAULT_SETTINGS if getattr(args, k) is not None}
-    thresholds = json.loads(args.thresholds_json) if args.thresholds_json else None
-    return settings, thresholds
+    settings = QASettings.from_args(args)
+    return settings.comparison(), settings.thresholds
 
 
 def _run_image(args):
@@ -643,10 +630,6 @@ def register_cli(sub):
         ),
         ("--json", dict(required=True, help="QA report to write")),
         ("--png", dict(required=True, help="thumbnail to write")),
-        ("--thresholds-json", dict(help="{metric: [warn, fail]} overriding the defaults")),
-        ("--pb-min", dict(type=float, dest="pb_min")),
-        ("--detect-snr", dict(type=float, dest="detect_snr")),
-        ("--bright-snr", dict(type=float, dest="bright_snr")),
     ]
     p = sub.add_parser("qa-image", help="QA of one image: noise, beam, catalog comparison")
     p.add_argument("image")
@@ -654,12 +637,14 @@ def register_cli(sub):
     p.add_argument("--residual")
     for flag, kw in common:
         p.add_argument(flag, **kw)
+    QASettings.add_arguments(p)
     p.set_defaults(func=_run_image)
     p = sub.add_parser("qa-mosaic", help="QA of one mosaic")
     p.add_argument("mosaic")
     p.add_argument("--weight", required=True)
     for flag, kw in common:
         p.add_argument(flag, **kw)
+    QASettings.add_arguments(p)
     p.set_defaults(func=_run_mosaic)
     p = sub.add_parser("qa-summary", help="gather QA reports into summary.parquet")
     p.add_argument("reports", nargs="+")

@@ -177,6 +177,12 @@ def test_qa_record_and_plot(solved):
     assert qa["passed"] and qa["refant"] == "DSA-001"
     assert qa["bandpass"]["flagged_fraction"] == 0.0
     assert qa["bandpass"]["median_snr"] > 100
+    # the QA record shape of every stage (qa_records.RECORD_KEYS first)
+    assert list(qa)[:6] == ["stage", "name", "status", "failed", "warned", "metrics"]
+    assert (qa["stage"], qa["status"], qa["failed"], qa["reason"]) == ("cal", "pass", [], None)
+    assert qa["name"] == qa["calgroup"]
+    assert qa["metrics"]["bandpass_median_snr"] == qa["bandpass"]["median_snr"]
+    assert qa["metrics"]["residual_ratio"] == qa["residual_ratio"] < 0.2
     per_ant = qa["bandpass"]["per_antenna"]
     assert len(per_ant) == 20 and all(a["phase_scatter_deg"] < 0.5 for a in per_ant)
     assert all(a["amp_scatter"] < 0.005 for a in per_ant)
@@ -295,13 +301,17 @@ def test_write_selection_and_uncalibrated_fallback(solved, tmp_path):
     )
     out = tmp_path / "ms_cal.ms"
     record = apply_calibration(solved["ms"], out, tmp_path / "apply.json", sel.iloc[0].to_dict())
-    assert record["status"] == "uncalibrated" and record["warnings"][0].startswith("UNCALIBRATED")
+    assert record["calibration"] == "uncalibrated"
+    assert record["warnings"][0].startswith("UNCALIBRATED")
+    assert (record["stage"], record["name"], record["status"]) == ("apply", sel.group[0], "warn")
+    assert record["warned"] == ["calibration"] and record["failed"] == []
+    assert record["metrics"]["calibration"] == "uncalibrated"
     status = calibration_status(out)
     assert status["status"] == "uncalibrated" and status["calgroup"] == ""
     with tables.table(str(out), ack=False) as t:
         assert MS_KEYWORD in t.keywordnames()
         assert np.array_equal(t.getcol("CORRECTED_DATA"), t.getcol("DATA"))
-    assert json.loads((tmp_path / "apply.json").read_text())["status"] == "uncalibrated"
+    assert json.loads((tmp_path / "apply.json").read_text())["calibration"] == "uncalibrated"
 
 
 def _field_flux(ms, source, cal, pointing_dec):

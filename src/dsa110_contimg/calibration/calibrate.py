@@ -18,6 +18,7 @@ Conventions: CASA's, MS row (i, j) = G_i conj(G_j) x model; solutions are refere
 import json
 import logging
 import shutil
+import typing
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ import pandas as pd
 from dsa110_contimg import instrument as inst
 from dsa110_contimg.atomic import atomic_output, write_parquet, write_text
 from dsa110_contimg.calibrators import calibrator_spectrum, read_calibrator_catalog
+from dsa110_contimg.configuration import ConfigError, StageSettings
 from dsa110_contimg.primary_beam import angular_separation, beam_tracks
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.qa_records import FAIL, PASS, WARN, qa_record
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,29 @@ class CalibrationError(RuntimeError):
 
 
 @dataclass
-class SolveSettings:
-    """Options of the calibrator solve (config section `calibrate`)."""
+class SolveSettings(StageSettings):
+    """Options of the calibrator solve (config section `calibrate`, its subsection `qa`
+    flattened into max_flagged_fraction, min_median_snr and max_residual_ratio).
+    sky_model is the workflow's sky_catalog, not a key of the section."""
+
+    SECTION = "calibrate"
+    OTHER_KEYS = frozenset(
+        {
+            "catalog",
+            "beam_fraction",
+            "validity_hours",
+            "fallback",
+            "interp",
+            "mem_mb",
+            "runtime_min",
+        }
+    )
+    QA_KEYS: typing.ClassVar[tuple] = (
+        "max_flagged_fraction",
+        "min_median_snr",
+        "max_residual_ratio",
+    )
+    KEYS = {"sky_model": "sky_catalog", **{k: f"calibrate.qa.{k}" for k in QA_KEYS}}
 
     refant: str | None = None
     prephase_solint: str = "int"
@@ -64,6 +88,18 @@ class SolveSettings:
     sky_model: str | None = None
     sky_model_min_flux_jy: float = 0.05
     sky_model_radius_deg: float = 5.0
+
+    @classmethod
+    def from_config(cls, section):
+        """Settings from the config section `calibrate` (unknown keys are an error)."""
+        section = dict(section or {})
+        qa = dict(section.pop("qa", None) or {})
+        unknown = sorted(set(qa) - set(cls.QA_KEYS)) + sorted(set(cls.QA_KEYS) & set(section))
+        if unknown:
+            raise ConfigError("; ".join(f"calibrate.{k}: unknown key" for k in unknown))
+        settings = super().from_config({**section, **qa})
+        settings.refant = settings.refant or None
+        return settings
 
 
 def _unique_times(ms):
@@ -334,10 +370,11 @@ def solve_calibrator_group(
         tmp.mkdir()
         try:
             tables_out = _solve(Path(ms), cal, pointing_dec_deg, tmp, settings, qa)
-            reasons = _qa_failures(qa, settings)
+            failures = _qa_failures(qa, settings)
         except Exception as err:  # noqa: BLE001 - any solve failure is a QA failure
             log.exception("%s: calibration solve failed", ms)
-            reasons = [f"solve failed: {type(err).__name__}: {err}"]
+            failures = [("solve", f"solve failed: {type(err).__name__}: {err}")]
+        reasons = [reason for _, reason in failures]
         qa["passed"] = not reasons
         qa["reasons"] = reasons
         if reasons:
@@ -359,6 +396,16 @@ def solve_calibrator_group(
         else {}
     )
     plot_solutions(tables_out if qa["passed"] else None, qa, qa_png)
+    qa = qa_record(
+        "cal",
+        qa["calgroup"],
+        PASS if qa["passed"] else FAIL,
+        sorted({check for check, _ in failures}),
+        [],
+        _solve_metrics(qa),
+        reason="; ".join(reasons) or None,
+        **qa,
+    )
     write_text(json.dumps(qa, indent=2, default=str), qa_json)
     level = logging.INFO if qa["passed"] else logging.WARNING
     log.log(
@@ -467,25 +514,48 @@ def _require(path, message):
 
 
 def _qa_failures(qa, settings):
-    reasons = []
+    """[(failed check, reason)] of a solve against the QA limits of `settings`."""
+    failures = []
     for name in ("bandpass", "gain"):
         s = qa[name]
         if s["flagged_fraction"] > settings.max_flagged_fraction:
-            reasons.append(
-                f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
-                f"(limit {100 * settings.max_flagged_fraction:.0f}%)"
+            failures.append(
+                (
+                    f"{name}_flagged_fraction",
+                    f"{name}: {100 * s['flagged_fraction']:.0f}% of solutions flagged "
+                    f"(limit {100 * settings.max_flagged_fraction:.0f}%)",
+                )
             )
         if s["median_snr"] < settings.min_median_snr:
-            reasons.append(
-                f"{name}: median solution SNR {s['median_snr']:.1f} < {settings.min_median_snr:g}"
+            failures.append(
+                (
+                    f"{name}_median_snr",
+                    f"{name}: median solution SNR {s['median_snr']:.1f} "
+                    f"< {settings.min_median_snr:g}",
+                )
             )
     resid = qa.get("residual_ratio")
     if resid is None or not resid <= settings.max_residual_ratio:
-        reasons.append(
-            f"calibrated calibrator departs from its model: median "
-            f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})"
+        failures.append(
+            (
+                "residual_ratio",
+                f"calibrated calibrator departs from its model: median "
+                f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})",
+            )
         )
-    return reasons
+    return failures
+
+
+def _solve_metrics(qa):
+    """The QA record's metrics of a solve (null where the solve stopped before them)."""
+    metrics = {}
+    for name in ("bandpass", "gain"):
+        for key in ("flagged_fraction", "median_snr"):
+            value = (qa.get(name) or {}).get(key)
+            metrics[f"{name}_{key}"] = None if value is None else float(value)
+    for key in ("residual_ratio", "amplitude_ratio"):
+        metrics[key] = None if qa.get(key) is None else float(qa[key])
+    return metrics
 
 
 def plot_solutions(solutions, qa, png):
@@ -627,7 +697,7 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
         )
     record = {
         "group": row["group"],
-        "status": status,
+        "calibration": status,
         "calgroup": row["calgroup"],
         "separation_hours": (
             None if pd.isna(row["separation_hours"]) else float(row["separation_hours"])
@@ -671,6 +741,20 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
             flag = t.getcol("FLAG")
         record["flagged_fraction"] = float(flag.mean())
     record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
+    record = qa_record(
+        "apply",
+        row["group"],
+        PASS if status == "calibrated" else WARN,
+        [],
+        [] if status == "calibrated" else ["calibration"],
+        {
+            "calibration": status,
+            "separation_hours": record["separation_hours"],
+            "flagged_fraction": record["flagged_fraction"],
+        },
+        product=str(out_ms),
+        **record,
+    )
     write_text(json.dumps(record, indent=2, default=str), qa_json)
     return record
 
@@ -745,34 +829,9 @@ def apply_from_selection(
     return apply_calibration(ms, out_ms, qa_json, row, cal_dir, interp)
 
 
-def settings_from_config(cfg):
-    """SolveSettings from the config's `calibrate` section."""
-    qa = cfg.get("qa", {})
-    return SolveSettings(
-        refant=cfg.get("refant") or None,
-        prephase_solint=str(cfg.get("prephase_solint", "int")),
-        bandpass_solint=str(cfg.get("bandpass_solint", "inf")),
-        gain_solint=str(cfg.get("gain_solint", "inf")),
-        minsnr=float(cfg.get("minsnr", 3.0)),
-        uvrange=str(cfg.get("uvrange", "")),
-        flag_nsigma=float(cfg.get("flag_nsigma", 6.0)),
-        max_flagged_fraction=float(qa.get("max_flagged_fraction", 0.2)),
-        min_median_snr=float(qa.get("min_median_snr", 10.0)),
-        max_residual_ratio=float(qa.get("max_residual_ratio", 0.2)),
-        sky_model=cfg.get("sky_model") or None,
-        sky_model_min_flux_jy=float(cfg.get("sky_model_min_flux_jy", 0.05)),
-        sky_model_radius_deg=float(cfg.get("sky_model_radius_deg", 5.0)),
-    )
-
-
 def _run_solve(args):
-    settings = SolveSettings(
-        refant=args.refant,
-        minsnr=args.minsnr,
-        bandpass_solint=args.bandpass_solint,
-        gain_solint=args.gain_solint,
-    )
-    qa = solve_from_manifest(
+    """A solve that fails QA still exits 0: its QA record says so (and the log)."""
+    solve_from_manifest(
         args.ms,
         args.manifest,
         args.catalog,
@@ -780,9 +839,8 @@ def _run_solve(args):
         args.out,
         args.qa_json,
         args.qa_png,
-        settings,
+        SolveSettings.from_args(args),
     )
-    return 0 if qa["passed"] else 1
 
 
 def _run_select(args):
@@ -809,10 +867,7 @@ def register_cli(sub):
     p.add_argument("--out", required=True, help="directory for bandpass.b and gain.g")
     p.add_argument("--qa-json", required=True)
     p.add_argument("--qa-png", required=True)
-    p.add_argument("--refant")
-    p.add_argument("--minsnr", type=float, default=3.0)
-    p.add_argument("--bandpass-solint", default="inf")
-    p.add_argument("--gain-solint", default="inf")
+    SolveSettings.add_arguments(p)
     p.set_defaults(func=_run_solve)
 
     p = sub.add_parser("calibrate-select", help="choose a calibrator group for every group")

@@ -33,7 +33,6 @@ w-terms: the field is imaged to the first null of the primary beam (~6.4 deg acr
 w-projection (explicit ``wprojplanes``; -1 fails on these MSs) and WSClean w-stacking.
 """
 
-import argparse
 import json
 import logging
 import shutil
@@ -48,6 +47,7 @@ import pandas as pd
 
 from dsa110_contimg import instrument as inst
 from dsa110_contimg.atomic import atomic_output, write_parquet
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.imaging.drift import (
     TABLE_COLUMNS,
     empty_table,
@@ -68,7 +68,7 @@ CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
 
 
 @dataclass
-class ImagingSettings:
+class ImagingSettings(StageSettings):
     """Imaging parameters (config section `image`). Defaults suit DSA-110 at 1.4 GHz:
     2560 x 9 arcsec pixels cover the primary beam to its first null (6.4 deg) and give
     ~4 pixels across the minor axis of the ~75 x 38 arcsec synthesized beam.
@@ -76,7 +76,18 @@ class ImagingSettings:
     WSClean 3.1 with 2 threads is not bit-reproducible (two runs on one MS differed by
     up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
     thread (identical images, slower gridding). tclean and the drift fit (per-row sums
-    added in a fixed order) are reproducible."""
+    added in a fixed order) are reproducible.
+
+    datacolumn and sefd_jy are not configured (command-line flags only)."""
+
+    SECTION = "image"
+    OTHER_KEYS = frozenset({"mem_mb", "runtime_min"})
+    CHOICES = {
+        "imager": IMAGERS,
+        "weighting": WEIGHTINGS,
+        "datacolumn": ("CORRECTED_DATA", "DATA"),
+    }
+    KEYS = {"datacolumn": None, "sefd_jy": None}
 
     imager: str = "wsclean"
     imsize: int = 2560
@@ -94,7 +105,7 @@ class ImagingSettings:
     datacolumn: str = "CORRECTED_DATA"
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
-    deterministic: bool = False
+    deterministic: bool = True
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
     drift_max_sources: int = 40
@@ -689,39 +700,9 @@ def _casa_version():
     return casatools().version_string()
 
 
-def settings_from_args(args):
-    """ImagingSettings from parsed CLI arguments (unset ones keep their defaults)."""
-    values = {
-        k: getattr(args, k)
-        for k in ImagingSettings.__dataclass_fields__
-        if getattr(args, k, None) is not None
-    }
-    return ImagingSettings(**values)
-
-
-def cli_options(image_config, sky_catalog=None):
-    """The `image` command's drift and reproducibility options for a config `image`
-    section (rules/image.smk), with --sky-catalog when one exists."""
-    import shlex
-
-    c = image_config
-    opts = " --drift-subtract" if c.get("drift_subtract", True) else " --no-drift-subtract"
-    if c.get("drift_fit_spectral_index", False):
-        opts += " --drift-fit-spectral-index"
-    if c.get("deterministic", False):
-        opts += " --deterministic"
-    for key in ("drift_min_snr", "drift_max_sources", "drift_radius_deg"):
-        if key in c:
-            opts += f" --{key.replace('_', '-')} {c[key]}"
-    if sky_catalog:
-        opts += f" --sky-catalog {shlex.quote(str(sky_catalog))}"
-    return opts
-
-
 def _run(args):
-    settings = settings_from_args(args)
-    config = json.loads(args.config_json) if args.config_json else None
-    image_group(args.ms, args.out_dir, settings, args.pointing_dec, config, args.sky_catalog)
+    settings = ImagingSettings.from_args(args)
+    image_group(args.ms, args.out_dir, settings, args.pointing_dec, None, args.sky_catalog)
 
 
 def register_cli(sub):
@@ -737,42 +718,10 @@ def register_cli(sub):
         help="pointing declination (deg); default: "
         "the MS phase centre's, which convert puts on the meridian",
     )
-    p.add_argument("--config-json", help="configuration recorded in the provenance")
-    p.add_argument("--imager", choices=IMAGERS)
-    p.add_argument("--weighting", choices=WEIGHTINGS)
-    p.add_argument("--datacolumn", choices=("CORRECTED_DATA", "DATA"))
     p.add_argument(
         "--sky-catalog",
         help="sky catalog CSV whose bright sources are fitted "
         "and subtracted with the per-integration beam (none: no subtraction)",
     )
-    p.add_argument("--drift-subtract", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument(
-        "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="WSClean on one thread: bit-identical images on a rerun",
-    )
-    p.add_argument(
-        "--drift-fit-spectral-index", action=argparse.BooleanOptionalAction, default=None
-    )
-    for name, typ in (
-        ("imsize", int),
-        ("cell-arcsec", float),
-        ("robust", float),
-        ("niter", int),
-        ("threshold-jy", float),
-        ("nsigma", float),
-        ("gain", float),
-        ("cyclefactor", float),
-        ("mgain", float),
-        ("max-major", int),
-        ("wprojplanes", int),
-        ("sefd-jy", float),
-        ("threads", int),
-        ("drift-min-snr", float),
-        ("drift-max-sources", int),
-        ("drift-radius-deg", float),
-    ):
-        p.add_argument(f"--{name}", type=typ)
+    ImagingSettings.add_arguments(p)
     p.set_defaults(func=_run)

@@ -44,12 +44,14 @@ settings) is stored as JSON in the Parquet schema metadata under the key
 import json
 import logging
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
 from dsa110_contimg.catalogs import read_sky_catalog
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import (
     beam_pixel_covariance,
     image_mjd,
@@ -106,12 +108,36 @@ SUBBAND_COLUMN = re.compile(r"^(flux_sb|flux_err_sb|freq_sb)\d+_(jy|hz)$")
 """Per-sub-band columns: flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz (k = 0..K-1)."""
 
 
+@dataclass
+class PhotometrySettings(StageSettings):
+    """Forced-photometry options (config section `photometry`; the reference_* keys are
+    normalization's). box_size and filter_size (the background mesh, pixels and boxes)
+    are not configured (command-line flags only)."""
+
+    SECTION = "photometry"
+    OTHER_KEYS = frozenset(
+        {"reference_min_snr", "reference_max_size_arcsec", "reference_confusion_arcsec"}
+    )
+    CHOICES = {"error_model": ERROR_MODELS}
+    KEYS = {"box_size": None, "filter_size": None}
+
+    pb_cut: float = 0.2
+    error_model: str = "measured"
+    box_size: int = 64
+    filter_size: int = 3
+
+
 def describe_flags(flags):
     """Names of the bits set in a photometry flag value, e.g. 5 -> ['OFF_IMAGE', 'NEAR_EDGE']."""
     return [name for bit, name in FLAG_NAMES.items() if int(flags) & bit]
 
 
-def background_maps(data, box_size=64, filter_size=3, mask=None):
+def background_maps(
+    data,
+    box_size=PhotometrySettings.box_size,
+    filter_size=PhotometrySettings.filter_size,
+    mask=None,
+):
     """Background and rms maps (photutils Background2D, MAD-based rms).
 
     Blanked pixels are excluded and stay NaN in both maps; pixels where `mask` is True
@@ -141,11 +167,11 @@ def forced_photometry(
     image_path,
     catalog,
     pb_path=None,
-    pb_cut=0.2,
+    pb_cut=PhotometrySettings.pb_cut,
     pb_correct=True,
-    box_size=64,
-    filter_size=3,
-    error_model="measured",
+    box_size=PhotometrySettings.box_size,
+    filter_size=PhotometrySettings.filter_size,
+    error_model=PhotometrySettings.error_model,
     image_id=None,
     mask_sources=True,
     subband_images=None,
@@ -491,7 +517,9 @@ def _beam_correlation_factor(k, inv_cov, offs):
         return np.sqrt(krk / kk)
 
 
-def run_photometry(image_path, catalog_path, out_path, pb_path=None, pb_cut=0.2, **kwargs):
+def run_photometry(
+    image_path, catalog_path, out_path, pb_path=None, pb_cut=PhotometrySettings.pb_cut, **kwargs
+):
     """Forced photometry of one image, written atomically to `out_path` (Parquet)."""
     table, meta = forced_photometry(
         image_path, catalog_path, pb_path=pb_path, pb_cut=pb_cut, **kwargs
@@ -511,8 +539,12 @@ def run_photometry(image_path, catalog_path, out_path, pb_path=None, pb_cut=0.2,
     return table
 
 
-def gather_timeseries(parquet_paths, out):
+def gather_timeseries(parquet_paths, out, *report_lists):
     """Concatenate per-image photometry tables into one time series (sorted by source, mjd).
+
+    `report_lists` (each parallel to `parquet_paths`, e.g. the images' QA and their
+    groups' flagging QA) leave out the images whose QA failed (qa_records.passed_products),
+    each named in the log and the provenance (`left_out`).
 
     Sub-band columns (flux_sb<k>_jy, flux_err_sb<k>_jy, freq_sb<k>_hz) are kept; rows
     from images without them get NaN there.
@@ -521,6 +553,14 @@ def gather_timeseries(parquet_paths, out):
     """
     import pandas as pd
 
+    from dsa110_contimg.qa_records import describe_failures, passed_products
+
+    n_given = len(parquet_paths)
+    parquet_paths, left_out = passed_products(list(parquet_paths), *report_lists)
+    for path, records in left_out.items():
+        log.warning("%s: left out %s, failed QA: %s", out, path, describe_failures(records))
+    if n_given and not parquet_paths:
+        log.warning("%s: no image passed QA: the time series is empty", out)
     parquet_paths = [Path(p) for p in parquet_paths]
     frames = []
     origin = []
@@ -544,7 +584,11 @@ def gather_timeseries(parquet_paths, out):
             f"in {files[:5]}"
         )
     table = table.sort_values(["source_id", "mjd"], kind="stable").reset_index(drop=True)
-    write_parquet(table, out, metadata=provenance(parquet_paths, n_images=len(parquet_paths)))
+    meta = provenance(
+        parquet_paths, n_images=len(parquet_paths), left_out=sorted(map(str, left_out))
+    )
+    write_parquet(table, out, metadata=meta)
+    log.info("%s: time series from %d of %d images", out, len(parquet_paths), n_given)
     return table
 
 
@@ -555,19 +599,10 @@ def register_cli(subparsers):
     p.add_argument("--catalog", required=True, help="CSV: source_id, ra_deg, dec_deg, ...")
     p.add_argument("--out", required=True, help="output Parquet")
     p.add_argument("--pb", help="primary-beam FITS on the same grid")
-    p.add_argument("--pb-cut", type=float, default=0.2, help="skip where pb < this (0.2)")
     p.add_argument(
         "--no-pb-correct",
         action="store_true",
         help="image is already primary-beam corrected: do not divide by pb",
-    )
-    p.add_argument("--box-size", type=int, default=64, help="background box (pixels)")
-    p.add_argument("--filter-size", type=int, default=3, help="background filter (boxes)")
-    p.add_argument(
-        "--error-model",
-        choices=list(ERROR_MODELS),
-        default="measured",
-        help="how the flux error accounts for correlated image noise (module docstring)",
     )
     p.add_argument("--image-id", help="identifier stored per row (default from the path)")
     p.add_argument(
@@ -576,6 +611,7 @@ def register_cli(subparsers):
         help="single-plane FITS images of the sub-bands, measured into "
         "flux_sb<k>_jy (a cube image is split into sub-bands by itself)",
     )
+    PhotometrySettings.add_arguments(p)
     p.set_defaults(func=_cli_photometry)
 
     g = subparsers.add_parser("gather", help="concatenate per-image photometry into a time series")
@@ -590,12 +626,9 @@ def _cli_photometry(args):
         args.catalog,
         args.out,
         pb_path=args.pb,
-        pb_cut=args.pb_cut,
         pb_correct=not args.no_pb_correct,
-        box_size=args.box_size,
-        filter_size=args.filter_size,
-        error_model=args.error_model,
         image_id=args.image_id,
+        **asdict(PhotometrySettings.from_args(args)),
         subband_images=args.subband_images,
     )
     counts = {

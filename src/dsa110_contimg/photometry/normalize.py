@@ -27,12 +27,13 @@ reference get NaN normalized fluxes and the NO_REFERENCE bit in `flags`.
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import write_parquet
-from dsa110_contimg.catalogs import add_fitness_arguments
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import read_table
 from dsa110_contimg.photometry.forced import NEAR_EDGE
 from dsa110_contimg.provenance import provenance
@@ -89,14 +90,37 @@ def epoch_factors(ref, epoch_column, clip_sigma=3.0, floor=0.005):
     return out, ref
 
 
+@dataclass
+class NormalizeSettings(StageSettings):
+    """Normalization options (config section `photometry`, its reference_* keys; pb_cut
+    and error_model are forced photometry's). A catalog source resolved beyond
+    reference_max_size_arcsec or confused within reference_confusion_arcsec is never a
+    reference. ref_min_epochs and floor are not configured (command-line flags only)."""
+
+    SECTION = "photometry"
+    OTHER_KEYS = frozenset({"pb_cut", "error_model"})
+    FLAGS = {
+        "reference_min_snr": "--ref-min-snr",
+        "reference_max_size_arcsec": "--beam-arcsec",
+        "reference_confusion_arcsec": "--confusion-arcsec",
+    }
+    KEYS = {"ref_min_epochs": None, "floor": None}
+
+    reference_min_snr: float = 50.0
+    reference_max_size_arcsec: float = 40.0
+    reference_confusion_arcsec: float = 80.0
+    ref_min_epochs: int = 5
+    floor: float = 0.005
+
+
 def normalize_timeseries(
     ts,
     epoch_column="image_id",
     references=None,
-    ref_min_snr=50.0,
-    ref_min_epochs=5,
+    ref_min_snr=NormalizeSettings.reference_min_snr,
+    ref_min_epochs=NormalizeSettings.ref_min_epochs,
     clip_sigma=3.0,
-    floor=0.005,
+    floor=NormalizeSettings.floor,
     eta_min=3.0,
     eta_nmad=5.0,
     min_references=3,
@@ -272,25 +296,16 @@ def register_cli(subparsers):
     p.add_argument("--epoch-column", default="image_id", help="column defining an epoch")
     p.add_argument("--references", help="file of reference source ids (CSV or one per line)")
     p.add_argument(
-        "--ref-min-snr", type=float, default=50.0, help="median SNR for automatic references (50)"
-    )
-    p.add_argument("--ref-min-epochs", type=int, default=5)
-    p.add_argument(
-        "--floor",
-        type=float,
-        default=0.005,
-        help="fractional error floor of a reference measurement (0.005)",
-    )
-    p.add_argument(
         "--catalog",
         help="sky catalog: its resolved or confused sources (and "
         "those flagged near_edge / reference_unfit) are never references",
     )
-    add_fitness_arguments(p)
+    NormalizeSettings.add_arguments(p)
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
+    settings = NormalizeSettings.from_args(args)
     refs = _read_reference_list(args.references) if args.references else None
     unfit = None
     if args.catalog:
@@ -299,10 +314,12 @@ def _cli(args):
         dec = read_table(args.input, select=["dec"]).get("dec")
         strip = None
         if dec is not None and np.isfinite(dec).any():
-            margin = 2.0 * args.confusion_arcsec / 3600.0
+            margin = 2.0 * settings.reference_confusion_arcsec / 3600.0
             strip = (float(np.nanmin(dec)) - margin, float(np.nanmax(dec)) + margin)
         cat = reference_flags(
-            read_sky_catalog(args.catalog, strip), args.beam_arcsec, args.confusion_arcsec
+            read_sky_catalog(args.catalog, strip),
+            settings.reference_max_size_arcsec,
+            settings.reference_confusion_arcsec,
         )
         unfit = cat.source_id[cat.reference_unfit].tolist()
         log.info(
@@ -319,9 +336,9 @@ def _cli(args):
         args.output,
         epoch_column=args.epoch_column,
         references=refs,
-        ref_min_snr=args.ref_min_snr,
-        ref_min_epochs=args.ref_min_epochs,
-        floor=args.floor,
+        ref_min_snr=settings.reference_min_snr,
+        ref_min_epochs=settings.ref_min_epochs,
+        floor=settings.floor,
         unfit=unfit,
     )
     print(

@@ -27,11 +27,13 @@ import hashlib
 import json
 import logging
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_parquet
+from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import read_table
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
@@ -94,6 +96,21 @@ DETECT_DEFAULTS = {
 }
 
 
+@dataclass
+class ESESettings(StageSettings):
+    """ESE detection options (config section `ese`; alert_command is the alerts'):
+    candidates need ese_sigma >= min_sigma; the others are `esefit.detect_ese`'s."""
+
+    SECTION = "ese"
+    OTHER_KEYS = frozenset({"alert_command"})
+
+    min_sigma: float = 5.0
+    min_dip_epochs: int = DETECT_DEFAULTS["min_dip_epochs"]
+    low_sigma: float = DETECT_DEFAULTS["low_sigma"]
+    trend_degree: int = DETECT_DEFAULTS["trend_degree"]
+    outlier_sigma: float = DETECT_DEFAULTS["outlier_sigma"]
+
+
 def flux_columns(table):
     """(flux, error) column names: normalized fluxes when present, else raw photometry."""
     if "flux_norm_jy" in table.columns and "flux_norm_err_jy" in table.columns:
@@ -132,7 +149,7 @@ def source_codes(ids):
     return codes, np.asarray(uniques, dtype=object)
 
 
-def analyse_sources(table, min_sigma=5.0, **settings):
+def analyse_sources(table, min_sigma=ESESettings.min_sigma, **settings):
     """Variability statistics and ESE fit for every source in a long time-series table.
 
     `settings` are those of `esefit.detect_ese` (defaults DETECT_DEFAULTS); sources with
@@ -238,7 +255,12 @@ def _read_state(stats_path, settings_hash):
 
 
 def run_ese_detect(
-    timeseries_path, outdir, min_sigma=5.0, recompute=False, source_ids=None, **settings
+    timeseries_path,
+    outdir,
+    min_sigma=ESESettings.min_sigma,
+    recompute=False,
+    source_ids=None,
+    **settings,
 ):
     """Update variability_stats and the ESE candidate tables in `outdir`; returns both.
 
@@ -345,7 +367,7 @@ def _parquet_columns(path):
         raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
 
 
-def candidates_from_stats(stats, min_sigma=5.0):
+def candidates_from_stats(stats, min_sigma=ESESettings.min_sigma):
     """ESE candidates: ese_sigma >= min_sigma with the dip seen in the data, most
     significant first (sub-band columns included)."""
     extra = [c for c in stats.columns if re.match(r"^(freq_sb\d+_hz|ese_depth(_err)?_sb\d+)$", c)]
@@ -370,38 +392,19 @@ def register_cli(subparsers):
         dest="source_ids",
         help="refit only this source (repeatable)",
     )
-    p.add_argument("--min-sigma", type=float, default=5.0, help="candidate threshold (5)")
     p.add_argument("--recompute", action="store_true", help="refit every source")
     p.add_argument(
         "--durations",
         default=",".join(f"{d:g}" for d in DEFAULT_DURATIONS_DAYS),
         help="comma-separated ESE durations (FWHM, days) to search",
     )
-    p.add_argument("--cadence", type=float, default=1.0, help="time grid step (days)")
     p.add_argument(
-        "--min-dip-epochs",
-        type=int,
-        default=DETECT_DEFAULTS["min_dip_epochs"],
-        help="epochs significantly low inside the dip (4)",
-    )
-    p.add_argument(
-        "--trend-degree",
-        type=int,
-        default=DETECT_DEFAULTS["trend_degree"],
-        help="degree of the null model's polynomial trend (1)",
-    )
-    p.add_argument(
-        "--low-sigma",
+        "--cadence",
         type=float,
-        default=DETECT_DEFAULTS["low_sigma"],
-        help="an epoch this many sigma below the baseline is low (3)",
+        default=DETECT_DEFAULTS["cadence_days"],
+        help="time grid step (days)",
     )
-    p.add_argument(
-        "--outlier-sigma",
-        type=float,
-        default=DETECT_DEFAULTS["outlier_sigma"],
-        help="single-epoch outliers rejected beyond this (5)",
-    )
+    ESESettings.add_arguments(p)
     p.set_defaults(func=_cli_detect)
     alerts.register_cli(subparsers)
     candidates_page.register_cli(subparsers)
@@ -412,15 +415,11 @@ def _cli_detect(args):
     stats, cand = run_ese_detect(
         args.timeseries,
         args.outdir,
-        min_sigma=args.min_sigma,
         recompute=args.recompute,
         source_ids=args.source_ids,
         durations_days=durations,
         cadence_days=args.cadence,
-        min_dip_epochs=args.min_dip_epochs,
-        trend_degree=args.trend_degree,
-        low_sigma=args.low_sigma,
-        outlier_sigma=args.outlier_sigma,
+        **asdict(ESESettings.from_args(args)),
     )
     if args.source_ids:
         rows = stats[stats["source_id"].isin(args.source_ids)]
