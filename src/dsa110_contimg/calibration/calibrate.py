@@ -9,7 +9,8 @@
   passed QA, within a validity window; the others are reported with a reason.
 - `apply_calibration`: copy the group's MS to `ms_cal/{group}.ms` and fill
   CORRECTED_DATA (casatools' calibrater, as applycal), or (fallback) leave
-  CORRECTED_DATA = DATA and mark the MS uncalibrated. The main table keyword `DSA110_CALIBRATION` records which.
+  CORRECTED_DATA = DATA and mark the MS uncalibrated. The main table keyword
+  `DSA110_CALIBRATION` records which.
 
 Conventions: CASA's, MS row (i, j) = G_i conj(G_j) x model; solutions are referenced to
 `refant` (zero phase there).
