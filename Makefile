@@ -11,7 +11,7 @@ setup:
 	./scripts/setup.sh
 
 $(DEMO)/archive/truth/simulation.json: | setup
-	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive \
+	$(VENV)/dsa110-contimg simulate --preset demo --out $(DEMO)/archive --workers 2 \
 	    --calibrator J0834+555:0 --calibrator-catalog config/calibrators.csv
 
 demo: setup $(DEMO)/archive/truth/simulation.json

@@ -119,6 +119,7 @@ PRESETS = {
     # 3% gain error per group, RFI and a dead antenna, one ESE in the second group's field
     "demo": dict(
         n_antennas=20,
+        n_channels=2,
         n_groups=2,
         n_days=20,
         n_sources=60,
@@ -554,8 +555,11 @@ def _calibrator_sources(settings):
     ]
 
 
-def simulate_archive(out_dir, settings=None, catalog=None):
-    """Write a simulated raw archive and its truth to `out_dir`; returns a summary dict."""
+def simulate_archive(out_dir, settings=None, catalog=None, workers=1):
+    """Write a simulated raw archive and its truth to `out_dir`; returns a summary dict.
+
+    Groups are simulated by `workers` processes; each group draws from its own seeded
+    generator, so the files do not depend on `workers`."""
     from astropy.time import Time
 
     settings = settings or SimulationSettings()
@@ -594,20 +598,18 @@ def simulate_archive(out_dir, settings=None, catalog=None):
             np.asarray(settings.stations) - 1,
             settings.seed + 2000,
         )
-    records = []
-    for i, start in enumerate(starts):
-        records += simulate_group(
-            out,
-            start,
-            settings,
-            catalog,
-            (bandpass, drift),
-            band_freqs,
-            t_ref_jd,
-            i,
-            amplitudes[i],
-            rfi_plan,
-        )
+    jobs = [
+        (out, start, settings, catalog, (bandpass, drift), band_freqs, t_ref_jd, i, amplitudes[i])
+        for i, start in enumerate(starts)
+    ]
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            done = list(pool.map(simulate_group, *zip(*jobs), [rfi_plan] * len(jobs)))
+    else:
+        done = [simulate_group(*job, rfi_plan) for job in jobs]
+    records = [record for group in done for record in group]
     truth = out / "truth"
     truth.mkdir(exist_ok=True)
     with atomic_output(out / "sky_catalog.csv") as tmp:
@@ -703,7 +705,7 @@ def _run(args):
         ]
     settings = SimulationSettings(**overrides)
     catalog = pd.read_csv(args.catalog) if args.catalog else None
-    meta = simulate_archive(args.out, settings, catalog)
+    meta = simulate_archive(args.out, settings, catalog, workers=args.workers)
     log.info(
         "wrote %d files to %s (Dec %+.4f, %d of %d stations; noise sigma %.3g Jy per visibility)",
         len(meta["files"]),
@@ -719,6 +721,9 @@ def register_cli(sub):
     p = sub.add_parser("simulate", help="write a simulated raw UVH5 archive and its truth")
     p.add_argument("--out", required=True, help="archive directory to write")
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes simulating groups (same files for any)"
+    )
     p.add_argument(
         "--catalog", help="sky catalog CSV (source_id, ra_deg, dec_deg, flux_jy, spectral_index)"
     )
