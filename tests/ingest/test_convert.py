@@ -140,6 +140,7 @@ def test_only_correlated_antennas_are_in_the_main_table(ms_pair, small_archive):
         assert t.nrows() == 117
         names = t.getcol("NAME")
         assert [names[s - 1] for s in stations] == [f"DSA-{s:03d}" for s in stations]
+        assert set(t.getcol("MOUNT")) == {"ALT-AZ"}  # CASA knows it: no parAngle warnings
 
 
 def _damage(files, n_bls):

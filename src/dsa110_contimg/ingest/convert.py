@@ -48,6 +48,11 @@ from dsa110_contimg.instrument import SPEED_OF_LIGHT
 log = logging.getLogger(__name__)
 
 WRITERS = ("direct", "pyuvdata")
+
+MOUNT = "ALT-AZ"
+"""ANTENNA::MOUNT of every dish: the DSA-110 dishes move in elevation along the meridian
+(an alt-az mount held at one azimuth). CASA warns once per row and integration about any
+mount it does not know (thousands of log lines per calibration solve)."""
 MERIDIAN_CAT = "correlator meridian"
 
 __all__ = ["convert_group", "meridian_phase_center", "write_ms_direct", "write_ms_pyuvdata"]
@@ -416,6 +421,8 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     )
     ms_utils.write_ms_source(tmp, uvobj=meta)
     ms_utils.write_ms_spectral_window(tmp, uvobj=meta)
+    with tables.table(f"{tmp}/ANTENNA", readonly=False, ack=False) as ant:
+        ant.putcol("MOUNT", [MOUNT] * ant.nrows())
     tables.table(tmp, ack=False).close()
     return ms_path
 
