@@ -46,6 +46,7 @@ from dsa110_contimg.qa_records import (  # noqa: F401  (load_report, passed: the
     passed_products,
     qa_record,
 )
+from dsa110_contimg.stats import robust_rms
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,6 @@ DEFAULT_THRESHOLDS = {
 }
 SPECTRAL_INDEX_DEFAULT = -0.7
 REFERENCE_FREQ_HZ = 1.4e9
-
-
-def robust_rms(values):
-    """1.4826 x the median absolute deviation of the finite values (nan when none)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
 def catalog_flux(catalog, freq_hz):

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
+from dsa110_contimg.stats import robust_rms
 
 BANDPASS_TABLE = "bandpass.b"
 GAIN_TABLE = "gain.g"
@@ -46,7 +47,7 @@ def flag_outliers(path, nsigma, min_fraction=0.05):
         good = np.isfinite(resid)
         if good.sum() < 3:
             return 0
-        sigma = 1.4826 * np.median(np.abs(resid[good] - np.median(resid[good])))
+        sigma = robust_rms(resid[good])
         bad = good & (np.abs(resid) > max(nsigma * sigma, min_fraction))
         t.putcol("FLAG", flag | bad)
     return int(bad.sum())
