@@ -20,7 +20,8 @@ from astropy.io import fits
 
 from dsa110_contimg.imaging.image import ImagingSettings, image_group, pointing_track
 from dsa110_contimg.primary_beam import airy_power, angular_separation
-from dsa110_contimg.qa import catalog_comparison, qa_image
+from dsa110_contimg.qa import qa_image
+from dsa110_contimg.qa_catalog import catalog_comparison
 from dsa110_contimg.stats import robust_rms
 
 from imaging_fixtures import CENTRE_GROUP, DRIFT_TEST_IMAGER, TEST_IMSIZE, _expected_thermal, _truth
