@@ -93,7 +93,7 @@ def manifest_table(groups):
 
 def solved_calibrators(results, table):
     """Placeholders for the calibrator groups' products, and the selection checkpoint."""
-    from dsa110_contimg.calibration.calibrate import write_selection
+    from dsa110_contimg.calibration.select import write_selection
 
     qa = []
     for g in table.group[table.has_calibrator]:

@@ -3,7 +3,7 @@
 # calibrator groups is known after the manifest checkpoint; which tables each group
 # uses after the calibration_selection checkpoint.
 
-from dsa110_contimg.calibration.calibrate import SolveSettings
+from dsa110_contimg.calibration.solve import SolveSettings
 
 
 wildcard_constraints:

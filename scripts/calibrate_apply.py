@@ -1,6 +1,6 @@
 """Snakemake adapter: write results/ms_cal/{group}.ms as the selection says."""
 
-from dsa110_contimg.calibration.calibrate import apply_from_selection
+from dsa110_contimg.calibration.apply import apply_from_selection
 from dsa110_contimg.cli import configure_logging
 
 configure_logging(filename=snakemake.log[0])

@@ -1,6 +1,6 @@
 """Snakemake adapter: choose the calibrator group of every group."""
 
-from dsa110_contimg.calibration.calibrate import write_selection
+from dsa110_contimg.calibration.select import write_selection
 from dsa110_contimg.cli import configure_logging
 
 configure_logging(filename=snakemake.log[0])

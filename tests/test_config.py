@@ -120,7 +120,7 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path):
 
 SETTINGS = {  # config section: its stages' settings classes
     "flag": ["dsa110_contimg.flagging:FlagSettings"],
-    "calibrate": ["dsa110_contimg.calibration.calibrate:SolveSettings"],
+    "calibrate": ["dsa110_contimg.calibration.solve:SolveSettings"],
     "image": ["dsa110_contimg.imaging.image:ImagingSettings"],
     "qa": ["dsa110_contimg.qa:QASettings"],
     "photometry": [

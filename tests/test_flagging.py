@@ -118,7 +118,7 @@ def test_rfi_written_by_the_simulator_is_flagged_at_conversion(tmp_path):
     the truth) are flagged by the conversion job, against the truth plan; the image of
     the flagged group is still at the thermal noise."""
     from dsa110_contimg.imaging.image import ImagingSettings, image_group
-    from dsa110_contimg.qa import robust_rms
+    from dsa110_contimg.stats import robust_rms
 
     settings = SimulationSettings(
         n_groups=1,

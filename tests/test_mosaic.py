@@ -10,7 +10,8 @@ import pytest
 from astropy.io import fits
 
 from dsa110_contimg.mosaic import make_mosaic, plan_mosaics
-from dsa110_contimg.qa import catalog_comparison, robust_rms
+from dsa110_contimg.qa_catalog import catalog_comparison
+from dsa110_contimg.stats import robust_rms
 
 from imaging_fixtures import _truth
 

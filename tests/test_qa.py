@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsa110_contimg import qa
+from dsa110_contimg import qa, qa_records
 
 from imaging_fixtures import _truth
 
@@ -25,7 +25,7 @@ def test_uncalibrated_image_fails_qa(uncalibrated_image, tmp_path):
     assert report["metrics"]["flux_ratio"] < 0.5
     written = qa.write_report(report, table, image, tmp_path / "qa.json", tmp_path / "qa.png")
     assert (tmp_path / "qa.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not qa.passed(tmp_path / "qa.json")
+    assert not qa_records.passed(tmp_path / "qa.json")
     assert json.loads((tmp_path / "qa.json").read_text())["failed"] == written["failed"]
 
 
@@ -84,7 +84,7 @@ def test_summary_names_failed_products(tmp_path, caplog):
     paths.append(tmp_path / "cal" / "2026-01-01T001019.json")
     paths[-1].write_text(json.dumps(cal))
     with caplog.at_level("WARNING"):
-        df = qa.summarize(paths, tmp_path / "summary.parquet")
+        df = qa_records.summarize(paths, tmp_path / "summary.parquet")
     back = pd.read_parquet(tmp_path / "summary.parquet")
     assert list(back.status) == ["fail", "pass", "fail"]
     assert list(back.stage) == ["cal", "image", "image"]
@@ -92,14 +92,14 @@ def test_summary_names_failed_products(tmp_path, caplog):
     assert back.bandpass_median_snr[0] == 3.0
     assert np.isclose(back.rms_jy[2], 0.003) and len(df) == 3
     assert "QA failed: image 2026-01-01T000509 (flux_ratio_error)" in caplog.text
-    assert qa.passed(paths[0]) and not qa.passed(paths[1])
+    assert qa_records.passed(paths[0]) and not qa_records.passed(paths[1])
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json: not a readable QA report"):
-        qa.summarize([tmp_path / "broken.json"], tmp_path / "s2.parquet")
+        qa_records.summarize([tmp_path / "broken.json"], tmp_path / "s2.parquet")
     # a record of another shape is an error naming the file, not a translated row
     legacy = tmp_path / "legacy.json"
     legacy.write_text(json.dumps({"calgroup": "g", "passed": False, "reasons": ["x"]}))
     with pytest.raises(
         ValueError, match=r"legacy.json: QA record lacks stage, name, status, failed, warned"
     ):
-        qa.summarize([legacy], tmp_path / "s3.parquet")
+        qa_records.summarize([legacy], tmp_path / "s3.parquet")

@@ -17,6 +17,7 @@ from dsa110_contimg.qa_records import (
     load_report,
     passed_products,
     qa_record,
+    summarize,
 )
 
 
@@ -66,7 +67,7 @@ def test_every_stage_writes_the_same_top_level_keys(tmp_path):
         _write(tmp_path / "image" / "b.json", image),
         _write(tmp_path / "apply" / "c.json", apply),
     ]
-    table = qa.summarize(paths, tmp_path / "summary.parquet")
+    table = summarize(paths, tmp_path / "summary.parquet")
     assert table[["stage", "status", "failed", "warned"]].values.tolist() == [
         ["apply", "warn", "", "calibration"],
         ["flag", "fail", "flag_fraction", ""],

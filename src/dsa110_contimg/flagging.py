@@ -35,6 +35,7 @@ import numpy as np
 
 from dsa110_contimg.atomic import atomic_output, write_text
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.stats import MAD_TO_SIGMA
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _fill_missing(plane, missing, rng):
 
     def fill(part):
         centre = np.median(part)
-        return centre + 1.4826 * np.median(np.abs(part - centre)) * rng.standard_normal(n)
+        return centre + MAD_TO_SIGMA * np.median(np.abs(part - centre)) * rng.standard_normal(n)
 
     filled = plane.copy()
     filled[missing] = fill(good.real) + 1j * fill(good.imag)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+from dsa110_contimg.stats import FWHM_TO_SIGMA
 
 
 def read_table(path, columns=None, select=None, categorical=()):

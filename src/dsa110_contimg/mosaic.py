@@ -80,8 +80,8 @@ def make_mosaic(
     from astropy.io import fits
     from reproject import reproject_interp
 
-    from dsa110_contimg.qa import robust_rms
     from dsa110_contimg.qa_records import passed_products
+    from dsa110_contimg.stats import robust_rms
 
     images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
     if len(images) != len(pbs) or not images:

@@ -10,13 +10,19 @@ writes ``qa/{stage}/{name}.json`` with the top-level keys RECORD_KEYS:
 - ``metrics``: {check or measurement: number, string or null};
 
 followed by what the step adds (product, reason, thresholds, settings, provenance and
-its own details). `qa.summarize` reads these keys and nothing else, so it needs no
-per-stage translation; `passed_products` is where mosaics and the time series leave out
-the products whose QA failed.
+its own details). `summarize` gathers the records into ``qa/summary.parquet`` reading
+these keys and nothing else, so it needs no per-stage translation; `passed_products` is
+where mosaics and the time series leave out the products whose QA failed.
 """
 
 import json
+import logging
 from pathlib import Path
+
+from dsa110_contimg.atomic import write_parquet
+from dsa110_contimg.provenance import provenance
+
+log = logging.getLogger(__name__)
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 STATUS_RANK = {PASS: 0, WARN: 1, FAIL: 2}
@@ -94,3 +100,35 @@ def passed_products(products, *report_lists):
 def describe_failures(records):
     """`image/2026-01-01T000000 (flux_ratio_error)`, ...: the failed records in a line."""
     return ", ".join(f"{r['stage']}/{r['name']} ({', '.join(r['failed'])})" for r in records)
+
+
+def summarize(report_paths, out_path):
+    """Gather QA records (qa_records.RECORD_KEYS, every stage alike) into one Parquet
+    table, one row per product with its metrics as columns; logs failures."""
+    import pandas as pd
+
+    rows = []
+    for path in report_paths:
+        report = load_report(path)
+        row = {
+            "stage": report["stage"],
+            "name": report["name"],
+            "status": report["status"],
+            "failed": ",".join(report["failed"]),
+            "warned": ",".join(report["warned"]),
+            "product": report.get("product"),
+            "report": str(path),
+        }
+        for key, value in report["metrics"].items():
+            row[key] = value if value is None or isinstance(value, (int, float)) else str(value)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["stage", "name"]).reset_index(drop=True)
+    for r in df.itertuples() if len(df) else []:
+        if r.status == FAIL:
+            log.warning("QA failed: %s %s (%s), excluded downstream", r.stage, r.name, r.failed)
+    write_parquet(df, out_path, provenance(report_paths))
+    counts = df.status.value_counts().to_dict() if len(df) else {}
+    log.info("QA summary of %d products: %s -> %s", len(df), counts, out_path)
+    return df

@@ -10,16 +10,11 @@ import pandas as pd
 import pytest
 from casacore import tables
 
-from dsa110_contimg.calibration.calibrate import (
-    MS_KEYWORD,
-    apply_calibration,
-    calibration_status,
-    read_caltable,
-    select_calibrations,
-    solve_calibrator_group,
-    write_point_model,
-    write_selection,
-)
+from dsa110_contimg.calibration.apply import MS_KEYWORD, apply_calibration, calibration_status
+from dsa110_contimg.calibration.select import select_calibrations, write_selection
+from dsa110_contimg.calibration.skymodel import write_point_model
+from dsa110_contimg.calibration.solutions import read_caltable
+from dsa110_contimg.calibration.solve import solve_calibrator_group
 from dsa110_contimg.calibrators import calibrator_transits, read_calibrator_catalog
 from dsa110_contimg.casaenv import casatasks
 from dsa110_contimg.ingest.convert import convert_group
@@ -317,7 +312,7 @@ def test_write_selection_and_uncalibrated_fallback(solved, tmp_path):
 def _field_flux(ms, source, cal, pointing_dec):
     """Least-squares flux scale of `source` in CORRECTED_DATA after removing the
     calibrator's model: 1.0 means the source has its true flux."""
-    from dsa110_contimg.calibration.calibrate import add_field_sources
+    from dsa110_contimg.calibration.skymodel import add_field_sources
 
     write_point_model(
         ms,
@@ -344,7 +339,7 @@ def test_sky_model_keeps_field_sources_out_of_the_gains(catalog, tmp_path):
     array unless the sky model puts it into the calibrator's model."""
     from dataclasses import replace
 
-    from dsa110_contimg.calibration.calibrate import SolveSettings
+    from dsa110_contimg.calibration.solve import SolveSettings
 
     cal = {"name": "3C48", **catalog.set_index("name").loc["3C48"].to_dict()}
     field = {

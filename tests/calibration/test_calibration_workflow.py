@@ -15,7 +15,8 @@ import pytest
 import yaml
 from casacore import tables
 
-from dsa110_contimg.calibration.calibrate import calibration_status, write_point_model
+from dsa110_contimg.calibration.apply import calibration_status
+from dsa110_contimg.calibration.skymodel import write_point_model
 from dsa110_contimg.calibrators import read_calibrator_catalog
 from dsa110_contimg.primary_beam import airy_power, angular_separation
 from dsa110_contimg.simulation.visibilities import (

@@ -18,9 +18,12 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.imaging.image import ImagingSettings, image_group, pointing_track
+from dsa110_contimg.imaging.image import ImagingSettings, image_group
+from dsa110_contimg.imaging.pb_image import pointing_track
 from dsa110_contimg.primary_beam import airy_power, angular_separation
-from dsa110_contimg.qa import catalog_comparison, qa_image, robust_rms
+from dsa110_contimg.qa import qa_image
+from dsa110_contimg.qa_catalog import catalog_comparison
+from dsa110_contimg.stats import robust_rms
 
 from imaging_fixtures import CENTRE_GROUP, DRIFT_TEST_IMAGER, TEST_IMSIZE, _expected_thermal, _truth
 
@@ -77,7 +80,7 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
     # pb.fits at each bright source = the Airy response averaged over the 24 pointings
     meta, catalog = _truth(calibrated_images["archive"])
     ms = calibrated_images["ms"][CENTRE_GROUP]
-    from dsa110_contimg.imaging.image import read_ms_summary
+    from dsa110_contimg.imaging.ms_summary import read_ms_summary
 
     summary = read_ms_summary(ms)
     pra, pdec = pointing_track(summary.times_mjd, meta["settings"]["dec_deg"])
@@ -224,7 +227,7 @@ def test_drift_fit_measures_flux_not_catalog(drift_images, tmp_path):
     from casacore import tables
 
     from dsa110_contimg.imaging import drift
-    from dsa110_contimg.imaging.image import pointing_track, read_ms_summary
+    from dsa110_contimg.imaging.ms_summary import read_ms_summary
 
     meta, catalog, strong = _strong_truth(drift_images["archive"])
     ms = tmp_path / "copy.ms"
@@ -297,7 +300,7 @@ def test_drift_model_matches_noise_free_visibilities(tmp_path):
     from casacore import tables
 
     from dsa110_contimg.imaging import drift
-    from dsa110_contimg.imaging.image import pointing_track, read_ms_summary
+    from dsa110_contimg.imaging.ms_summary import read_ms_summary
     from dsa110_contimg.ingest.convert import convert_group
     from dsa110_contimg.ingest.manifest import build_manifest
     from dsa110_contimg.simulation.visibilities import PRESETS, SimulationSettings, simulate_archive

@@ -163,12 +163,12 @@ class DriftModel:
     def __init__(self, ms, sources, pointing_dec_deg, fit_spectral_index=False):
         from casacore import tables
 
-        from dsa110_contimg.calibration.calibrate import _chan_freqs, _unique_times
+        from dsa110_contimg.calibration.skymodel import chan_freqs, unique_times
         from dsa110_contimg.calibrators import calibrator_spectrum
 
         self.ms = str(ms)
-        self.freqs = np.asarray(_chan_freqs(ms), float)
-        times, self.tidx = _unique_times(ms)
+        self.freqs = np.asarray(chan_freqs(ms), float)
+        times, self.tidx = unique_times(ms)
         with tables.table(f"{ms}/FIELD", ack=False) as t:
             ra0, dec0 = t.getcol("PHASE_DIR")[0, 0]
         alpha = (

@@ -28,15 +28,13 @@ Headers carry the provenance (software version, config hash, input MS), the imag
 its settings, the observation times (MJD-OBS at the start, MJD-AVG at the midpoint) and
 the natural-weighting thermal noise expected from the radiometer equation (THERMRMS).
 
-w-terms: the field is imaged to the first null of the primary beam (~6.4 deg across at
-1.4 GHz), where the w-term phase reaches ~2 rad on the longest baselines, so tclean uses
-w-projection (explicit ``wprojplanes``; -1 fails on these MSs) and WSClean w-stacking.
+The imagers are run by ``imagers``, the MS is read by ``ms_summary`` and pb.fits comes
+from ``pb_image``.
 """
 
 import json
 import logging
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -55,7 +53,9 @@ from dsa110_contimg.imaging.drift import (
     restore_sources,
     select_sources,
 )
-from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.imaging.imagers import run_imager
+from dsa110_contimg.imaging.ms_summary import natural_thermal_rms, read_ms_summary
+from dsa110_contimg.imaging.pb_image import pointing_of_phase_center, pointing_track, primary_beam
 from dsa110_contimg.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 IMAGERS = ("tclean", "wsclean")
 WEIGHTINGS = ("natural", "uniform", "briggs")
 PRODUCTS = ("image.fits", "residual.fits", "pb.fits", "drift_sources.parquet")
-CALIBRATION_KEYWORD = "DSA110_CALIBRATION"
-"""MS keyword written by calibrate.apply_calibration (status calibrated/uncalibrated)."""
 
 
 @dataclass
@@ -138,301 +136,6 @@ class ImagingSettings(StageSettings):
         if not self.drift_min_snr > 0 or self.drift_max_sources < 0:
             raise ValueError("drift_min_snr must be positive and drift_max_sources >= 0")
         return self
-
-
-@dataclass
-class MSSummary:
-    """What imaging needs to know about a Measurement Set."""
-
-    path: str
-    times_mjd: np.ndarray
-    integration_s: float
-    freqs_hz: np.ndarray
-    channel_width_hz: float
-    phase_center_rad: tuple
-    n_cross_unflagged: int
-    n_pol: int
-    flagged_fraction: float
-    calibration: str = ""
-
-    @property
-    def mid_mjd(self):
-        return 0.5 * (self.times_mjd.min() + self.times_mjd.max())
-
-    @property
-    def centre_freq_hz(self):
-        return 0.5 * (self.freqs_hz.min() + self.freqs_hz.max())
-
-
-def read_ms_summary(ms_path, datacolumn="CORRECTED_DATA", chunk=20000):
-    """Times, frequencies, phase centre and unflagged cross-correlation count of an MS."""
-    from casacore import tables
-
-    ms_path = Path(ms_path)
-    if not (ms_path / "table.dat").exists():
-        raise FileNotFoundError(f"{ms_path}: not a Measurement Set (no table.dat)")
-    with tables.table(str(ms_path), ack=False) as ms:
-        if datacolumn not in ms.colnames():
-            raise ValueError(f"{ms_path}: no {datacolumn} column to image")
-        nrow = ms.nrows()
-        if nrow == 0:
-            raise ValueError(f"{ms_path}: the main table has no rows")
-        calibration = ""
-        if CALIBRATION_KEYWORD in ms.keywordnames():
-            calibration = str(dict(ms.getkeyword(CALIBRATION_KEYWORD)).get("status", ""))
-        times = np.unique(ms.getcol("TIME"))
-        interval = float(np.median(ms.getcol("INTERVAL", nrow=min(nrow, 1000))))
-        n_good = 0
-        n_cross = 0
-        for start in range(0, nrow, chunk):
-            n = min(chunk, nrow - start)
-            cross = ms.getcol("ANTENNA1", start, n) != ms.getcol("ANTENNA2", start, n)
-            flags = ms.getcol("FLAG", start, n)[cross]
-            n_good += int(flags.size - np.count_nonzero(flags))
-            n_cross += int(flags.size)
-    with tables.table(str(ms_path / "SPECTRAL_WINDOW"), ack=False) as spw:
-        freqs = np.concatenate([np.ravel(f) for f in spw.getcol("CHAN_FREQ")])
-        widths = np.concatenate([np.ravel(w) for w in spw.getcol("CHAN_WIDTH")])
-    with tables.table(str(ms_path / "FIELD"), ack=False) as field:
-        phase_dir = field.getcol("PHASE_DIR")[0, 0]
-    with tables.table(str(ms_path / "POLARIZATION"), ack=False) as pol:
-        n_pol = int(pol.getcol("NUM_CORR")[0])
-    n_pairs = n_good // n_pol
-    return MSSummary(
-        path=str(ms_path),
-        times_mjd=times / 86400.0,
-        integration_s=interval,
-        freqs_hz=np.sort(freqs),
-        channel_width_hz=float(np.median(np.abs(widths))),
-        phase_center_rad=(float(phase_dir[0]) % (2 * np.pi), float(phase_dir[1])),
-        n_cross_unflagged=n_pairs,
-        n_pol=n_pol,
-        flagged_fraction=1.0 - n_good / max(n_cross, 1),
-        calibration=calibration,
-    )
-
-
-def natural_thermal_rms(summary, sefd_jy=inst.SEFD_JY):
-    """Stokes I image rms (Jy/beam) with natural weighting from the radiometer equation:
-    sigma_vis / sqrt(n_pol N), N the unflagged cross-correlation samples per polarization."""
-    if summary.n_cross_unflagged == 0:
-        return float("nan")
-    sigma_vis = inst.thermal_noise_sigma(summary.channel_width_hz, summary.integration_s, sefd_jy)
-    return float(sigma_vis / np.sqrt(min(summary.n_pol, 2) * summary.n_cross_unflagged))
-
-
-def pointing_of_phase_center(ra_rad, dec_rad, mjd):
-    """(hour angle, declination) in deg of an ICRS direction seen from the site at `mjd`.
-
-    convert.py phases each group to the meridian at the pointing declination at the group
-    midpoint, so at the midpoint this gives (~0, pointing declination)."""
-    from astropy import units as u
-    from astropy.coordinates import HADec, SkyCoord
-    from astropy.time import Time
-
-    frame = HADec(obstime=Time(mjd, format="mjd", scale="utc"), location=inst.site_location())
-    hadec = SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad, frame="icrs").transform_to(frame)
-    return float(hadec.ha.wrap_at(180 * u.deg).deg), float(hadec.dec.deg)
-
-
-def pointing_track(times_mjd, dec_deg):
-    """ICRS (ra, dec) in rad of the drift-scan pointing (meridian, `dec_deg`) at each time."""
-    from dsa110_contimg.astrometry import meridian_phase_center
-
-    jd = np.asarray(times_mjd, float) + 2400000.5
-    track = np.array([meridian_phase_center(t, dec_deg) for t in jd])
-    return track[:, 0], track[:, 1]
-
-
-def _unit_vectors(ra, dec):
-    cd = np.cos(dec)
-    return np.stack([cd * np.cos(ra), cd * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def primary_beam(wcs, shape, pointing_ra, pointing_dec, freq_hz, step=4):
-    """Mean Airy power response on the (ny, nx) pixel grid of celestial `wcs` over the
-    pointings (rad); pixels without valid sky coordinates get 0.
-
-    The Airy power is a function of x = pi D sin(theta) f / c alone, with
-    sin(theta) = sqrt(1 - (p . s)^2) for unit vectors p (pointing) and s (pixel): it is
-    tabulated once on a fine grid of x (step 1e-3). The mean beam varies on degree
-    scales, so it is computed every `step` pixels and interpolated bilinearly (error
-    ~1e-5 at 9 arcsec pixels)."""
-    ny, nx = shape
-    step = max(1, int(step))
-    ys = np.arange((ny - 1) // step + 2) * step
-    xs = np.arange((nx - 1) // step + 2) * step
-    coarse, valid = _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz)
-    pb = _upsample(_upsample(coarse, nx, step, axis=1), ny, step, axis=0)
-    if valid.all():
-        return pb
-    inside = _upsample(_upsample(valid.astype(float), nx, step, axis=1), ny, step, axis=0)
-    return np.where(inside > 1.0 - 1e-9, pb, 0.0)
-
-
-def _upsample(a, n, step, axis):
-    """Linear interpolation of `a`, sampled every `step` pixels along `axis`, onto 0..n-1."""
-    i = np.arange(n)
-    j, t = i // step, (i % step) / step
-    lo, hi = np.take(a, j, axis=axis), np.take(a, j + 1, axis=axis)
-    shape = [1, 1]
-    shape[axis] = n
-    t = t.reshape(shape)
-    return lo * (1.0 - t) + hi * t
-
-
-def _mean_beam(wcs, ys, xs, pointing_ra, pointing_dec, freq_hz):
-    """Mean Airy power over the pointings at pixel rows `ys` x columns `xs`, and the
-    mask of pixels with valid sky coordinates."""
-    pointings = _unit_vectors(np.asarray(pointing_ra), np.asarray(pointing_dec))
-    scale = np.pi * inst.DISH_DIAMETER_M * freq_hz / inst.SPEED_OF_LIGHT
-    x_table = np.arange(0.0, scale + 2e-3, 1e-3)
-    a_table = airy_power(np.arcsin(np.clip(x_table / scale, 0.0, 1.0)), freq_hz)
-    px, py = np.meshgrid(xs, ys)
-    ra, dec = wcs.pixel_to_world_values(px, py)
-    valid = np.isfinite(ra) & np.isfinite(dec)
-    vec = _unit_vectors(np.radians(np.where(valid, ra, 0.0)), np.radians(np.where(valid, dec, 0.0)))
-    acc = np.zeros(px.shape)
-    for p in pointings:
-        cos_theta = vec @ p
-        acc += np.interp(
-            scale * np.sqrt(np.clip(1.0 - cos_theta * cos_theta, 0.0, 1.0)), x_table, a_table
-        )
-    return np.where(valid, acc / len(pointings), 0.0), valid
-
-
-def _tclean(ms, stem, settings, column):
-    """Run tclean on `column` and export image and residual to FITS; returns their paths."""
-    from dsa110_contimg.casaenv import casatasks
-
-    cta = casatasks()
-    result = cta.tclean(
-        vis=str(ms),
-        imagename=str(stem),
-        datacolumn=_tclean_column(column),
-        imsize=[settings.imsize, settings.imsize],
-        cell=f"{settings.cell_arcsec}arcsec",
-        specmode="mfs",
-        stokes="I",
-        gridder="wproject",
-        wprojplanes=settings.wprojplanes,
-        weighting=settings.weighting,
-        robust=settings.robust,
-        niter=settings.niter,
-        gain=settings.gain,
-        threshold=f"{settings.threshold_jy}Jy",
-        nsigma=settings.nsigma,
-        cyclefactor=settings.cyclefactor,
-        nmajor=settings.max_major,
-        deconvolver="hogbom",
-        pblimit=-1e-4,
-        pbcor=False,
-        savemodel="none",
-        restoration=True,
-    )
-    if isinstance(result, dict):
-        log.info(
-            "tclean: %s iterations, %s major cycles, stop: %s",
-            result.get("iterdone"),
-            result.get("nmajordone"),
-            result.get("stopDescription"),
-        )
-    outputs = []
-    for kind in ("image", "residual"):
-        casa_image = Path(f"{stem}.{kind}")
-        if not casa_image.exists():
-            raise RuntimeError(f"tclean did not write {casa_image} for {ms}")
-        fits_path = Path(f"{stem}.{kind}.fits")
-        cta.exportfits(
-            imagename=str(casa_image),
-            fitsimage=str(fits_path),
-            overwrite=True,
-            velocity=False,
-            dropstokes=False,
-            dropdeg=False,
-        )
-        outputs.append(fits_path)
-    return tuple(outputs)
-
-
-def _tclean_column(column):
-    names = {"CORRECTED_DATA": "corrected", "DATA": "data"}
-    if column not in names:
-        raise ValueError(f"tclean images DATA or CORRECTED_DATA, not {column!r}")
-    return names[column]
-
-
-def wsclean_version():
-    """WSClean's version string, or None when it is not installed."""
-    exe = shutil.which("wsclean")
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        if "version" in line.lower():
-            return line.strip()
-    return "unknown"
-
-
-def _wsclean(ms, stem, settings, column):
-    """Run WSClean (the ducc w-gridder, without touching the MS's MODEL_DATA); returns the
-    FITS paths of the restored image and residual. The w-gridder is ~7x faster here than
-    WSClean's default w-stacking (30 s against 207 s for a 2048^2 image of a demo-size
-    group with 40 w-layers), with a residual rms as low."""
-    exe = shutil.which("wsclean")
-    if exe is None:
-        raise FileNotFoundError(
-            "imager 'wsclean' chosen but the wsclean executable is not on "
-            "PATH (Debian: apt-get install wsclean; see scripts/setup.sh)"
-        )
-    weight = (
-        ["briggs", str(settings.robust)] if settings.weighting == "briggs" else [settings.weighting]
-    )
-    cmd = [
-        exe,
-        "-name",
-        str(stem),
-        "-temp-dir",
-        str(Path(stem).parent),
-        "-size",
-        str(settings.imsize),
-        str(settings.imsize),
-        "-scale",
-        f"{settings.cell_arcsec}asec",
-        "-pol",
-        "I",
-        "-weight",
-        *weight,
-        "-niter",
-        str(settings.niter),
-        "-gain",
-        str(settings.gain),
-        "-mgain",
-        str(settings.mgain),
-        "-nmiter",
-        str(settings.max_major),
-        "-auto-threshold",
-        str(settings.nsigma),
-        "-data-column",
-        column,
-        "-no-update-model-required",
-        "-no-dirty",
-        "-use-wgridder",
-        "-j",
-        str(1 if settings.deterministic else settings.threads),
-    ]
-    if settings.threshold_jy > 0:
-        cmd += ["-threshold", str(settings.threshold_jy)]
-    cmd.append(str(ms))
-    log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise RuntimeError(f"wsclean failed on {ms} (exit {proc.returncode}):\n{tail}")
-    for line in proc.stdout.splitlines():
-        if "major iterations were performed" in line or "Performed" in line:
-            log.info("wsclean: %s", line.strip())
-    return Path(f"{stem}-image.fits"), Path(f"{stem}-residual.fits")
 
 
 def _common_cards(header, summary, settings, prov, pointing):
@@ -513,12 +216,7 @@ def image_group(
         t_drift = time.perf_counter() - t1
         t1 = time.perf_counter()
         stem = work / "img"
-        if settings.imager == "tclean":
-            image_fits, residual_fits = _tclean(image_ms, stem, settings, column)
-            version = _casa_version()
-        else:
-            image_fits, residual_fits = _wsclean(image_ms, stem, settings, column)
-            version = wsclean_version()
+        image_fits, residual_fits, version = run_imager(image_ms, stem, settings, column)
         t_image = time.perf_counter() - t1
         inputs = [ms_path] + ([sky_catalog] if isinstance(sky_catalog, (str, Path)) else [])
         prov = provenance(
@@ -692,12 +390,6 @@ def _beam(header, path):
     if not (beam[0] > 0 and beam[1] > 0):
         raise RuntimeError(f"{path}: restoring beam {beam} is not positive")
     return beam
-
-
-def _casa_version():
-    from dsa110_contimg.casaenv import casatools
-
-    return casatools().version_string()
 
 
 def _run(args):

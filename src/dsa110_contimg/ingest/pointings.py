@@ -3,7 +3,7 @@
 DSA-110 parks its dishes at one declination for weeks while the sky drifts through, so
 every catalog source within the primary beam of the pointing declination transits once a
 sidereal day. A pointing is covered when at least one catalog calibrator lies within
-`beam_fraction` x FWHM(1.4 GHz) of it (the criterion `calibrate.calibrator_transits`
+`beam_fraction` x FWHM(1.4 GHz) of it (the criterion `calibrators.calibrator_transits`
 applies per group), using the calibrator's apparent declination at the epoch of the
 pointing's groups. A pointing that is not covered can never be calibrated from its own
 transits: the manifest reports it once, naming the nearest catalog calibrator, instead of

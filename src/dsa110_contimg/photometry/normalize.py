@@ -37,23 +37,13 @@ from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import read_table
 from dsa110_contimg.photometry.forced import NEAR_EDGE
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.stats import MAD_TO_SIGMA, robust_rms
 
 log = logging.getLogger(__name__)
 
 NO_REFERENCE = 16
 """Flag bit (beside the photometry bits): no reference source in this epoch, so the
 normalized flux is NaN."""
-
-MAD_TO_SIGMA = 1.4826
-
-
-def _robust_sigma(x):
-    """Scaled median absolute deviation about the median (NaN-aware)."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return np.nan
-    return MAD_TO_SIGMA * np.median(np.abs(x - np.median(x)))
 
 
 def epoch_factors(ref, epoch_column, clip_sigma=3.0, floor=0.005):
@@ -180,7 +170,7 @@ def normalize_timeseries(
         ref = ref_rows[ref_rows["source_id"].isin(accepted)]
         factors, ref = epoch_factors(ref, epoch_column, clip_sigma, floor)
         eta = _reference_eta(ref, factors, epoch_column, floor)
-        cut = max(eta_min, float(np.median(eta)) + eta_nmad * _robust_sigma(eta))
+        cut = max(eta_min, float(np.median(eta)) + eta_nmad * robust_rms(eta))
         bad = eta[eta > cut].sort_values(ascending=False)
         room = len(accepted) - min_references
         bad = bad.iloc[: max(room, 0)]

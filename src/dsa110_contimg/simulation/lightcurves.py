@@ -14,8 +14,7 @@ import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
 from dsa110_contimg.primary_beam import airy_power, angular_separation
-
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+from dsa110_contimg.stats import FWHM_TO_SIGMA
 
 
 def ese_profile(t, t0, fwhm, depth, shoulder=0.0):

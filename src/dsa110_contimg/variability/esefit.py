@@ -46,9 +46,9 @@ still reported, since a live ESE is the one to follow up.
 
 import numpy as np
 
+from dsa110_contimg.stats import FWHM_TO_SIGMA
 from dsa110_contimg.variability import statistics as var
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 DEFAULT_DURATIONS_DAYS = (3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 90.0)
 
 

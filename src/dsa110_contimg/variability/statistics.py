@@ -28,7 +28,7 @@ fitted (`robust_trend`); and single-epoch outliers are rejected: a point more th
 
 import numpy as np
 
-MAD_TO_SIGMA = 1.4826
+from dsa110_contimg.stats import MAD_TO_SIGMA
 
 
 def variability_stats(src, mjd, flux, err, n_sources):
