@@ -13,9 +13,9 @@ beam's geometric-mean FWHM.
 
 import numpy as np
 
+from dsa110_contimg.catalogs import DEFAULT_SPECTRAL_INDEX
 from dsa110_contimg.io import image_frequency
 
-SPECTRAL_INDEX_DEFAULT = -0.7
 REFERENCE_FREQ_HZ = 1.4e9
 
 
@@ -25,9 +25,9 @@ def catalog_flux(catalog, freq_hz):
     alpha = (
         catalog["spectral_index"].to_numpy(float)
         if "spectral_index" in catalog
-        else np.full(len(catalog), SPECTRAL_INDEX_DEFAULT)
+        else np.full(len(catalog), DEFAULT_SPECTRAL_INDEX)
     )
-    alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
+    alpha = np.where(np.isfinite(alpha), alpha, DEFAULT_SPECTRAL_INDEX)
     return catalog["flux_jy"].to_numpy(float) * (freq_hz / REFERENCE_FREQ_HZ) ** alpha
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from dsa110_contimg import instrument as inst
 from dsa110_contimg.calibrators import calibrator_spectrum
+from dsa110_contimg.catalogs import DEFAULT_SPECTRAL_INDEX
 from dsa110_contimg.primary_beam import angular_separation, beam_tracks
 
 
@@ -84,7 +85,7 @@ def field_sources(sky_model, ra0_deg, dec0_deg, calibrator, min_flux_jy, radius_
     if "flux_jy" not in sky:
         raise ValueError(f"{sky_model}: sky model lacks column flux_jy")
     if "spectral_index" not in sky:
-        sky = sky.assign(spectral_index=-0.7)
+        sky = sky.assign(spectral_index=DEFAULT_SPECTRAL_INDEX)
     ra, dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
     near = angular_separation(np.radians(ra0_deg), np.radians(dec0_deg), ra, dec)
     off_cal = angular_separation(

@@ -49,11 +49,11 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import instrument as inst
+from dsa110_contimg.catalogs import DEFAULT_SPECTRAL_INDEX
 from dsa110_contimg.primary_beam import airy_power, angular_separation, beam_tracks
 
 log = logging.getLogger(__name__)
 
-SPECTRAL_INDEX_DEFAULT = -0.7
 BLOCK_WIDTH_HZ = 8.0e6
 TABLE_COLUMNS = [
     "source_id",
@@ -174,9 +174,9 @@ class DriftModel:
         alpha = (
             sources.spectral_index.to_numpy(float)
             if "spectral_index" in sources
-            else np.full(len(sources), SPECTRAL_INDEX_DEFAULT)
+            else np.full(len(sources), DEFAULT_SPECTRAL_INDEX)
         )
-        self.alpha = np.where(np.isfinite(alpha), alpha, SPECTRAL_INDEX_DEFAULT)
+        self.alpha = np.where(np.isfinite(alpha), alpha, DEFAULT_SPECTRAL_INDEX)
         self.lmn = []
         self.amplitude = []
         beams = beam_tracks(

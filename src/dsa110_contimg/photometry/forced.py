@@ -60,6 +60,7 @@ from dsa110_contimg.io import (
     read_table,
 )
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.stats import robust_rms
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +401,7 @@ def measured_noise_scale(resid, rms, mask, inv_cov, n=NOISE_SAMPLES, seed=0, nsi
     z = (s / e)[(flags == 0) & np.isfinite(s / e)]
     if z.size < MIN_NOISE_SAMPLES:
         return None, int(z.size)
-    return float(1.4826 * np.median(np.abs(z - np.median(z)))), int(z.size)
+    return robust_rms(z), int(z.size)
 
 
 def _fit_kernels(resid, rms, x, y, inv_cov, error_model, nsigma=3.0, chunk=2048):
