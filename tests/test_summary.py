@@ -3,8 +3,9 @@ per light curve, eta of the constant sources, and the candidates against injecte
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from dsa110_contimg.summary import format_summary, summarize
+from dsa110_contimg.summary import format_summary, summarize, visit_spacing
 
 
 def _results(tmp_path, candidates):
@@ -88,3 +89,12 @@ def test_missed_ese_and_false_candidate(tmp_path):
     assert not s["injected"][0]["found"]
     assert s["false_candidates"] == ["B"]
     assert "injected ESE ESE001: NOT found" in format_summary(s)
+
+
+def test_epoch_offset_counts_daily_visits_not_images():
+    """Two overlapping groups a day see a source twice, 5 minutes apart: an offset of 0.41 d
+    is 0.41 epochs of its daily visits, not 114 of its 5-minute image spacing."""
+    day = np.arange(20.0)
+    mjd = np.sort(np.concatenate([61000.4 + day, 61000.4035 + day]))
+    assert visit_spacing(mjd) == pytest.approx(1.0)
+    assert np.isnan(visit_spacing([61000.4, 61000.4035]))

@@ -4,8 +4,8 @@ Reads the products of a results directory: groups in the manifest, QA status per
 mosaics, the normalized light curves (epochs per source, normalization references, the
 reduced chi-square eta of each light curve about its weighted mean) and the ESE
 candidates. When the archive holds a simulator's truth, each injected ESE is compared
-with the candidates: found or not, centre offset in epochs (the median spacing of the
-source's epochs), fitted depth / injected depth.
+with the candidates: found or not, centre offset in epochs (`visit_spacing`: the median
+gap between the days a source was observed), fitted depth / injected depth.
 """
 
 import json
@@ -69,13 +69,23 @@ def injected_eses(archive):
     return catalog[catalog.ese_mjd.notna()]
 
 
+def visit_spacing(mjd, same_visit_days=0.5):
+    """Median gap (days) between a source's visits: measurements closer than
+    `same_visit_days` are one visit (a field is revisited once a sidereal day, and two
+    overlapping groups of one day see a source twice). NaN with fewer than two visits."""
+    mjd = np.sort(np.asarray(mjd, dtype=float))
+    if mjd.size < 2:
+        return np.nan
+    starts = mjd[np.concatenate([[True], np.diff(mjd) >= same_visit_days])]
+    return float(np.median(np.diff(starts))) if starts.size > 1 else np.nan
+
+
 def compare_with_truth(candidates, injected, timeseries):
     """One row per injected ESE: found, centre offset (days and epochs), depth ratio."""
     rows = []
     for src in injected.itertuples():
         match = candidates[candidates.source_id == src.source_id]
-        mjd = np.sort(timeseries.mjd[timeseries.source_id == src.source_id].unique())
-        spacing = float(np.median(np.diff(mjd))) if mjd.size > 1 else np.nan
+        spacing = visit_spacing(timeseries.mjd[timeseries.source_id == src.source_id])
         row = {
             "source_id": src.source_id,
             "found": not match.empty,
