@@ -26,6 +26,7 @@ SHARED = {
     "casaenv",
     "io",
     "qa_records",
+    "sanity",
     "configuration",
     "catalogs",
     "calibrators",

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from dsa110_contimg import __version__
+from dsa110_contimg.sanity import EXIT_REJECTED, ProductRejected
 
 STAGE_MODULES = [
     "simulation.visibilities",
@@ -66,6 +67,8 @@ def main(argv=None):
 
         fail_once_if_requested(args.command, getattr(args, "group", None))
         return args.func(args) or 0
+    except ProductRejected:
+        return EXIT_REJECTED
     except (FileNotFoundError, ValueError, OSError) as err:
         logging.getLogger("dsa110_contimg").error("%s", err)
         return 2
