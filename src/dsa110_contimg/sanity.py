@@ -145,9 +145,9 @@ def check_ms(ms, product, data_column="DATA"):
             bad_weights += _count(~(weights >= 0))
             good = ~t.getcol("FLAG", start, n)
             unflagged += _count(good)
-            data = t.getcol(data_column, start, n)[good]
-            bad_data += _count(~np.isfinite(data))
-            nonzero += _count(data != 0)
+            data = t.getcol(data_column, start, n)
+            bad_data += _count(good & ~np.isfinite(data))
+            nonzero += _count(good & (data != 0))
     if bad_weights:
         product.reject("weights", f"{bad_weights} {weight_column} values are negative or NaN")
     if unflagged == 0:
