@@ -25,6 +25,7 @@ STAGE_MODULES = [
     "qa",
     "mosaic",
     "catalogs",
+    "reference_catalog",
     "photometry.forced",
     "photometry.normalize",
     "variability.ese",
