@@ -325,3 +325,63 @@ def test_photometry_catalog_union(archive, reference, tmp_path):
     assert union.source_id.is_unique
     with pytest.raises(ValueError, match="needs the sky catalog"):
         photometry_catalog("union", tmp_path / "x.parquet", None, ref)
+
+
+@pytest.mark.parametrize("mode", ["input", "reference", "union"])
+def test_photometry_catalog_config_chooses_what_photometry_reads(tmp_path, mode):
+    """config photometry_catalog: the catalog the photometry rule passes (snakemake
+    --dry-run), and for union the rule that makes it."""
+    import shlex
+    import subprocess
+
+    from pipeline import BIN, REPO, env
+
+    group = "2026-01-01T000000"
+    results, sky = tmp_path / "results", tmp_path / "sky.csv"
+    (tmp_path / "archive").mkdir()
+    sky.write_text("source_id,ra_deg,dec_deg,flux_jy\ns1,10.0,54.0,1.0\n")
+    (results / "images" / group).mkdir(parents=True)
+    (results / "catalog").mkdir()
+    for path in ("images/" + group + "/image.fits", "images/" + group + "/pb.fits"):
+        (results / path).touch()
+    (results / "catalog" / "reference.parquet").touch()
+    out = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "--dry-run",
+            "--printshellcmds",
+            "--nolock",
+            "--cores",
+            "1",
+            "--allowed-rules",
+            "photometry_image",
+            "photometry_catalog_union",
+            "--config",
+            f"archive_dir={tmp_path / 'archive'}",
+            f"results_dir={results}",
+            f"sky_catalog={sky}",
+            f"photometry_catalog={mode}",
+            "--",
+            str(results / "photometry" / "images" / f"{group}.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env(),
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    commands = [
+        shlex.split(line.removeprefix("Shell command: "))
+        for line in out.stdout.splitlines()
+        if line.startswith("Shell command: dsa110-contimg ")
+    ]
+    photometry = next(c for c in commands if c[1] == "photometry")
+    expected = {
+        "input": sky,
+        "reference": results / "catalog" / "reference.parquet",
+        "union": results / "catalog" / "union.parquet",
+    }[mode]
+    assert photometry[photometry.index("--catalog") + 1] == str(expected)
+    union = [c for c in commands if c[1] == "photometry-catalog"]
+    assert len(union) == (mode == "union")
