@@ -332,9 +332,8 @@ def test_photometry_catalog_config_chooses_what_photometry_reads(tmp_path, mode)
     """config photometry_catalog: the catalog the photometry rule passes (snakemake
     --dry-run), and for union the rule that makes it."""
     import shlex
-    import subprocess
 
-    from pipeline import BIN, REPO, env
+    from pipeline import run
 
     group = "2026-01-01T000000"
     results, sky = tmp_path / "results", tmp_path / "sky.csv"
@@ -345,35 +344,23 @@ def test_photometry_catalog_config_chooses_what_photometry_reads(tmp_path, mode)
     for path in ("images/" + group + "/image.fits", "images/" + group + "/pb.fits"):
         (results / path).touch()
     (results / "catalog" / "reference.parquet").touch()
-    out = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            "--dry-run",
-            "--printshellcmds",
-            "--nolock",
-            "--cores",
-            "1",
-            "--allowed-rules",
-            "photometry_image",
-            "photometry_catalog_union",
-            "--config",
-            f"archive_dir={tmp_path / 'archive'}",
-            f"results_dir={results}",
-            f"sky_catalog={sky}",
-            f"photometry_catalog={mode}",
-            "--",
-            str(results / "photometry" / "images" / f"{group}.parquet"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env(),
+    status, log = run(
+        tmp_path / "archive",
+        results,
+        "--dry-run",
+        "--printshellcmds",
+        "--nolock",
+        str(results / "photometry" / "images" / f"{group}.parquet"),
+        "--allowed-rules",
+        "photometry_image",
+        "photometry_catalog_union",
+        config=[f"sky_catalog={sky}", f"photometry_catalog={mode}"],
         timeout=300,
     )
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert status == 0, log
     commands = [
         shlex.split(line.removeprefix("Shell command: "))
-        for line in out.stdout.splitlines()
+        for line in log.splitlines()
         if line.startswith("Shell command: dsa110-contimg ")
     ]
     photometry = next(c for c in commands if c[1] == "photometry")

@@ -79,23 +79,10 @@ def make_mosaic(
     weight map; returns a dict with the images used and left out."""
     from astropy.io import fits
 
-    from dsa110_contimg.qa_records import passed_products
-
-    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
-    if len(images) != len(pbs) or not images:
-        raise ValueError(
-            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
-        )
-    residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
-    reports = [Path(p) for p in reports] if reports else [None] * len(images)
     if not 0 <= weight_cut < 1:
         raise ValueError(f"weight_cut must be in [0, 1), not {weight_cut}")
-    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
-    excluded = []
-    for (img, _, _), records in left_out.items():
-        failed = [check for r in records for check in r["failed"]]
-        log.warning("mosaic %s: leaving out %s, failed QA (%s)", name, img, ", ".join(failed))
-        excluded.append({"image": str(img), "failed": failed})
+    used, excluded = qa_passed_inputs(images, pbs, residuals, reports, f"mosaic {name}")
+    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
 
     headers, inputs = [], []
     for img, pb, res in used:
@@ -154,6 +141,27 @@ def make_mosaic(
         "shape": shape_out,
         "weight_max": wmax,
     }
+
+
+def qa_passed_inputs(images, pbs, residuals=None, reports=None, product="mosaic"):
+    """([(image, pb, residual or None)] whose QA `reports` passed, [{image, failed checks}]
+    left out, each named in the log as left out of `product`)."""
+    from dsa110_contimg.qa_records import passed_products
+
+    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
+    if len(images) != len(pbs) or not images:
+        raise ValueError(
+            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
+        )
+    residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
+    reports = [Path(p) for p in reports] if reports else [None] * len(images)
+    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
+    excluded = []
+    for (img, _, _), records in left_out.items():
+        failed = [check for r in records for check in r["failed"]]
+        log.warning("%s: leaving out %s, failed QA (%s)", product, img, ", ".join(failed))
+        excluded.append({"image": str(img), "failed": failed})
+    return used, excluded
 
 
 def weighted_input(image, pb, residual=None):

@@ -349,23 +349,13 @@ def build_reference_catalog(
     from astropy.io import fits
 
     from dsa110_contimg.atomic import atomic_output
+    from dsa110_contimg.mosaic import qa_passed_inputs
     from dsa110_contimg.provenance import provenance
-    from dsa110_contimg.qa_records import passed_products
 
     s = settings or ReferenceCatalogSettings()
-    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
-    if len(images) != len(pbs) or not images:
-        raise ValueError(
-            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
-        )
-    residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
-    reports = [Path(p) for p in reports] if reports else [None] * len(images)
-    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
-    for (img, _, _), records in left_out.items():
-        failed = ", ".join(c for r in records for c in r["failed"])
-        log.warning("reference catalog: leaving out %s, failed QA (%s)", img, failed)
+    used, excluded = qa_passed_inputs(images, pbs, residuals, reports, "reference catalog")
     if not used:
-        raise ValueError(f"no image of {len(images)} passed QA: no deep image to search")
+        raise ValueError(f"no image of {len(pbs)} passed QA: no deep image to search")
     headers = [fits.getheader(p[0]) for p in used]
     fields = plan_fields(headers, s)
     sky = None
@@ -399,7 +389,7 @@ def build_reference_catalog(
         [str(p[0]) for p in used],
         vars(s),
         fields=sorted(fields),
-        excluded=[str(p[0]) for p in left_out],
+        excluded=excluded,
         sky_catalog=None if sky_catalog is None else str(sky_catalog),
         beam_arcsec=beam_arcsec,
         confusion_arcsec=confusion_arcsec,
@@ -411,7 +401,7 @@ def build_reference_catalog(
         len(cat),
         len(fields),
         len(used),
-        len(left_out),
+        len(excluded),
         int(cat.resolved.sum()),
         int(cat.confused.sum()),
         int(cat.near_edge.sum()),
