@@ -28,6 +28,7 @@ blanked pixels) and `compact` = not resolved; cross-matched (nearest within
 """
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,8 +228,10 @@ def find_sources(image, thresh_isl=3.0, thresh_pix=5.0, ncores=1):
 
     image = Path(image)
     header = fits.getheader(image)
+    # PyBDSF logs every step to its own log file (kept as pybdsf.log beside the image)
+    # and its warnings to stderr; only those reach the job's log
+    logging.getLogger("PyBDSF").propagate = False
     with tempfile.TemporaryDirectory(prefix="pybdsf-", dir=image.parent) as work:
-        # PyBDSF writes its log next to the image it reads
         local = Path(work) / image.name
         local.symlink_to(image.resolve())
         img = bdsf.process_image(
@@ -239,6 +242,9 @@ def find_sources(image, thresh_isl=3.0, thresh_pix=5.0, ncores=1):
             ncores=ncores,
             quiet=True,
         )
+        bdsf_log = Path(f"{local}.pybdsf.log")
+        if bdsf_log.exists():
+            shutil.copyfile(bdsf_log, image.with_name("pybdsf.log"))
         if img.nsrc == 0:
             log.info("%s: PyBDSF found no source", image)
             return pd.DataFrame()
@@ -266,7 +272,16 @@ def source_names(ra_deg, dec_deg):
     return names
 
 
-def source_table(srl, field):
+def size_upper_limit(fit_major, dc_major, e_dc_major, snr, beam_major):
+    """True where the deconvolved size is not significant (an upper limit): within 2 of
+    PyBDSF's errors of zero, or a fitted major axis theta within 2 sigma of the beam's
+    major axis, sigma = sqrt(2) theta / SNR (Condon 1997's leading term; PyBDSF's own size
+    errors are too small for faint sources, which noise then makes look resolved)."""
+    sigma = np.sqrt(2.0) * fit_major / np.maximum(snr, 1e-9)
+    return (dc_major <= 2.0 * e_dc_major) | (fit_major <= beam_major + 2.0 * sigma)
+
+
+def source_table(srl, field, beam_major_arcsec):
     """Rows of the reference catalog from PyBDSF's source list of one field's deep image,
     only the sources inside the field's RA range."""
     if len(srl) == 0:
@@ -275,7 +290,11 @@ def source_table(srl, field):
     inside = (ra >= field["ra_min"]) & (ra < field["ra_max"])
     srl = srl[inside].reset_index(drop=True)
     dc_maj = np.asarray(srl["DC_Maj"], float) * 3600.0
-    e_dc_maj = np.asarray(srl["E_DC_Maj"], float) * 3600.0
+    fit_maj = np.asarray(srl["Maj"], float) * 3600.0
+    snr = np.asarray(srl["Peak_flux"], float) / np.asarray(srl["Isl_rms"], float)
+    upper = size_upper_limit(
+        fit_maj, dc_maj, np.asarray(srl["E_DC_Maj"], float) * 3600.0, snr, beam_major_arcsec
+    )
     return pd.DataFrame(
         {
             "ra_deg": np.asarray(srl["RA"], float) % 360.0,
@@ -287,14 +306,13 @@ def source_table(srl, field):
             "peak_flux_jy": np.asarray(srl["Peak_flux"], float),
             "peak_flux_err_jy": np.asarray(srl["E_Peak_flux"], float),
             "spectral_index": DEFAULT_SPECTRAL_INDEX,
-            "fit_major_arcsec": np.asarray(srl["Maj"], float) * 3600.0,
+            "fit_major_arcsec": fit_maj,
             "fit_minor_arcsec": np.asarray(srl["Min"], float) * 3600.0,
             "fit_pa_deg": np.asarray(srl["PA"], float),
             "major_arcsec": dc_maj,
             "minor_arcsec": np.asarray(srl["DC_Min"], float) * 3600.0,
             "pa_deg": np.asarray(srl["DC_PA"], float),
-            # a deconvolved size within 2 sigma of zero is an upper limit
-            "size_upper_limit": dc_maj <= 2.0 * e_dc_maj,
+            "size_upper_limit": upper,
             "local_rms_jy": np.asarray(srl["Isl_rms"], float),
             "s_code": np.asarray(srl["S_Code"]).astype(str),
             "field": field["name"],
@@ -369,9 +387,12 @@ def build_reference_catalog(
         for name, field in fields.items():
             image = tmp_dir / name / "deep.fits"
             members = [used[i] for i in field["members"]]
-            deep_image(members, field, image, tmp_dir / name / "weight.fits", s.weight_cut)
+            wmax = deep_image(members, field, image, tmp_dir / name / "weight.fits", s.weight_cut)
+            if not wmax > 0:
+                log.warning("deep image %s: no weight anywhere, not searched", name)
+                continue
             srl = find_sources(image, s.thresh_isl, s.thresh_pix, s.ncores)
-            rows = source_table(srl, field)
+            rows = source_table(srl, field, fits.getheader(image)["BMAJ"] * 3600.0)
             if len(rows):
                 rows = reference_flags(
                     rows, beam_arcsec, confusion_arcsec, image, s.edge_margin_arcsec
