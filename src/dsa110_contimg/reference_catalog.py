@@ -62,7 +62,7 @@ class ReferenceCatalogSettings(StageSettings):
     dec_tol_deg: float = 0.5
     weight_cut: float = 0.1
     thresh_isl: float = 3.0
-    thresh_pix: float = 5.0
+    thresh_pix: float = 7.0
     match_radius_arcsec: float = 20.0
     edge_margin_arcsec: float = 120.0
     ncores: int = 1
@@ -146,9 +146,10 @@ def _field(k, dec0, strip, feet, s):
             dec_lo, dec_hi = min(dec_lo, dec_corner.min()), max(dec_hi, dec_corner.max())
     if not members:
         return None
-    # x from the field's RA edges (+ margin) at the strip's Dec extremes, y from the Decs
-    edge_ra = np.array([ra0 - half, ra0 + half] * 3)
-    edge_dec = np.repeat([dec_lo, dec0, dec_hi], 2)
+    # the field's RA edges (+ margin) and centre at the members' lowest, central and
+    # highest Dec: parallels curve on the SIN plane, so all nine bound the grid
+    edge_ra = np.array([ra0 - half, ra0, ra0 + half] * 3)
+    edge_dec = np.repeat([dec_lo, dec0, dec_hi], 3)
     x, y = wcs.world_to_pixel_values(edge_ra, edge_dec)
     x0, x1 = int(np.floor(np.min(x))), int(np.ceil(np.max(x)))
     y0, y1 = int(np.floor(np.min(y))), int(np.ceil(np.max(y)))
@@ -169,9 +170,12 @@ def _field(k, dec0, strip, feet, s):
 # --------------------------------------------------------------------------- deep image
 
 
-def deep_image(products, field, out_image, out_weight, weight_cut=0.1, headers=None):
+def deep_image(products, field, out_image, out_weight, weight_cut=0.1):
     """Stack the field's member images, [(image, pb, residual or None)], into the deep
-    image D and its weight W (FITS, written atomically); returns max(W)."""
+    image D and its weight W (FITS, written atomically); returns max(W). The restoring
+    beam in its header is the members' weighted mean (weights: their sums of P^2 / s^2
+    on the field's grid); members whose beams differ by more than 5% are named in the
+    log, as D's point-source response is then not one Gaussian."""
     from astropy.io import fits
 
     from dsa110_contimg.atomic import atomic_output
@@ -180,11 +184,13 @@ def deep_image(products, field, out_image, out_weight, weight_cut=0.1, headers=N
 
     wcs_out, shape = field["wcs"], field["shape"]
     num, den = np.zeros(shape), np.zeros(shape)
-    read = []
+    read, weights = [], []
     for image, pb, residual in products:
         data, beam, wcs, s, header = weighted_input(image, pb, residual)
+        before = den.sum()
         accumulate(num, den, data, beam, wcs, s, wcs_out)
         read.append(header)
+        weights.append(den.sum() - before)
     wmax = float(den.max()) if den.size else 0.0
     keep = den > weight_cut * wmax if wmax > 0 else np.zeros(shape, bool)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -192,6 +198,8 @@ def deep_image(products, field, out_image, out_weight, weight_cut=0.1, headers=N
     header = wcs_out.to_header()
     prov = provenance([str(p[0]) for p in products], {"weight_cut": weight_cut})
     mosaic_cards(header, read, products, [], weight_cut, wmax, prov, field["name"])
+    if read and sum(weights) > 0:
+        header["BMAJ"], header["BMIN"], header["BPA"] = mean_beam(read, weights, field["name"])
     weight_header = header.copy()
     for key in ("BMAJ", "BMIN", "BPA"):
         weight_header.remove(key, ignore_missing=True)
@@ -214,10 +222,36 @@ def deep_image(products, field, out_image, out_weight, weight_cut=0.1, headers=N
     return wmax
 
 
+def mean_beam(headers, weights, name=""):
+    """(BMAJ, BMIN, BPA) in deg: the weighted mean of the headers' beams (BPA averaged as
+    a doubled angle, modulo 180 deg); a spread above 5% in BMAJ or BMIN is logged."""
+    w = np.asarray(weights, float)
+    bmaj = np.array([h["BMAJ"] for h in headers], float)
+    bmin = np.array([h["BMIN"] for h in headers], float)
+    bpa = np.radians(np.array([h["BPA"] for h in headers], float))
+    pa = 0.5 * np.degrees(np.arctan2(np.sum(w * np.sin(2 * bpa)), np.sum(w * np.cos(2 * bpa))))
+    for axis, values in (("BMAJ", bmaj), ("BMIN", bmin)):
+        if values.max() > 1.05 * values.min():
+            log.warning(
+                "deep image %s: the images' %s range %.1f-%.1f arcsec; its fluxes assume "
+                "their weighted mean",
+                name,
+                axis,
+                values.min() * 3600,
+                values.max() * 3600,
+            )
+    return float(np.sum(w * bmaj) / w.sum()), float(np.sum(w * bmin) / w.sum()), float(pa)
+
+
 # --------------------------------------------------------------------------- sources
 
 
-def find_sources(image, thresh_isl=3.0, thresh_pix=5.0, ncores=1):
+def find_sources(
+    image,
+    thresh_isl=ReferenceCatalogSettings.thresh_isl,
+    thresh_pix=ReferenceCatalogSettings.thresh_pix,
+    ncores=1,
+):
     """PyBDSF's source list of a deep image (its srl columns: RA, DEC, E_RA, E_DEC in deg,
     Total_flux, Peak_flux, Isl_rms in Jy, Maj, Min, PA, DC_Maj, ... in deg, S_Code)."""
     import bdsf
@@ -448,9 +482,16 @@ def photometry_catalog(mode, out, sky_catalog=None, reference=None, match_radius
     `match_radius_arcsec`)."""
     if mode not in PHOTOMETRY_CATALOGS:
         raise ValueError(f"photometry catalog must be one of {PHOTOMETRY_CATALOGS}, not {mode!r}")
-    need = {"input": [sky_catalog], "reference": [reference], "union": [sky_catalog, reference]}
-    if any(p is None for p in need[mode]):
-        raise ValueError(f"photometry catalog {mode!r} needs the sky catalog and/or reference")
+    missing = [
+        what
+        for what, path, modes in (
+            ("the sky catalog", sky_catalog, ("input", "union")),
+            ("the reference catalog", reference, ("reference", "union")),
+        )
+        if path is None and mode in modes
+    ]
+    if missing:
+        raise ValueError(f"photometry catalog {mode!r} needs {' and '.join(missing)}")
     if mode == "input":
         cat = read_sky_catalog(sky_catalog)
     elif mode == "reference":
