@@ -6,6 +6,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.logging import logger
 
+from dsa110_contimg.sanity import find_rejections
+
 RESULTS = config["results_dir"]
 ARCHIVE = config["archive_dir"]
 
@@ -161,13 +163,14 @@ def all_mosaics(wildcards):
 
 
 def all_qa_reports(wildcards):
-    """Every QA report qa/summary.parquet gathers: calibration, images, mosaics."""
+    """Every QA report qa/summary.parquet gathers: flagging, calibration, images, mosaics,
+    and the records of products rejected by their sanity checks (module sanity)."""
     reports = expand(f"{RESULTS}/qa/flag/{{group}}.json", group=manifest_groups().group)
     reports += calibrator_qa_files(wildcards)
     reports += expand(f"{RESULTS}/qa/apply/{{group}}.json", group=calibrated_groups())
     reports += expand(f"{RESULTS}/qa/image/{{group}}.json", group=calibrated_groups())
     reports += expand(f"{RESULTS}/qa/mosaic/{{mosaic}}.json", mosaic=sorted(mosaic_plan()))
-    return reports
+    return reports + [str(p) for p in find_rejections(RESULTS)]
 
 
 def scaled_by_attempt(section, key):

@@ -63,10 +63,16 @@ def snakemake_cmd(archive, results, *args, profile="profiles/local", config=()):
     ]
 
 
-def readme_run(archive, results, *args, **popen):
+def readme_run(archive, results, *args, config=(), **popen):
     """The README's command (`dsa110-contimg run -- --config archive_dir=... results_dir=...`)
-    on a test archive, with the test imaging overlay."""
-    cmd = [str(BIN / "dsa110-contimg"), "run", "--", *args, *_test_options(archive, results)]
+    on a test archive, with the test imaging overlay (and further `config` items)."""
+    cmd = [
+        str(BIN / "dsa110-contimg"),
+        "run",
+        "--",
+        *args,
+        *_test_options(archive, results, config),
+    ]
     return subprocess.Popen(
         cmd,
         cwd=REPO,

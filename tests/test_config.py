@@ -339,7 +339,7 @@ def _cli_settings(argv, section, index=0):
     """The settings object the `dsa110-contimg` command builds from `argv`."""
     from dsa110_contimg.cli import build_parser
 
-    return _settings_class(section, index).from_args(build_parser().parse_args(argv))
+    return _settings_class(section, index).from_args(build_parser(argv).parse_args(argv))
 
 
 BARE = {  # the stages' command lines with no settings flag at all

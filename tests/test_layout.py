@@ -27,6 +27,7 @@ SHARED = {
     "casaenv",
     "io",
     "qa_records",
+    "sanity",
     "configuration",
     "catalogs",
     "calibrators",

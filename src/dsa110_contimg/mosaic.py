@@ -25,6 +25,7 @@ import numpy as np
 from dsa110_contimg.atomic import atomic_output
 from dsa110_contimg.io import read_plane
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.sanity import Product, check_image
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,13 @@ def make_mosaic(
     )
     weight_header["BUNIT"] = "Jy-2"
     weight_header["COMMENT"] = "W = sum(P_i^2 / s_i^2); the mosaic's noise is 1/sqrt(W) (Jy/beam)."
+    if used:
+        source = ", ".join(str(img) for img, _, _ in used)
+        check_image(
+            mosaic,
+            Product(Path(out_mosaic), "mosaic", name or Path(out_mosaic).parent.name, source),
+            "mosaic",
+        )
     for path, data, hdr in ((out_mosaic, mosaic, header), (out_weight, den, weight_header)):
         with atomic_output(path) as tmp:
             fits.PrimaryHDU(data=data.astype(np.float32), header=hdr).writeto(tmp)

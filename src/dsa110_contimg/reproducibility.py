@@ -12,7 +12,8 @@ content, not its bytes, where the bytes legitimately differ between identical ru
   not the file (its metadata carries the creation time and host).
 - JSON (and JSON lines, VOEvent XML): the document without wall-clock fields
   (WALL_CLOCK_KEYS: creation times, hosts, durations).
-- Measurement Sets and calibration tables: the main table's columns (python-casacore).
+- Measurement Sets and calibration tables: keywords, columns and subtables (python-casacore),
+  without the HISTORY subtable.
 - Other text (CSV, TXT): the text.
 
 Paths of the results directory inside a product are replaced by "{results}" first, so two
@@ -64,6 +65,9 @@ FITS_SKIP_KEYWORDS = {
 }
 
 RESULTS_TOKEN = "{results}"
+# A temporary name's process id (atomic.PARTIAL + pid), e.g. the scratch MS a calibration
+# table records as its MSName.
+_PARTIAL_PID = re.compile(re.escape(PARTIAL) + r"\d+")
 _ROWS_PER_CHUNK = 20000
 
 
@@ -114,7 +118,7 @@ class _Paths:
 
     def __call__(self, value):
         if isinstance(value, str):
-            return self.pattern.sub(RESULTS_TOKEN, value)
+            return _PARTIAL_PID.sub(PARTIAL, self.pattern.sub(RESULTS_TOKEN, value))
         if isinstance(value, dict):
             return {k: self(v) for k, v in value.items() if k not in WALL_CLOCK_KEYS}
         if isinstance(value, (list, tuple)):
@@ -201,30 +205,60 @@ def hash_text(path, paths):
 
 
 def hash_table(path, paths):
-    """The main table's columns of a casacore table (MS or calibration table), read in
-    row chunks; cells of variable shape or undefined are hashed row by row."""
+    """A casacore table (MS or calibration table): its keywords, every column read in row
+    chunks (cells of variable shape or undefined row by row), and then its subtables
+    (ANTENNA, FIELD, SPECTRAL_WINDOW, ...) the same way, by name; HISTORY, the log of
+    what ran when, is left out."""
     from casacore import tables
 
     d = _Digest()
     with tables.table(str(path), ack=False) as t:
-        nrows = t.nrows()
-        d.add("rows", str(nrows))
-        for col in t.colnames():
-            d.add("column", col)
-            for start in range(0, nrows, _ROWS_PER_CHUNK):
-                n = min(_ROWS_PER_CHUNK, nrows - start)
-                try:
-                    values = t.getcol(col, start, n)
-                except RuntimeError:
-                    cells = t.getvarcol(col, start, n)
-                    for key in sorted(cells, key=lambda k: int(k[1:])):
-                        cell = cells[key]
-                        d.add_array(f"{col}{key}", np.asarray(cell if cell is not None else []))
-                    continue
-                if isinstance(values, list):
-                    values = np.array(_canonical_json(paths(values)), dtype=object)
-                d.add_array(col, values)
+        keywords = t.getkeywords()
+        subtables = sorted(
+            name
+            for name, value in keywords.items()
+            if isinstance(value, str) and value.startswith("Table: ")
+        )
+        plain = {k: v for k, v in keywords.items() if k not in subtables}
+        d.add("keywords", _canonical_json(paths(plain)))
+        _hash_columns(t, d, paths)
+    for name in subtables:
+        if name != "HISTORY" and (Path(path) / name / "table.dat").exists():
+            d.add("subtable", name)
+            d.add("digest", hash_table(Path(path) / name, paths))
     return d.hexdigest()
+
+
+def _hash_columns(t, d, paths):
+    """Add every column of the open table `t` to the digest `d`, in row chunks."""
+    nrows = t.nrows()
+    d.add("rows", str(nrows))
+    for col in t.colnames():
+        d.add("column", col)
+        for start in range(0, nrows, _ROWS_PER_CHUNK):
+            n = min(_ROWS_PER_CHUNK, nrows - start)
+            try:
+                values = t.getcol(col, start, n)
+            except RuntimeError:
+                _hash_cells(t, col, start, n, d, paths)
+                continue
+            if isinstance(values, list):
+                values = np.array(_canonical_json(paths(values)), dtype=object)
+            d.add_array(col, values)
+
+
+def _hash_cells(t, col, start, n, d, paths):
+    """Rows of a column that getcol cannot read whole: cells of variable shape or
+    undefined (getvarcol), or records (one cell at a time, as JSON)."""
+    try:
+        cells = t.getvarcol(col, start, n)
+    except RuntimeError:
+        for row in range(start, start + n):
+            d.add(f"{col}r{row}", _canonical_json(paths(t.getcell(col, row))))
+        return
+    for key in sorted(cells, key=lambda k: int(k[1:])):
+        cell = cells[key]
+        d.add_array(f"{col}{key}", np.asarray(cell if cell is not None else []))
 
 
 HASHERS = {

@@ -20,6 +20,7 @@ from dsa110_contimg.casaenv import casatasks
 from dsa110_contimg.ingest.convert import convert_group
 from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
 from dsa110_contimg.primary_beam import airy_power
+from dsa110_contimg.sanity import caltable_problem
 from dsa110_contimg.simulation.visibilities import (
     SimulationSettings,
     calibrator_placement,
@@ -183,6 +184,21 @@ def test_qa_record_and_plot(solved):
     assert all(a["amp_scatter"] < 0.005 for a in per_ant)
     assert (solved["dir"] / "qa.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (solved["dir"] / "cal").iterdir()) == ["bandpass.b", "gain.g"]
+
+
+def test_caltable_with_no_valid_solution_is_named(solved, tmp_path):
+    """A solve whose every solution is flagged (or NaN) fails its QA with the check
+    no_valid_solutions; the tables of a good solve pass the same check."""
+    for name in ("bandpass.b", "gain.g"):
+        table = solved["dir"] / "cal" / name
+        assert caltable_problem(table) is None
+        flagged = tmp_path / f"flagged_{name}"
+        shutil.copytree(table, flagged)
+        with tables.table(str(flagged), readonly=False, ack=False) as t:
+            flags = t.getcol("FLAG")
+            n = flags.size
+            t.putcol("FLAG", np.ones_like(flags))
+        assert caltable_problem(flagged) == f"{flagged.name}: none of its {n} solutions is valid"
 
 
 def test_dead_antenna_is_neither_reference_nor_counted(solved, catalog, tmp_path):

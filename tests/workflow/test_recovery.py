@@ -433,3 +433,40 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     log, _ = first.communicate(timeout=900)
     assert first.returncode == 0, log
     assert_products_equal(results, clean_small_run)
+
+
+def test_zeroed_raw_data_is_rejected_listed_in_qa_and_never_imaged(archive_copy, tmp_path):
+    """A group whose raw visibilities are all zero (headers, samples and flags valid):
+    flagging finds every antenna dead, so the MS is rejected by the converter's sanity
+    check (no unflagged data), named in the job log and by
+    `dsa110-contimg run`, nothing downstream of it is made, and once the group is
+    quarantined the run completes with the rejection listed in qa/summary.parquet."""
+    import pandas as pd
+
+    for path in sorted(archive_copy.glob("2026-01-01T00:01:4*_sb*.hdf5")):
+        with h5py.File(path, "r+") as fh:
+            fh["Data/visdata"][...] = 0
+    results = tmp_path / "results"
+    summary = results / "qa" / "summary.parquet"
+    proc = readme_run(archive_copy, results, str(summary))
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 1, out
+    assert _convert_jobs(out).count(BAD) == 2, "retried once, rejected both times"
+    detail = "rejected (all_flagged): no unflagged data"
+    bad_log = (results / "logs" / "convert" / f"{BAD}.log").read_text()
+    assert f"convert product {results / 'ms' / f'{BAD}.ms'} {detail}" in bad_log
+    assert "1 products were rejected by their sanity checks" in out
+    assert f"convert {BAD}: rejected: no unflagged data" in out
+    assert not (results / "ms" / f"{BAD}.ms").exists()
+    assert not (results / "images" / BAD).exists() and not summary.exists()
+    assert (results / "images" / GOOD / "image.fits").exists(), "the good group went on"
+
+    proc = readme_run(archive_copy, results, str(summary), config=[f"quarantine=[{BAD}]"])
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out
+    table = pd.read_parquet(summary)
+    rejected = table[table.stage == "convert"]
+    assert rejected[["name", "status", "failed"]].values.tolist() == [[BAD, "fail", "all_flagged"]]
+    assert rejected["product"].tolist() == [str(results / "ms" / f"{BAD}.ms")]
+    assert (table.name == GOOD).sum() >= 3, "the good group's flag, apply and image QA"
+    assert no_partials(results) == []

@@ -197,6 +197,33 @@ def test_compare_reports_each_product_and_fails(tmp_path, capsys):
         read_manifest(bad)
 
 
+def test_ms_hash_covers_keywords_and_subtables(small_archive, tmp_path):
+    """An MS in two results directories hashes alike; a changed station position (the
+    ANTENNA subtable) changes it; a temporary name's process id does not."""
+    import shutil
+
+    from casacore import tables
+
+    from dsa110_contimg.ingest.convert import convert_group
+    from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files
+
+    groups, _ = build_manifest(find_archive_files(small_archive))
+    a = tmp_path / "a" / "ms" / "g.ms"
+    convert_group(list(groups.files[0]), a, groups.group[0])
+    b = tmp_path / "b" / "ms" / "g.ms"
+    shutil.copytree(a, b)
+    for results, pid in ((tmp_path / "a", 123), (tmp_path / "b", 456)):
+        with tables.table(str(results / "ms" / "g.ms"), readonly=False, ack=False) as t:
+            t.putkeyword("SCRATCH", f"{results}/cal/g.partial-{pid}/scratch.ms")
+    digest = product_checksum(a, tmp_path / "a")
+    assert product_checksum(b, tmp_path / "b") == digest
+    with tables.table(str(b / "ANTENNA"), readonly=False, ack=False) as t:
+        pos = t.getcol("POSITION")
+        pos[3, 0] += 0.001
+        t.putcol("POSITION", pos)
+    assert product_checksum(b, tmp_path / "b") != digest
+
+
 @pytest.mark.workflow
 def test_two_runs_from_scratch_give_identical_checksums(tmp_path):
     """Two groups, 3C48 transiting in the first (the manifest and calibration checkpoints

@@ -14,6 +14,7 @@ from dsa110_contimg.atomic import atomic_output, write_text
 from dsa110_contimg.calibration.solutions import BANDPASS_TABLE, GAIN_TABLE
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.qa_records import PASS, WARN, qa_record
+from dsa110_contimg.sanity import Product, check_ms
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,11 @@ def apply_calibration(ms, out_ms, qa_json, selection_row, cal_dir=None, interp="
             )
             flag = t.getcol("FLAG")
         record["flagged_fraction"] = float(flag.mean())
+        check_ms(
+            tmp,
+            Product(Path(out_ms), "apply", row["group"], str(ms)),
+            data_column="CORRECTED_DATA",
+        )
     record["provenance"] = provenance([ms, *record["tables"]], {"interp": interp})
     record = qa_record(
         "apply",

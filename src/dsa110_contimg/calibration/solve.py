@@ -39,6 +39,7 @@ from dsa110_contimg.calibrators import read_calibrator_catalog
 from dsa110_contimg.configuration import ConfigError, StageSettings
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.qa_records import FAIL, PASS, qa_record
+from dsa110_contimg.sanity import caltable_problem
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,11 @@ def solve_calibrator_group(
         tmp.mkdir()
         try:
             tables_out = _solve(Path(ms), cal, pointing_dec_deg, tmp, settings, qa)
-            failures = _qa_failures(qa, settings)
+            failures = _qa_failures(qa, settings) + [
+                ("no_valid_solutions", problem)
+                for name in (BANDPASS_TABLE, GAIN_TABLE)
+                if (problem := caltable_problem(tmp / name))
+            ]
         except Exception as err:  # noqa: BLE001 - any solve failure is a QA failure
             log.exception("%s: calibration solve failed", ms)
             failures = [("solve", f"solve failed: {type(err).__name__}: {err}")]

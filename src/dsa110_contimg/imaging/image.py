@@ -57,6 +57,7 @@ from dsa110_contimg.imaging.imagers import run_imager
 from dsa110_contimg.imaging.ms_summary import natural_thermal_rms, read_ms_summary
 from dsa110_contimg.imaging.pb_image import pointing_of_phase_center, pointing_track, primary_beam
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.sanity import Product, check_image
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,9 @@ def image_group(
         )
         pb_full = pb.reshape(image.shape)
         out = {k: out_dir / k for k in PRODUCTS}
+        group = ms_path.stem
+        for name, data in (("image.fits", image), ("residual.fits", resid), ("pb.fits", pb)):
+            check_image(data, Product(out[name], "image", group, str(ms_path)), name)
         _write_fits(image, image_hdr, out["image.fits"])
         _write_fits(resid, resid_hdr, out["residual.fits"])
         _write_fits(pb_full, pb_hdr, out["pb.fits"])

@@ -44,6 +44,7 @@ from dsa110_contimg.atomic import atomic_output
 from dsa110_contimg.ingest.stations import itrf_positions, load_stations
 from dsa110_contimg.ingest.uvh5 import read_header, read_visibilities
 from dsa110_contimg.instrument import SPEED_OF_LIGHT
+from dsa110_contimg.sanity import Product, check_ms
 
 log = logging.getLogger(__name__)
 
@@ -505,6 +506,8 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=N
 
             settings, qa_json, qa_png = flag
             flag_group(tmp, group_name, qa_json, qa_png, settings, product=ms_path)
+        source = f"group {group_name} ({len(files)} subband files in {Path(files[0]).parent})"
+        check_ms(tmp, Product(Path(ms_path), "convert", group_name, source))
     log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)
     return ms_path
 

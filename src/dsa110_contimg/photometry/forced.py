@@ -60,6 +60,7 @@ from dsa110_contimg.io import (
     read_table,
 )
 from dsa110_contimg.provenance import provenance
+from dsa110_contimg.sanity import Product, check_photometry
 from dsa110_contimg.stats import robust_rms
 
 log = logging.getLogger(__name__)
@@ -521,11 +522,20 @@ def _beam_correlation_factor(k, inv_cov, offs):
 def run_photometry(
     image_path, catalog_path, out_path, pb_path=None, pb_cut=PhotometrySettings.pb_cut, **kwargs
 ):
-    """Forced photometry of one image, written atomically to `out_path` (Parquet)."""
-    table, meta = forced_photometry(
-        image_path, catalog_path, pb_path=pb_path, pb_cut=pb_cut, **kwargs
+    """Forced photometry of one image, checked (sanity.check_photometry: a finite flux and
+    error for every catalog source in view) and written atomically to `out_path` (Parquet)."""
+    import pandas as pd
+
+    catalog = (
+        catalog_path if isinstance(catalog_path, pd.DataFrame) else read_sky_catalog(catalog_path)
     )
+    table, meta = forced_photometry(image_path, catalog, pb_path=pb_path, pb_cut=pb_cut, **kwargs)
     inputs = [image_path, catalog_path] + ([pb_path] if pb_path else [])
+    in_view = (table["flags"].to_numpy() & (OFF_IMAGE | BELOW_PB_CUT | NAN_PIXELS)) == 0
+    name = kwargs.get("image_id") or Path(out_path).stem
+    check_photometry(
+        table, len(catalog), in_view, Product(Path(out_path), "photometry", name, str(image_path))
+    )
     write_parquet(table, out_path, metadata=provenance(inputs, config=meta, photometry=meta))
     n_meas = int(np.isfinite(table["flux_jy"]).sum())
     log.info(

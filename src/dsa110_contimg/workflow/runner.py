@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from dsa110_contimg.sanity import describe_rejections
+
 log = logging.getLogger(__name__)
 
 RUN_LOCK = ".dsa110-contimg-run.lock"
@@ -223,27 +225,39 @@ def run(snakemake_args, profile="local", workdir="."):
         raise FileNotFoundError(
             f"no Snakefile in {Path(workdir).resolve()}: run from the dsa110-contimg checkout"
         )
+    results = results_dir(snakemake_args, workdir)
     try:
-        lock = acquire_run_lock(results_dir(snakemake_args, workdir))
+        lock = acquire_run_lock(results)
     except RunInProgress as busy:
         log.error("%s", busy)
         return EXIT_BUSY
     with lock:
-        remove_stale_locks(workdir)
-        if not other_snakemake_processes(workdir):
-            remove_incomplete_outputs(workdir)
-        snakemake = Path(sys.executable).with_name("snakemake")
-        cmd = [
-            str(snakemake if snakemake.exists() else "snakemake"),
-            "--profile",
-            profile,
-            *snakemake_args,
-        ]
-        log.info("running %s", " ".join(cmd))
-        env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        # snakemake inherits the locked file, so the lock lives as long as either process
-        return subprocess.call(cmd, cwd=workdir, env=env, pass_fds=[lock.fileno()])
+        status = _snakemake(snakemake_args, profile, workdir, lock)
+    rejected = describe_rejections(results)
+    if rejected:
+        log.log(
+            logging.ERROR if status else logging.WARNING,
+            "%d products were rejected by their sanity checks (not published; listed in "
+            "qa/summary.parquet once their groups are quarantined):\n  %s",
+            len(rejected),
+            "\n  ".join(rejected),
+        )
+    return status
+
+
+def _snakemake(snakemake_args, profile, workdir, lock):
+    """Snakemake's exit status, run while this process holds the run lock `lock`."""
+    remove_stale_locks(workdir)
+    if not other_snakemake_processes(workdir):
+        remove_incomplete_outputs(workdir)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    cmd = [str(snakemake if snakemake.exists() else "snakemake"), "--profile", profile]
+    cmd += snakemake_args
+    log.info("running %s", " ".join(cmd))
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # snakemake inherits the locked file, so the lock lives as long as either process
+    return subprocess.call(cmd, cwd=workdir, env=env, pass_fds=[lock.fileno()])
 
 
 def _run(args):
