@@ -28,6 +28,7 @@ include: "rules/timeline.smk"
 include: "rules/image.smk"
 include: "rules/mosaic.smk"
 include: "rules/qa.smk"
+include: "rules/reference_catalog.smk"
 include: "rules/photometry.smk"
 
 

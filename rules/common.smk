@@ -118,6 +118,13 @@ def all_images(wildcards):
     return expand(f"{RESULTS}/images/{{group}}/image.fits", group=calibrated_groups())
 
 
+def imaged(kind):
+    """Input function: every calibrated group's images/{group}/{kind}.fits."""
+    return lambda wildcards: expand(
+        f"{RESULTS}/images/{{group}}/{kind}.fits", group=calibrated_groups()
+    )
+
+
 def mosaic_plan():
     """{mosaic: [groups]} over the groups that are imaged (see mosaic.plan_mosaics)."""
     manifest = checkpoints.manifest.get().output.groups
@@ -188,10 +195,22 @@ def json_config(section, settings=None):
 
 
 # Forced photometry and ESE detection (rules/photometry.smk).
+# Forced-photometry positions (config photometry_catalog): the sky catalog, the reference
+# catalog made from the data, or their union.
+PHOTOMETRY_CATALOG = config["photometry_catalog"]
+
+
 def photometry_catalog(wildcards):
-    """Forced-photometry positions: the sky catalog (config sky_catalog)."""
+    """The catalog forced photometry and normalization read."""
+    if PHOTOMETRY_CATALOG == "reference":
+        return f"{RESULTS}/catalog/reference.parquet"
     if not SKY_CATALOG:
-        raise ValueError("forced photometry needs a sky catalog: set config sky_catalog")
+        raise ValueError(
+            f"photometry_catalog: {PHOTOMETRY_CATALOG} needs a sky catalog: set config "
+            "sky_catalog, or photometry_catalog: reference"
+        )
+    if PHOTOMETRY_CATALOG == "union":
+        return f"{RESULTS}/catalog/union.parquet"
     return SKY_CATALOG
 
 
@@ -209,10 +228,11 @@ def photometry_flag_reports(wildcards):
 
 def all_photometry(wildcards):
     """Per-mosaic photometry plus the whole chain to alerts (none without a sky catalog)."""
-    if not SKY_CATALOG:
+    if not SKY_CATALOG and PHOTOMETRY_CATALOG != "reference":
         logger.warning(
             "no sky catalog (config sky_catalog, or the archive's sky_catalog.csv): "
-            "forced photometry and ESE detection are not run"
+            "forced photometry and ESE detection are not run (or set photometry_catalog: "
+            "reference)"
         )
         return []
     mosaics = expand(

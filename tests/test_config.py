@@ -128,6 +128,7 @@ SETTINGS = {  # config section: its stages' settings classes
         "dsa110_contimg.photometry.normalize:NormalizeSettings",
     ],
     "ese": ["dsa110_contimg.variability.ese:ESESettings"],
+    "reference_catalog": ["dsa110_contimg.reference_catalog:ReferenceCatalogSettings"],
 }
 
 

@@ -13,6 +13,7 @@ STAGES = [
     {"imaging"},
     {"qa", "qa_catalog"},
     {"mosaic"},
+    {"reference_catalog"},
     {"photometry"},
     {"variability"},
 ]

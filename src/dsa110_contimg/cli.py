@@ -29,6 +29,8 @@ COMMANDS = {
     "mosaic": "mosaic",
     "mosaic-plan": "mosaic",
     "catalog": "catalogs",
+    "reference-catalog": "reference_catalog",
+    "photometry-catalog": "reference_catalog",
     "photometry": "photometry.forced",
     "gather": "photometry.forced",
     "normalize": "photometry.normalize",

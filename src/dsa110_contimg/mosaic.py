@@ -79,38 +79,15 @@ def make_mosaic(
     """Combine images (flat noise) with their primary beams into a mosaic and its
     weight map; returns a dict with the images used and left out."""
     from astropy.io import fits
-    from reproject import reproject_interp
 
-    from dsa110_contimg.qa_records import passed_products
-    from dsa110_contimg.stats import robust_rms
-
-    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
-    if len(images) != len(pbs) or not images:
-        raise ValueError(
-            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
-        )
-    residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
-    reports = [Path(p) for p in reports] if reports else [None] * len(images)
     if not 0 <= weight_cut < 1:
         raise ValueError(f"weight_cut must be in [0, 1), not {weight_cut}")
-    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
-    excluded = []
-    for (img, _, _), records in left_out.items():
-        failed = [check for r in records for check in r["failed"]]
-        log.warning("mosaic %s: leaving out %s, failed QA (%s)", name, img, ", ".join(failed))
-        excluded.append({"image": str(img), "failed": failed})
+    used, excluded = qa_passed_inputs(images, pbs, residuals, reports, f"mosaic {name}")
+    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
 
     headers, inputs = [], []
     for img, pb, res in used:
-        data, wcs, header = read_plane(img)
-        beam, _, _ = read_plane(pb)
-        if beam.shape != data.shape:
-            raise ValueError(
-                f"{pb}: primary beam shape {beam.shape} differs from {img} {data.shape}"
-            )
-        s = robust_rms(read_plane(res)[0] if res is not None else data)
-        if not (np.isfinite(s) and s > 0):
-            raise ValueError(f"{img}: cannot weight an image whose rms is {s}")
+        data, beam, wcs, s, header = weighted_input(img, pb, res)
         inputs.append((data, beam, wcs, s))
         headers.append(header)
 
@@ -121,13 +98,7 @@ def make_mosaic(
     num = np.zeros(shape_out)
     den = np.zeros(shape_out)
     for data, beam, wcs, s in inputs:
-        clean = np.where(np.isfinite(data), data, 0.0)
-        p = np.where(np.isfinite(beam), beam, 0.0)
-        i_r, foot = reproject_interp((clean, wcs), wcs_out, shape_out, order="bilinear")
-        p_r, _ = reproject_interp((p, wcs), wcs_out, shape_out, order="bilinear")
-        ok = (foot > 0) & np.isfinite(i_r) & np.isfinite(p_r) & (p_r > 0)
-        num[ok] += p_r[ok] * i_r[ok] / s**2
-        den[ok] += p_r[ok] ** 2 / s**2
+        accumulate(num, den, data, beam, wcs, s, wcs_out)
     wmax = float(den.max()) if den.size else 0.0
     keep = den > weight_cut * wmax if wmax > 0 else np.zeros(shape_out, bool)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -140,7 +111,7 @@ def make_mosaic(
         used=[str(u[0]) for u in used],
         excluded=excluded,
     )
-    _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name)
+    mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name)
     weight_header = header.copy()
     for key in ("BMAJ", "BMIN", "BPA"):
         weight_header.remove(key, ignore_missing=True)
@@ -180,13 +151,65 @@ def make_mosaic(
     }
 
 
+def qa_passed_inputs(images, pbs, residuals=None, reports=None, product="mosaic"):
+    """([(image, pb, residual or None)] whose QA `reports` passed, [{image, failed checks}]
+    left out, each named in the log as left out of `product`)."""
+    from dsa110_contimg.qa_records import passed_products
+
+    images, pbs = [Path(p) for p in images], [Path(p) for p in pbs]
+    if len(images) != len(pbs) or not images:
+        raise ValueError(
+            f"need one primary beam per image ({len(images)} images, {len(pbs)} beams)"
+        )
+    residuals = [Path(p) for p in residuals] if residuals else [None] * len(images)
+    reports = [Path(p) for p in reports] if reports else [None] * len(images)
+    used, left_out = passed_products(list(zip(images, pbs, residuals)), reports)
+    excluded = []
+    for (img, _, _), records in left_out.items():
+        failed = [check for r in records for check in r["failed"]]
+        log.warning("%s: leaving out %s, failed QA (%s)", product, img, ", ".join(failed))
+        excluded.append({"image": str(img), "failed": failed})
+    return used, excluded
+
+
+def weighted_input(image, pb, residual=None):
+    """(flat-noise data I, primary beam P, celestial WCS, rms s, header) of one image;
+    s is the robust rms of its residual (of the image itself without one)."""
+    from dsa110_contimg.stats import robust_rms
+
+    data, wcs, header = read_plane(image)
+    beam, _, _ = read_plane(pb)
+    if beam.shape != data.shape:
+        raise ValueError(f"{pb}: primary beam shape {beam.shape} differs from {image} {data.shape}")
+    s = robust_rms(read_plane(residual)[0] if residual is not None else data)
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"{image}: cannot weight an image whose rms is {s}")
+    return data, beam, wcs, s, header
+
+
+def accumulate(num, den, data, beam, wcs, s, wcs_out):
+    """Add one image to the sums on the output grid, in place: num += P I / s^2 and
+    den += P^2 / s^2 where the bilinearly interpolated image and beam are valid."""
+    from reproject import reproject_interp
+
+    clean = np.where(np.isfinite(data), data, 0.0)
+    p = np.where(np.isfinite(beam), beam, 0.0)
+    i_r, foot = reproject_interp((clean, wcs), wcs_out, num.shape, order="bilinear")
+    p_r, _ = reproject_interp((p, wcs), wcs_out, num.shape, order="bilinear")
+    ok = (foot > 0) & np.isfinite(i_r) & np.isfinite(p_r) & (p_r > 0)
+    num[ok] += p_r[ok] * i_r[ok] / s**2
+    den[ok] += p_r[ok] ** 2 / s**2
+
+
 def _fallback_grid(image):
     """The first image's own grid, for a mosaic with every input left out."""
     data, wcs, _ = read_plane(image)
     return wcs, data.shape
 
 
-def _mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name):
+def mosaic_cards(header, headers, used, excluded, weight_cut, wmax, prov, name):
+    """Header cards of a stacked image: inputs, weight cut, median beam, frequency, times
+    and provenance (`headers` those of the `used` (image, pb, residual) inputs)."""
     from astropy.time import Time
 
     from dsa110_contimg.io import image_frequency
