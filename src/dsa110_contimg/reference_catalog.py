@@ -181,6 +181,7 @@ def deep_image(products, field, out_image, out_weight, weight_cut=0.1):
     from dsa110_contimg.atomic import atomic_output
     from dsa110_contimg.mosaic import accumulate, mosaic_cards, weighted_input
     from dsa110_contimg.provenance import provenance
+    from dsa110_contimg.sanity import Product, check_image
 
     wcs_out, shape = field["wcs"], field["shape"]
     num, den = np.zeros(shape), np.zeros(shape)
@@ -207,6 +208,11 @@ def deep_image(products, field, out_image, out_weight, weight_cut=0.1):
     header["PBCOR"] = (True, "primary-beam corrected deep image")
     header["COMMENT"] = "D = sum(P_i I_i / s_i^2) / sum(P_i^2 / s_i^2); noise 1/sqrt(W)."
     weight_header["BUNIT"] = "Jy-2"
+    if products:
+        source = f"{len(products)} images of field {field['name']}"
+        check_image(
+            deep, Product(Path(out_image), "reference", field["name"], source), "deep image"
+        )
     for path, data, hdr in ((out_image, deep, header), (out_weight, den, weight_header)):
         with atomic_output(path) as tmp:
             fits.PrimaryHDU(data=data.astype(np.float32), header=hdr).writeto(tmp)
