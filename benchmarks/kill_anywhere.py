@@ -365,7 +365,7 @@ def main():
             print(f"    leftover: {rel}")
         if not args.keep and not point["differences"] and not point["partials"]:
             shutil.rmtree(workdir / f"kill{i}")
-    (workdir / f"kills-seed{args.seed}.json").write_text(json.dumps(points, indent=1))
+        (workdir / f"kills-seed{args.seed}.json").write_text(json.dumps(points, indent=1))
     failed = [
         pt
         for pt in points
