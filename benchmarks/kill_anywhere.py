@@ -24,7 +24,8 @@ tests' fast-imaging overlay. Steps:
    moment. Printed: the jobs the log shows running at the kill and the processes alive;
 3. then the same command again, once, to completion; the products' checksums compared
    with the clean run's, `.partial-` leftovers, Snakemake locks left in .snakemake/locks,
-   and whether the run lock (RESULTS/.dsa110-contimg-run.lock) is free.
+   and whether the run lock (RESULTS/.dsa110-contimg-run.lock) is free; any other file or
+   directory the clean run does not have (hidden work directories included) is listed.
 
     flock /tmp/dsa110-bench.lock nice .venv/bin/python benchmarks/kill_anywhere.py \
         --kills 5 --seed 1
@@ -238,6 +239,18 @@ def partials(results):
     return sorted(str(p.relative_to(results)) for p in results.rglob(f"*{PARTIAL}*"))
 
 
+def tree_paths(results):
+    """Relative paths of every file and directory under `results` (a casacore table
+    counted as one), hidden ones included: what a run leaves behind."""
+    found = []
+    for root, dirs, files in os.walk(results):
+        rel = Path(root).relative_to(results)
+        tables = [d for d in dirs if (Path(root) / d / "table.dat").exists()]
+        dirs[:] = [d for d in dirs if d not in tables]
+        found += [(rel / name).as_posix() for name in dirs + tables + files]
+    return sorted(found)
+
+
 def clean_run(workdir, archive):
     """Wall seconds, timeline and product checksums of a clean run (cached in clean.json)."""
     from dsa110_contimg.reproducibility import checksums
@@ -260,6 +273,7 @@ def clean_run(workdir, archive):
         "seconds": seconds,
         "jobs": timeline(log),
         "checksums": checksums(results),
+        "paths": tree_paths(results),
     }
     record.write_text(json.dumps(clean, indent=1))
     return clean
@@ -316,6 +330,7 @@ def kill_point(workdir, archive, index, kind, moment, clean):
         "compared": sum(1 for _, v in rows if v in ("same", "differs")),
         "differences": bad,
         "partials": partials(results),
+        "extra_paths": sorted(set(tree_paths(results)) - set(clean["paths"])),
         "snakemake_locks": [str(p) for p in snakemake_locks()],
         "run_lock_free": run_lock_free(results),
     }
@@ -363,7 +378,9 @@ def main():
             print(f"    {verdict}: {rel}")
         for rel in point["partials"]:
             print(f"    leftover: {rel}")
-        if not args.keep and not point["differences"] and not point["partials"]:
+        for rel in point["extra_paths"]:
+            print(f"    not in the clean run's results: {rel}")
+        if not (args.keep or point["differences"] or point["partials"] or point["extra_paths"]):
             shutil.rmtree(workdir / f"kill{i}")
         (workdir / f"kills-seed{args.seed}.json").write_text(json.dumps(points, indent=1))
     failed = [
@@ -379,7 +396,8 @@ def main():
         f"{len(points)} kill points, {sum(pt['compared'] for pt in points)} products compared, "
         f"{sum(len(pt['differences']) for pt in points)} differences, "
         f"{sum(len(pt['partials']) for pt in points)} .partial leftovers, "
-        f"{sum(len(pt['snakemake_locks']) for pt in points)} stale locks; "
+        f"{sum(len(pt['snakemake_locks']) for pt in points)} stale locks, "
+        f"{sum(len(pt['extra_paths']) for pt in points)} other paths not in the clean run; "
         f"wall: clean {clean['seconds']:.0f} s, kill runs + reruns "
         f"{sum(pt['killed_at_s'] + pt['rerun_s'] for pt in points):.0f} s"
     )
