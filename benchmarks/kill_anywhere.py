@@ -21,7 +21,9 @@ tests' fast-imaging overlay. Steps:
    the whole process group (snakemake, the runner and every job). The moments cycle
    through CASA jobs (calibrate_solve/apply), imaging (image: drift subtraction, then
    WSClean), aggregate jobs (mosaics, light curves, ESE, QA summary, checksums) and any
-   moment. Printed: the jobs the log shows running at the kill and the processes alive;
+   moment; a job kind's moment is kept as (that job, seconds into it), so it lands in
+   that job however loaded the machine is. Printed: the jobs the log shows running at
+   the kill and the processes alive;
 3. then the same command again, once, to completion; the products' checksums compared
    with the clean run's, `.partial-` leftovers, Snakemake locks left in .snakemake/locks,
    and whether the run lock (RESULTS/.dsa110-contimg-run.lock) is free; any other file or
@@ -185,27 +187,63 @@ def process_labels(procs):
     return ", ".join(sorted(labels - {"dsa110-contimg run"})) or "none"
 
 
-def kill_moments(jobs, t0, duration, k, rng):
-    """K seconds after the start, cycling through KINDS: uniform over the moments of the
-    clean run when a job of that kind ran (or over the whole run for 'any')."""
-    moments = []
+def kill_moments(jobs, duration, k, rng):
+    """K kill points cycling through KINDS, as dicts (kind, and for a job kind: rule, the
+    ordinal of that rule's job among its starts, delay into it in seconds; for 'any':
+    moment in seconds after the start). A job kind's point is uniform over the moments of
+    the clean run when a job of that kind ran, kept as (job, delay) so that it lands in
+    such a job however fast the machine is that day."""
+    ordered = sorted((s, jobid, rule, e) for rule, jobid, s, e in jobs)
+    ordinals, seen = {}, {}
+    for _, jobid, rule, _ in ordered:
+        ordinals[jobid] = seen.get(rule, 0)
+        seen[rule] = ordinals[jobid] + 1
+    points = []
     for i in range(k):
         kind, rules = KINDS[i % len(KINDS)]
         spans = [
-            (s - t0, e - t0)
-            for rule, _, s, e in jobs
+            (jobid, rule, e - s)
+            for s, jobid, rule, e in ordered
             if rules is not None and rule in rules and e is not None and e > s
         ]
         if not spans:
-            kind, spans = "any", [(1.0, duration - 1.0)]
-        total = sum(e - s for s, e in spans)
-        x = rng.uniform(0, total)
-        for s, e in spans:
-            if x <= e - s:
-                moments.append((kind, s + x))
+            points.append({"kind": "any", "moment": rng.uniform(1.0, duration - 1.0)})
+            continue
+        x = rng.uniform(0, sum(length for *_, length in spans))
+        for jobid, rule, length in spans:
+            if x <= length:
+                points.append({"kind": kind, "rule": rule, "ordinal": ordinals[jobid], "delay": x})
                 break
-            x -= e - s
-    return moments
+            x -= length
+    return points
+
+
+def describe(point):
+    if "rule" in point:
+        return (
+            f"{point['kind']}: {point['rule']} job {point['ordinal'] + 1} + {point['delay']:.1f} s"
+        )
+    return f"any: {point['moment']:.1f} s after the start"
+
+
+def wait_for_moment(proc, log, point, offset):
+    """Wait until the kill point (its job's start in the log plus its delay, or its
+    moment plus the clean run's delay before its first job); False when the run
+    finished first."""
+
+    def alive_after(seconds):
+        try:
+            proc.wait(timeout=seconds)
+            return False
+        except psutil.TimeoutExpired:
+            return True
+
+    if "rule" not in point:
+        return alive_after(point["moment"] + offset)
+    while sum(1 for rule, *_ in timeline(log) if rule == point["rule"]) <= point["ordinal"]:
+        if not alive_after(0.5):
+            return False
+    return alive_after(point["delay"])
 
 
 def _pgid(proc):
@@ -279,8 +317,8 @@ def clean_run(workdir, archive):
     return clean
 
 
-def kill_point(workdir, archive, index, kind, moment, clean):
-    """Start, SIGKILL at `moment` s, rerun, compare. Returns a dict of figures."""
+def kill_point(workdir, archive, index, point, offset, clean):
+    """Start, SIGKILL at the kill point, rerun, compare. Returns a dict of figures."""
     from dsa110_contimg.reproducibility import checksums, compare
 
     results = workdir / f"kill{index}"
@@ -288,11 +326,7 @@ def kill_point(workdir, archive, index, kind, moment, clean):
     shutil.rmtree(results, ignore_errors=True)
     t0 = time.time()
     proc = start(archive, results, log)
-    try:
-        proc.wait(timeout=moment)
-        finished_before_kill = True
-    except psutil.TimeoutExpired:
-        finished_before_kill = False
+    finished_before_kill = not wait_for_moment(proc, log, point, offset)
     tree, outside, alive = [], [], "none"
     if not finished_before_kill:
         tree = [proc] + proc.children(recursive=True)
@@ -316,8 +350,7 @@ def kill_point(workdir, archive, index, kind, moment, clean):
     bad = [(rel, verdict) for rel, verdict in rows if verdict != "same"]
     return {
         "point": index,
-        "kind": kind,
-        "planned_s": moment,
+        **point,
         "killed_at_s": killed_at,
         "finished_before_kill": finished_before_kill,
         "running": running,
@@ -356,15 +389,18 @@ def main():
         flush=True,
     )
     offset = t0 - clean["start"]
-    moments = kill_moments(
-        jobs, t0, clean["seconds"] - offset, args.kills, random.Random(args.seed)
-    )
+    plan = kill_moments(jobs, clean["seconds"] - offset, args.kills, random.Random(args.seed))
     points = []
-    for i, (kind, moment) in enumerate(moments, 1):
-        point = kill_point(workdir, archive, i, kind, moment + offset, clean)
+    for i, planned in enumerate(plan, 1):
+        point = kill_point(workdir, archive, i, planned, offset, clean)
         points.append(point)
+        when = (
+            "the run finished first"
+            if point["finished_before_kill"]
+            else f"killed at {point['killed_at_s']:.1f} s"
+        )
         print(
-            f"kill {i} ({kind}) at {point['killed_at_s']:.1f} s: running {point['running']}; "
+            f"kill {i} ({describe(planned)}): {when}; running {point['running']}; "
             f"processes {point['processes']}; at the kill {point['at_kill']['partials']} "
             f".partial, {point['at_kill']['snakemake_locks']} snakemake lock(s), run lock "
             f"{'free' if point['at_kill']['run_lock_free'] else 'HELD'}; rerun status "
