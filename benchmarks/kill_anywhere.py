@@ -223,7 +223,7 @@ def describe(point):
         return (
             f"{point['kind']}: {point['rule']} job {point['ordinal'] + 1} + {point['delay']:.1f} s"
         )
-    return f"any: {point['moment']:.1f} s after the start"
+    return f"any: {point['moment']:.1f} s after the first job"
 
 
 def wait_for_moment(proc, log, point, offset):
