@@ -28,9 +28,12 @@ wildcard_constraints:
     group=GROUP_PATTERN,
 
 
-def archive_files():
-    """Every raw subband file now in the archive: new files re-trigger the manifest."""
-    return sorted(str(p) for p in Path(ARCHIVE).rglob("*_sb*.hdf5"))
+def raw_archive_state(wildcards):
+    """A digest of the archive's files (names, sizes, times): new raw files change it and
+    so re-trigger the manifest (Snakemake's params rerun trigger)."""
+    from dsa110_contimg.ingest.manifest import archive_state
+
+    return archive_state(ARCHIVE)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,7 +1,7 @@
 checkpoint manifest:
-    """Group the archive's UVH5 files by reading their headers only."""
+    """Group the archive's UVH5 files by reading their headers only. The files are not
+    listed as inputs (a month is ~134,000 files); the archive's state is a parameter."""
     input:
-        files=archive_files(),
         calibrators=config["calibrate"]["catalog"],
     output:
         groups=f"{RESULTS}/manifest/groups.parquet",
@@ -12,6 +12,8 @@ checkpoint manifest:
     conda:
         "../envs/contimg.yaml"
     params:
+        archive=ARCHIVE,
+        archive_state=raw_archive_state,
         tolerance=config["manifest"]["tolerance_s"],
         n_subbands=config["manifest"]["n_subbands"],
         start=config.get("start"),

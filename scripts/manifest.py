@@ -1,13 +1,13 @@
-"""Snakemake adapter for the manifest checkpoint: the archive's files come as the rule's
-input (no command-line length limit for a month of archive)."""
+"""Snakemake adapter for the manifest checkpoint: every raw file under the archive
+directory (the rule's `archive_state` parameter says when that set changed)."""
 
 from dsa110_contimg.cli import configure_logging
-from dsa110_contimg.ingest.manifest import write_manifest
+from dsa110_contimg.ingest.manifest import find_archive_files, write_manifest
 from dsa110_contimg.ingest.pointings import write_pointings
 
 configure_logging(filename=snakemake.log[0])
 groups, _ = write_manifest(
-    snakemake.input.files,
+    find_archive_files(snakemake.params.archive),
     snakemake.output.groups,
     snakemake.output.rejected,
     tolerance_s=snakemake.params.tolerance,

@@ -7,7 +7,12 @@ import h5py
 import numpy as np
 import pytest
 
-from dsa110_contimg.ingest.manifest import build_manifest, find_archive_files, write_manifest
+from dsa110_contimg.ingest.manifest import (
+    archive_state,
+    build_manifest,
+    find_archive_files,
+    write_manifest,
+)
 from dsa110_contimg.ingest.uvh5 import read_header
 
 from pipeline import REPO
@@ -178,3 +183,25 @@ def test_demo_pointing_marks_its_calibrator_group(tmp_path):
     assert groups.has_calibrator.tolist() == [False, True, False]
     assert groups.calibrator[1] == "J0834+555"
     assert 0.85 < groups.calibrator_offset_deg[1] < 1.05
+
+
+def test_archive_state_changes_with_new_completed_or_rewritten_files(archive_copy):
+    """The manifest's rerun trigger: the same archive gives the same digest; a file still
+    being written, its completion (rename), a rewrite and a removal each change it."""
+    import os
+
+    first = archive_state(archive_copy)
+    assert archive_state(archive_copy) == first and len(first) == 64
+    victim = _files(archive_copy, 3)[0]
+    partial = victim.with_name(victim.name.replace(".hdf5", "_incomplete.hdf5"))
+    shutil.copy(victim, partial)
+    states = [first, archive_state(archive_copy)]
+    done = partial.with_name("2026-01-02T00:00:00_sb03.hdf5")
+    partial.rename(done)
+    states.append(archive_state(archive_copy))
+    st = done.stat()
+    os.utime(done, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    states.append(archive_state(archive_copy))
+    done.unlink()
+    states.append(archive_state(archive_copy))
+    assert len(set(states[:4])) == 4 and states[4] == first

@@ -11,6 +11,7 @@ not their subband's, duplicate subband, times inconsistent with their group) and
 missing subbands are listed with a reason and left out; the run goes on.
 """
 
+import hashlib
 import inspect
 import logging
 import math
@@ -43,6 +44,7 @@ __all__ = [
     "FILENAME_RE",
     "HeaderError",
     "build_manifest",
+    "archive_state",
     "find_archive_files",
     "parse_filename",
     "read_groups",
@@ -84,6 +86,23 @@ def find_archive_files(archive_dir):
         for p in archive.rglob("*.hdf5")
         if "_sb" in p.name and not p.name.endswith(INCOMPLETE_SUFFIX)
     )
+
+
+def archive_state(archive_dir):
+    """sha256 over the sorted (path, size, mtime) of every `*.hdf5` file under
+    `archive_dir` (those still being written included): a new, removed, completed or
+    rewritten file changes it. The workflow passes it to the manifest checkpoint as a
+    parameter, so that such a change reruns the manifest without listing a month's
+    ~134,000 files as the rule's inputs (Snakemake compares each consumer's input list
+    with its producer's, which made a month's DAG cost grow with the square of its size)."""
+    archive = Path(archive_dir)
+    if not archive.is_dir():
+        raise FileNotFoundError(f"archive directory {archive} does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(archive.rglob("*.hdf5")):
+        st = path.stat()
+        digest.update(f"{path.relative_to(archive)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def group_id(start_jd):
