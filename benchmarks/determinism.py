@@ -20,6 +20,7 @@ to CORRECTED_DATA); both are reused from WORKDIR.
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,12 +54,16 @@ def snakemake(workdir, overlay, *args):
 def prepare(workdir, n_groups):
     archive = workdir / "archive"
     if len(list(archive.glob("*.hdf5"))) != 16 * n_groups:
+        shutil.rmtree(workdir / "archive", ignore_errors=True)
+        shutil.rmtree(workdir / "results", ignore_errors=True)
         run(
             [
                 CLI,
                 "simulate",
                 "--preset",
                 "demo",
+                "--n-days",
+                1,
                 "--n-groups",
                 n_groups,
                 "--no-gains",
