@@ -10,9 +10,60 @@ pyuvdata: b = x_ant2 - x_ant1, w = b . s0, u toward east and v toward the celest
 in the plane normal to s0.
 """
 
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from dsa110_contimg.instrument import SITE_LAT_DEG, SITE_LON_DEG, site_location
+
+
+def iers_cache_path():
+    """Where the parsed Earth orientation table is kept: the user's cache directory
+    ($XDG_CACHE_HOME or ~/.cache), one file per astropy and astropy-iers-data version."""
+    import astropy
+    import astropy_iers_data
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "dsa110-contimg" / (
+        f"iers-astropy{astropy.__version__}-data{astropy_iers_data.__version__}.pickle"
+    )
+
+
+def earth_orientation():
+    """astropy's Earth orientation table (the bundled IERS-A merged with IERS-B: UT1-UTC
+    and polar motion for sidereal time and apparent coordinates), loaded once per process.
+
+    Parsing the bundled text tables takes ~2 s in every job that converts coordinates;
+    the parsed table is pickled in `iers_cache_path()` and read back in ~20 ms. The
+    values are the bundled ones either way (nothing is downloaded), so results are
+    unchanged. An unreadable cache is rebuilt.
+    """
+    from astropy.utils import iers
+
+    if iers.IERS_Auto.iers_table is not None:
+        return iers.IERS_Auto.iers_table
+    path = iers_cache_path()
+    table = None
+    if path.exists():
+        try:
+            with open(path, "rb") as fh:
+                table = pickle.load(fh)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            table = None
+    if not isinstance(table, iers.IERS_Auto):
+        table = iers.IERS_Auto.open()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as fh:
+                pickle.dump(table, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(fh.name, path)
+        except OSError:
+            pass
+    iers.IERS_Auto.iers_table = table
+    return table
 
 
 def lst_rad(times_jd):
@@ -20,6 +71,7 @@ def lst_rad(times_jd):
     computation, so simulator and converter share it)."""
     from pyuvdata.utils.times import get_lst_for_time
 
+    earth_orientation()
     return get_lst_for_time(
         np.atleast_1d(np.asarray(times_jd, float)), telescope_loc=site_location()
     )
@@ -27,6 +79,7 @@ def lst_rad(times_jd):
 
 def lst_deg(times):
     """Local apparent sidereal time (deg) at the site for astropy Times."""
+    earth_orientation()
     return times.sidereal_time("apparent", longitude=SITE_LON_DEG).deg
 
 
@@ -35,6 +88,7 @@ def hour_angle_deg(ra_deg, dec_deg, times):
     from astropy import units as u
     from astropy.coordinates import HADec, SkyCoord
 
+    earth_orientation()
     coord = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs")
     ha = coord.transform_to(HADec(obstime=times, location=site_location())).ha.deg
     return (np.asarray(ha) + 180.0) % 360.0 - 180.0
@@ -47,6 +101,7 @@ def hadec_deg(ra_deg, dec_deg, mjd):
     from astropy.coordinates import HADec, SkyCoord
     from astropy.time import Time
 
+    earth_orientation()
     coord = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg, frame="icrs")
     frame = HADec(
         obstime=Time(np.asarray(mjd), format="mjd", scale="utc"), location=site_location()
@@ -81,6 +136,7 @@ def meridian_phase_center(mid_jd, dec_deg):
     from astropy.coordinates import ICRS, HADec, SkyCoord
     from astropy.time import Time
 
+    earth_orientation()
     obstime = Time(mid_jd, format="jd", scale="utc")
     frame = HADec(obstime=obstime, location=site_location())
     icrs = SkyCoord(ha=0 * u.hourangle, dec=dec_deg * u.deg, frame=frame).transform_to(ICRS())
