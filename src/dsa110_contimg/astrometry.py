@@ -27,8 +27,10 @@ def iers_cache_path():
     import astropy_iers_data
 
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "dsa110-contimg" / (
-        f"iers-astropy{astropy.__version__}-data{astropy_iers_data.__version__}.pickle"
+    return (
+        root
+        / "dsa110-contimg"
+        / (f"iers-astropy{astropy.__version__}-data{astropy_iers_data.__version__}.pickle")
     )
 
 
