@@ -196,12 +196,63 @@ def solve_calibrator_group(
     return qa
 
 
+def solve_term(ms, table, term, solint, refant, settings, apmode="ap", apply=()):
+    """Solve one Jones term into `table` with casatools' calibrater: "G" as casatasks'
+    gaincal(gaintype="G", calmode=apmode), "B" as bandpass(bandtype="B",
+    combine="scan"), with their defaults (cross-correlations only, minblperant 4,
+    refantmode flex, solnorm False; the `apply` tables applied with linear
+    interpolation). The tool directly saves importing casatasks (5 s per job)."""
+    from dsa110_contimg.casaenv import casatools
+
+    cb = casatools().calibrater()
+    try:
+        cb.open(filename=str(ms), compress=False, addcorr=False, addmodel=False)
+        cb.selectvis(
+            time="",
+            spw="",
+            scan="",
+            field="",
+            intent="",
+            observation="",
+            baseline="",
+            uvrange=settings.uvrange,
+            chanmode="none",
+            msselect="ANTENNA1!=ANTENNA2",
+        )
+        for prior in apply:
+            cb.setapply(t=0.0, table=str(prior), field="", calwt=True, spwmap=[-1], interp="linear")
+        common = dict(
+            t=solint,
+            refant=refant,
+            minblperant=4,
+            solnorm=False,
+            minsnr=settings.minsnr,
+            table=str(table),
+            append=False,
+        )
+        if term == "B":
+            cb.setsolve(type="B", combine="scan", fillgaps=0, **common)
+        else:
+            cb.setsolve(
+                type=term,
+                combine="",
+                preavg=-1.0,
+                refantmode="flex",
+                normtype="mean",
+                apmode=apmode,
+                solmode="",
+                rmsthresh=[],
+                phaseonly=False,
+                **common,
+            )
+        cb.solve()
+    finally:
+        cb.close()
+
+
 def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
     from casacore import tables
 
-    from dsa110_contimg.casaenv import casatasks
-
-    cta = casatasks()
     scratch = workdir / "scratch.ms"
     shutil.copytree(ms, scratch)
     with tables.table(f"{scratch}/ANTENNA", ack=False) as t:
@@ -234,40 +285,23 @@ def _solve(ms, cal, pointing_dec_deg, workdir, settings, qa):
         qa["field_sources_in_model"] = add_field_sources(scratch, sources, pointing_dec_deg)
     beam = primary_beam_track(scratch, cal["ra_deg"], cal["dec_deg"], pointing_dec_deg)
     qa["pb_response_mean"] = float(beam.mean())
-    common = dict(vis=str(scratch), refant=refant, minsnr=settings.minsnr, uvrange=settings.uvrange)
+    common = dict(ms=scratch, refant=refant, settings=settings)
     pre = workdir / "prephase.g"
     bp, gain = workdir / BANDPASS_TABLE, workdir / GAIN_TABLE
-    cta.gaincal(
-        caltable=str(pre), solint=settings.prephase_solint, calmode="p", gaintype="G", **common
-    )
+    solve_term(table=pre, term="G", solint=settings.prephase_solint, apmode="p", **common)
     _require(
         pre,
         f"phase-only pre-calibration: no solutions above minsnr {settings.minsnr:g} "
         f"(is {cal['name']} too faint, or not in the data?)",
     )
-    cta.bandpass(
-        caltable=str(bp),
-        solint=settings.bandpass_solint,
-        combine="scan",
-        bandtype="B",
-        solnorm=False,
-        gaintable=[str(pre)],
-        **common,
-    )
+    solve_term(table=bp, term="B", solint=settings.bandpass_solint, apply=[pre], **common)
     _require(
         bp,
         f"bandpass: no solutions above minsnr {settings.minsnr:g} (is "
         f"{cal['name']} too faint, or not in the data?)",
     )
     qa["bandpass_flagged_outliers"] = flag_outliers(bp, settings.flag_nsigma)
-    cta.gaincal(
-        caltable=str(gain),
-        solint=settings.gain_solint,
-        calmode="ap",
-        gaintype="G",
-        gaintable=[str(bp)],
-        **common,
-    )
+    solve_term(table=gain, term="G", solint=settings.gain_solint, apmode="ap", apply=[bp], **common)
     _require(gain, "gaincal (amplitude and phase) wrote no table")
     qa["gain_flagged_outliers"] = flag_outliers(gain, settings.flag_nsigma)
     shutil.rmtree(pre)
