@@ -133,7 +133,7 @@ def apparent_hadec(ra_deg, dec_deg, times_jd):
 
 def meridian_phase_center(mid_jd, dec_deg):
     """ICRS (ra, dec) in radians of hour angle 0 at apparent declination `dec_deg`,
-    seen from the site at Julian date `mid_jd`."""
+    seen from the site at Julian date(s) `mid_jd` (floats for one date, arrays for many)."""
     from astropy import units as u
     from astropy.coordinates import ICRS, HADec, SkyCoord
     from astropy.time import Time
@@ -142,7 +142,10 @@ def meridian_phase_center(mid_jd, dec_deg):
     obstime = Time(mid_jd, format="jd", scale="utc")
     frame = HADec(obstime=obstime, location=site_location())
     icrs = SkyCoord(ha=0 * u.hourangle, dec=dec_deg * u.deg, frame=frame).transform_to(ICRS())
-    return float(icrs.ra.rad), float(icrs.dec.rad)
+    ra, dec = np.asarray(icrs.ra.rad), np.asarray(icrs.dec.rad)
+    if ra.ndim == 0:
+        return float(ra), float(dec)
+    return ra, dec
 
 
 def meridian_altaz(dec_rad, lat_rad=np.radians(SITE_LAT_DEG)):

@@ -189,13 +189,15 @@ def weighted_input(image, pb, residual=None):
 
 def accumulate(num, den, data, beam, wcs, s, wcs_out):
     """Add one image to the sums on the output grid, in place: num += P I / s^2 and
-    den += P^2 / s^2 where the bilinearly interpolated image and beam are valid."""
+    den += P^2 / s^2 where the bilinearly interpolated image and beam are valid. Image
+    and beam are interpolated as one stack: the pixel mapping is computed once."""
     from reproject import reproject_interp
 
     clean = np.where(np.isfinite(data), data, 0.0)
     p = np.where(np.isfinite(beam), beam, 0.0)
-    i_r, foot = reproject_interp((clean, wcs), wcs_out, num.shape, order="bilinear")
-    p_r, _ = reproject_interp((p, wcs), wcs_out, num.shape, order="bilinear")
+    (i_r, p_r), (foot, _) = reproject_interp(
+        (np.stack([clean, p]), wcs), wcs_out, num.shape, order="bilinear"
+    )
     ok = (foot > 0) & np.isfinite(i_r) & np.isfinite(p_r) & (p_r > 0)
     num[ok] += p_r[ok] * i_r[ok] / s**2
     den[ok] += p_r[ok] ** 2 / s**2

@@ -13,13 +13,10 @@ def pointing_of_phase_center(ra_rad, dec_rad, mjd):
 
     convert.py phases each group to the meridian at the pointing declination at the group
     midpoint, so at the midpoint this gives (~0, pointing declination)."""
-    from astropy import units as u
-    from astropy.coordinates import HADec, SkyCoord
-    from astropy.time import Time
+    from dsa110_contimg.astrometry import hadec_deg
 
-    frame = HADec(obstime=Time(mjd, format="mjd", scale="utc"), location=inst.site_location())
-    hadec = SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad, frame="icrs").transform_to(frame)
-    return float(hadec.ha.wrap_at(180 * u.deg).deg), float(hadec.dec.deg)
+    ha, dec = hadec_deg(np.degrees(ra_rad), np.degrees(dec_rad), mjd)
+    return float(ha), float(dec)
 
 
 def pointing_track(times_mjd, dec_deg):
@@ -27,8 +24,7 @@ def pointing_track(times_mjd, dec_deg):
     from dsa110_contimg.astrometry import meridian_phase_center
 
     jd = np.asarray(times_mjd, float) + 2400000.5
-    track = np.array([meridian_phase_center(t, dec_deg) for t in jd])
-    return track[:, 0], track[:, 1]
+    return meridian_phase_center(jd, dec_deg)
 
 
 def _unit_vectors(ra, dec):
