@@ -20,6 +20,8 @@ rule image:
     input:
         ms=f"{RESULTS}/ms_cal/{{group}}.ms",
         sky=[SKY_CATALOG] if SKY_CATALOG else [],
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group: "imaging"
     output:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",

@@ -12,6 +12,10 @@ rule photometry_image:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
         catalog=photometry_catalog,
+    # In the group's imaging cluster job when it measures the input sky catalog; the
+    # reference and union catalogs are made from every group's image, so with those it is
+    # a job of its own (inside the group job it would wait on a job that waits on it).
+    group: "imaging" if PHOTOMETRY_CATALOG == "input" else None
     output:
         f"{RESULTS}/photometry/images/{{group}}.parquet",
     log:

@@ -11,6 +11,8 @@ rule qa_image:
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
         catalog=[SKY_CATALOG] if SKY_CATALOG else [],
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group: "imaging"
     output:
         json=f"{RESULTS}/qa/image/{{group}}.json",
         png=report(
