@@ -98,12 +98,16 @@ def manifest_table(groups):
 
 
 def solved_calibrators(results, table):
-    """Placeholders for the calibrator groups' products, and the selection checkpoint."""
+    """Placeholders for the calibrator groups' products (MS and flagging QA, solutions and
+    their QA), and the selection checkpoint."""
     from dsa110_contimg.calibration.select import write_selection
 
     qa = []
     for g in table.group[table.has_calibrator]:
         (results / "ms" / f"{g}.ms").mkdir(parents=True, exist_ok=True)
+        (results / "qa" / "flag").mkdir(parents=True, exist_ok=True)
+        (results / "qa" / "flag" / f"{g}.json").write_text("{}")
+        (results / "qa" / "flag" / f"{g}.png").touch()
         (results / "cal" / g).mkdir(parents=True, exist_ok=True)
         (results / "qa" / "cal").mkdir(parents=True, exist_ok=True)
         path = results / "qa" / "cal" / f"{g}.json"
@@ -124,16 +128,20 @@ _MEMBER_JOB = re.compile(r"^    (?:rule|checkpoint) (\w+):$")
 _WILDCARD_GROUP = re.compile(r"^\s+wildcards: .*?\b(?:group|calgroup)=([\dT-]+)")
 
 
+# Target rules without an action: Snakemake finishes them itself, submitting nothing.
+NO_ACTION = {"all", "calibrated"}
+
+
 def cluster_submissions(text):
     """The submissions a cluster executor would make, from a dry run's job info:
     [(group name or None, [rules], observation group or None)], one per group job or
-    ungrouped non-local job (local rules such as `all` run on the login node)."""
+    ungrouped job with an action that is not a local rule."""
     submissions = []
     for line in text.splitlines():
         if m := _GROUP_JOB.match(line):
             submissions.append([m.group(1), [], None])
         elif m := _TOP_JOB.match(line):
-            local = m.group(1) == "localrule"
+            local = m.group(1) == "localrule" or m.group(2) in NO_ACTION
             submissions.append(None if local else [None, [m.group(2)], None])
         elif submissions and submissions[-1] is not None:
             if m := _MEMBER_JOB.match(line):
@@ -179,6 +187,8 @@ def dry_run(archive, results, catalog, log, profile=None):
 
 
 def main():
+    from dsa110_contimg.ingest.pointings import write_pointings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--start", default="2026-01-01T00:00:00")
@@ -211,6 +221,12 @@ def main():
     table.to_parquet(results / "manifest" / "groups.parquet")
     pd.DataFrame(columns=["path", "group", "subband", "reason"]).to_parquet(
         results / "manifest" / "rejected.parquet"
+    )
+    # Every output of the manifest checkpoint: with one missing, Snakemake takes the
+    # checkpoint as not done and leaves out every job whose input function asks for it
+    # (QA, mosaics, photometry).
+    write_pointings(
+        table, REPO / "config" / "calibrators.csv", results / "manifest" / "pointings.parquet"
     )
     n_files = len(groups) * 16
     print(
