@@ -12,7 +12,7 @@ would receive: sbatch jobs in all, and per observation group (the submissions th
 one of its jobs). The printed job info makes that dry run slower than the quiet one.
 
     .venv/bin/python benchmarks/dag.py [--days 30] [--workdir benchmarks/work/dag]
-        [--profile slurm]
+        [--profile slurm [--group-components imaging=4 ...]]
 """
 
 import argparse
@@ -134,20 +134,20 @@ NO_ACTION = {"all", "calibrated"}
 
 def cluster_submissions(text):
     """The submissions a cluster executor would make, from a dry run's job info:
-    [(group name or None, [rules], observation group or None)], one per group job or
+    [(group name or None, [rules], {observation groups})], one per group job or
     ungrouped job with an action that is not a local rule."""
     submissions = []
     for line in text.splitlines():
         if m := _GROUP_JOB.match(line):
-            submissions.append([m.group(1), [], None])
+            submissions.append([m.group(1), [], set()])
         elif m := _TOP_JOB.match(line):
             local = m.group(1) == "localrule" or m.group(2) in NO_ACTION
-            submissions.append(None if local else [None, [m.group(2)], None])
+            submissions.append(None if local else [None, [m.group(2)], set()])
         elif submissions and submissions[-1] is not None:
             if m := _MEMBER_JOB.match(line):
                 submissions[-1][1].append(m.group(1))
             elif m := _WILDCARD_GROUP.match(line):
-                submissions[-1][2] = m.group(1)
+                submissions[-1][2].add(m.group(1))
     return [tuple(s) for s in submissions if s is not None]
 
 
@@ -155,17 +155,19 @@ def per_group_counts(submissions):
     """{number of submissions holding a group's jobs: number of observation groups}, and
     the submissions tied to no observation group (the aggregates)."""
     per_group = {}
-    for _, _, group in submissions:
-        if group is not None:
+    for _, _, groups in submissions:
+        for group in groups:
             per_group[group] = per_group.get(group, 0) + 1
     histogram = {}
     for n in per_group.values():
         histogram[n] = histogram.get(n, 0) + 1
-    return dict(sorted(histogram.items())), sum(1 for s in submissions if s[2] is None)
+    return dict(sorted(histogram.items())), sum(1 for s in submissions if not s[2])
 
 
-def dry_run(archive, results, catalog, log, profile=None):
+def dry_run(archive, results, catalog, log, profile=None, group_components=()):
     quiet = ["--quiet", "rules"] if profile is None else ["--profile", str(profile)]
+    if group_components:
+        quiet += ["--group-components", *group_components]
     cmd = [
         str(Path(sys.executable).with_name("snakemake")),
         "-n",
@@ -196,6 +198,13 @@ def main():
     parser.add_argument(
         "--profile",
         help="a Snakemake profile of the checkout (e.g. slurm): its group jobs are counted",
+    )
+    parser.add_argument(
+        "--group-components",
+        nargs="+",
+        default=(),
+        metavar="GROUP=N",
+        help="with --profile: N observation groups' jobs of GROUP in one cluster job",
     )
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -245,6 +254,7 @@ def main():
             catalog,
             args.workdir / f"dryrun-{state.split()[0]}.log",
             profile=args.profile,
+            group_components=args.group_components,
         )
         print(f"{state:<34}{seconds:>9.1f}{gib:>10.2f}{jobs.get('total', 0):>8}", flush=True)
         detail = ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total")

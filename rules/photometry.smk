@@ -35,6 +35,9 @@ rule photometry_mosaic:
     input:
         image=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         catalog=photometry_catalog,
+    # In its mosaic's cluster job (rules/mosaic.smk); the reference catalog it may read
+    # is made from the groups' images, not from mosaics.
+    group: "mosaic"
     output:
         f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
     log:

@@ -40,6 +40,8 @@ rule qa_mosaic:
         mosaic=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         weight=f"{RESULTS}/mosaics/{{mosaic}}/weight.fits",
         catalog=[SKY_CATALOG] if SKY_CATALOG else [],
+    # In its mosaic's cluster job (rules/mosaic.smk).
+    group: "mosaic"
     output:
         json=f"{RESULTS}/qa/mosaic/{{mosaic}}.json",
         png=report(
