@@ -12,7 +12,7 @@ would receive: sbatch jobs in all, and per observation group (the submissions th
 one of its jobs). The printed job info makes that dry run slower than the quiet one.
 
     .venv/bin/python benchmarks/dag.py [--days 30] [--workdir benchmarks/work/dag]
-        [--profile slurm [--group-components imaging=4 ...]]
+        [--profile slurm]
 """
 
 import argparse
@@ -164,10 +164,8 @@ def per_group_counts(submissions):
     return dict(sorted(histogram.items())), sum(1 for s in submissions if not s[2])
 
 
-def dry_run(archive, results, catalog, log, profile=None, group_components=()):
+def dry_run(archive, results, catalog, log, profile=None):
     quiet = ["--quiet", "rules"] if profile is None else ["--profile", str(profile)]
-    if group_components:
-        quiet += ["--group-components", *group_components]
     cmd = [
         str(Path(sys.executable).with_name("snakemake")),
         "-n",
@@ -198,13 +196,6 @@ def main():
     parser.add_argument(
         "--profile",
         help="a Snakemake profile of the checkout (e.g. slurm): its group jobs are counted",
-    )
-    parser.add_argument(
-        "--group-components",
-        nargs="+",
-        default=(),
-        metavar="GROUP=N",
-        help="with --profile: N observation groups' jobs of GROUP in one cluster job",
     )
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -254,7 +245,6 @@ def main():
             catalog,
             args.workdir / f"dryrun-{state.split()[0]}.log",
             profile=args.profile,
-            group_components=args.group_components,
         )
         print(f"{state:<34}{seconds:>9.1f}{gib:>10.2f}{jobs.get('total', 0):>8}", flush=True)
         detail = ", ".join(f"{k} {v}" for k, v in jobs.items() if k != "total")
