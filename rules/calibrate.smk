@@ -18,8 +18,6 @@ rule calibrate_solve:
         manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
         catalog=config["calibrate"]["catalog"],
         sky=[SKY_CATALOG] if SKY_CATALOG else [],
-    # In the same cluster job as its group's conversion (see rule convert).
-    group: "ingest"
     output:
         cal=directory(f"{RESULTS}/cal/{{calgroup}}"),
         qa=f"{RESULTS}/qa/cal/{{calgroup}}.json",
@@ -28,6 +26,9 @@ rule calibrate_solve:
         f"{RESULTS}/logs/calibrate_solve/{{calgroup}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_solve/{{calgroup}}.tsv"
+    # In the same cluster job as its group's conversion (see rule convert).
+    group:
+        "ingest"
     conda:
         "../envs/contimg.yaml"
     resources:
@@ -70,12 +71,6 @@ rule calibrate_apply:
         # calibrator group (the `cal` input) changes or that group's tables are re-solved.
         selection=ancient(f"{RESULTS}/cal/selection.parquet"),
         cal=calibration_for_group,
-    # On a cluster one sbatch job per group runs apply -> image -> qa_image ->
-    # photometry_image. The group's conversion is a separate job (group "ingest"): the
-    # apply waits for the calibration_selection checkpoint, which waits for every
-    # calibrator group's solve, so one job from conversion to photometry would depend on
-    # jobs outside it that depend on it.
-    group: "imaging"
     output:
         ms=directory(f"{RESULTS}/ms_cal/{{group}}.ms"),
         qa=f"{RESULTS}/qa/apply/{{group}}.json",
@@ -83,6 +78,13 @@ rule calibrate_apply:
         f"{RESULTS}/logs/calibrate_apply/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_apply/{{group}}.tsv"
+    # On a cluster one sbatch job per group runs apply -> image -> qa_image ->
+    # photometry_image. The group's conversion is a separate job (group "ingest"): the
+    # apply waits for the calibration_selection checkpoint, which waits for every
+    # calibrator group's solve, so one job from conversion to photometry would depend on
+    # jobs outside it that depend on it.
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     resources:

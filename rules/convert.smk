@@ -5,9 +5,6 @@ rule convert:
         files=group_files,
         # ancient: a new day rewrites the manifest but leaves existing groups up to date.
         manifest=ancient(f"{RESULTS}/manifest/groups.parquet"),
-    # On a cluster (profiles/slurm) one sbatch job per group converts it and, for a
-    # calibrator group, also solves on it (calibrate_solve is in the same group).
-    group: "ingest"
     output:
         ms=directory(f"{RESULTS}/ms/{{group}}.ms"),
         flag_qa=f"{RESULTS}/qa/flag/{{group}}.json",
@@ -21,6 +18,10 @@ rule convert:
         f"{RESULTS}/logs/convert/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert/{{group}}.tsv"
+    # On a cluster (profiles/slurm) one sbatch job per group converts it and, for a
+    # calibrator group, also solves on it (calibrate_solve is in the same group).
+    group:
+        "ingest"
     conda:
         "../envs/contimg.yaml"
     threads: config["convert"]["workers"]

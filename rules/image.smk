@@ -20,8 +20,6 @@ rule image:
     input:
         ms=f"{RESULTS}/ms_cal/{{group}}.ms",
         sky=[SKY_CATALOG] if SKY_CATALOG else [],
-    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
-    group: "imaging"
     output:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
@@ -31,6 +29,9 @@ rule image:
         f"{RESULTS}/logs/image/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/image/{{group}}.tsv"
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     threads: IMAGE_THREADS

@@ -10,9 +10,6 @@ rule mosaic:
     """M = sum(P I / s^2) / sum(P^2 / s^2) on a common grid, blank below the weight cut."""
     input:
         unpack(mosaic_members),
-    # On a cluster one sbatch job per mosaic makes it, its QA and its photometry
-    # (qa_mosaic and photometry_mosaic are in the same group).
-    group: "mosaic"
     output:
         mosaic=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         weight=f"{RESULTS}/mosaics/{{mosaic}}/weight.fits",
@@ -20,6 +17,10 @@ rule mosaic:
         f"{RESULTS}/logs/mosaic/{{mosaic}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/mosaic/{{mosaic}}.tsv"
+    # On a cluster one sbatch job per mosaic makes it, its QA and its photometry
+    # (qa_mosaic and photometry_mosaic are in the same group).
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     resources:

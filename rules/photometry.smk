@@ -12,14 +12,15 @@ rule photometry_image:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
         catalog=photometry_catalog,
-    # In the group's imaging cluster job when it measures the input sky catalog; the
-    # reference and union catalogs are made from every group's image, so with those it is
-    # a job of its own (inside the group job it would wait on a job that waits on it).
-    group: "imaging" if PHOTOMETRY_CATALOG == "input" else None
     output:
         f"{RESULTS}/photometry/images/{{group}}.parquet",
     log:
         f"{RESULTS}/logs/photometry_image/{{group}}.log",
+    # In the group's imaging cluster job when it measures the input sky catalog; the
+    # reference and union catalogs are made from every group's image, so with those it is
+    # a job of its own (inside the group job it would wait on a job that waits on it).
+    group:
+        "imaging" if PHOTOMETRY_CATALOG == "input" else None
     conda:
         "../envs/contimg.yaml"
     params:
@@ -35,13 +36,14 @@ rule photometry_mosaic:
     input:
         image=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         catalog=photometry_catalog,
-    # In its mosaic's cluster job (rules/mosaic.smk); the reference catalog it may read
-    # is made from the groups' images, not from mosaics.
-    group: "mosaic"
     output:
         f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
     log:
         f"{RESULTS}/logs/photometry_mosaic/{{mosaic}}.log",
+    # In its mosaic's cluster job (rules/mosaic.smk); the reference catalog it may read
+    # is made from the groups' images, not from mosaics.
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     params:

@@ -11,8 +11,6 @@ rule qa_image:
         pb=f"{RESULTS}/images/{{group}}/pb.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
         catalog=[SKY_CATALOG] if SKY_CATALOG else [],
-    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
-    group: "imaging"
     output:
         json=f"{RESULTS}/qa/image/{{group}}.json",
         png=report(
@@ -23,6 +21,9 @@ rule qa_image:
         ),
     log:
         f"{RESULTS}/logs/qa_image/{{group}}.log",
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     params:
@@ -40,8 +41,6 @@ rule qa_mosaic:
         mosaic=f"{RESULTS}/mosaics/{{mosaic}}/mosaic.fits",
         weight=f"{RESULTS}/mosaics/{{mosaic}}/weight.fits",
         catalog=[SKY_CATALOG] if SKY_CATALOG else [],
-    # In its mosaic's cluster job (rules/mosaic.smk).
-    group: "mosaic"
     output:
         json=f"{RESULTS}/qa/mosaic/{{mosaic}}.json",
         png=report(
@@ -52,6 +51,9 @@ rule qa_mosaic:
         ),
     log:
         f"{RESULTS}/logs/qa_mosaic/{{mosaic}}.log",
+    # In its mosaic's cluster job (rules/mosaic.smk).
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     params:
