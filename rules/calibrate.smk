@@ -26,6 +26,9 @@ rule calibrate_solve:
         f"{RESULTS}/logs/calibrate_solve/{{calgroup}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_solve/{{calgroup}}.tsv"
+    # In the same cluster job as its group's conversion (see rule convert).
+    group:
+        "ingest"
     conda:
         "../envs/contimg.yaml"
     resources:
@@ -75,6 +78,13 @@ rule calibrate_apply:
         f"{RESULTS}/logs/calibrate_apply/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/calibrate_apply/{{group}}.tsv"
+    # On a cluster one sbatch job per group runs apply -> image -> qa_image ->
+    # photometry_image. The group's conversion is a separate job (group "ingest"): the
+    # apply waits for the calibration_selection checkpoint, which waits for every
+    # calibrator group's solve, so one job from conversion to photometry would depend on
+    # jobs outside it that depend on it.
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     resources:

@@ -18,6 +18,10 @@ rule convert:
         f"{RESULTS}/logs/convert/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/convert/{{group}}.tsv"
+    # On a cluster (profiles/slurm) one sbatch job per group converts it and, for a
+    # calibrator group, also solves on it (calibrate_solve is in the same group).
+    group:
+        "ingest"
     conda:
         "../envs/contimg.yaml"
     threads: config["convert"]["workers"]

@@ -29,6 +29,9 @@ rule image:
         f"{RESULTS}/logs/image/{{group}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/image/{{group}}.tsv"
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     threads: IMAGE_THREADS

@@ -17,6 +17,10 @@ rule mosaic:
         f"{RESULTS}/logs/mosaic/{{mosaic}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/mosaic/{{mosaic}}.tsv"
+    # On a cluster one sbatch job per mosaic makes it, its QA and its photometry
+    # (qa_mosaic and photometry_mosaic are in the same group).
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     resources:

@@ -16,6 +16,11 @@ rule photometry_image:
         f"{RESULTS}/photometry/images/{{group}}.parquet",
     log:
         f"{RESULTS}/logs/photometry_image/{{group}}.log",
+    # In the group's imaging cluster job when it measures the input sky catalog; the
+    # reference and union catalogs are made from every group's image, so with those it is
+    # a job of its own (inside the group job it would wait on a job that waits on it).
+    group:
+        "imaging" if PHOTOMETRY_CATALOG == "input" else None
     conda:
         "../envs/contimg.yaml"
     params:
@@ -35,6 +40,10 @@ rule photometry_mosaic:
         f"{RESULTS}/photometry/mosaics/{{mosaic}}.parquet",
     log:
         f"{RESULTS}/logs/photometry_mosaic/{{mosaic}}.log",
+    # In its mosaic's cluster job (rules/mosaic.smk); the reference catalog it may read
+    # is made from the groups' images, not from mosaics.
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     params:

@@ -21,6 +21,9 @@ rule qa_image:
         ),
     log:
         f"{RESULTS}/logs/qa_image/{{group}}.log",
+    # Cluster job of the group's chain from calibrate_apply (rules/calibrate.smk).
+    group:
+        "imaging"
     conda:
         "../envs/contimg.yaml"
     params:
@@ -48,6 +51,9 @@ rule qa_mosaic:
         ),
     log:
         f"{RESULTS}/logs/qa_mosaic/{{mosaic}}.log",
+    # In its mosaic's cluster job (rules/mosaic.smk).
+    group:
+        "mosaic"
     conda:
         "../envs/contimg.yaml"
     params:

@@ -1,9 +1,11 @@
 """The workflow on a real SLURM with job accounting (Debian slurm-wlm 22.05, slurmdbd on a
 local MariaDB, started by scripts/slurm-local.sh), through the command users type,
-`snakemake --profile slurm`: every job is an sbatch job whose status the executor plugin
-reads from sacct (its default), an injected failure is resubmitted with more memory and
-time, a job whose processes are killed on the node mid-run is resubmitted, the per-rule
-resources reach sbatch, and the products equal a local run's."""
+`snakemake --profile slurm`: every observation group's chain is two sbatch jobs (the rules'
+`group:` directives: "ingest" = convert, "imaging" = calibrate_apply, image, qa_image,
+photometry_image) whose status the executor plugin reads from sacct (its default), an
+injected failure is resubmitted with more memory and time, a job whose processes are killed
+on the node mid-run is resubmitted, the per-rule and per-group resources reach sbatch, and
+the products equal a local run's."""
 
 import os
 import re
@@ -12,7 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from pipeline import (
     BIN,
@@ -22,7 +26,6 @@ from pipeline import (
     env,
     no_partials,
     product_targets,
-    slurm_job_ids,
     snakemake_cmd,
 )
 
@@ -70,17 +73,82 @@ def sacct_jobs(job_ids):
     return {int(r["JobID"]): r for r in records}
 
 
-def _running_job(comment):
-    """SLURM id of the RUNNING job whose comment (the plugin's `rule_<rule>_wildcards_<...>`)
-    is `comment`, or None."""
+INGEST = "ingest_convert"
+IMAGING = "imaging_calibrate_apply_image_photometry_image_qa_image"
+IMAGING_RULES = ["calibrate_apply", "image", "photometry_image", "qa_image"]
+
+
+def _running_job(comment, target):
+    """SLURM id of the RUNNING job whose comment (the plugin's `rule_<name>`; a group job's
+    name is `<group>_<its rules>`) is `comment` and whose batch script runs `target`
+    (`<rule>:group=<observation group>`, the job step's --target-jobs), or None."""
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=30
     )
     for line in out.stdout.splitlines():
         job_id, job_comment, state = line.split("|")
         if job_comment == comment and state == "RUNNING":
-            return int(job_id)
+            script = subprocess.run(
+                ["scontrol", "write", "batch_script", job_id, "-"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if target in script.stdout:
+                return int(job_id)
     return None
+
+
+def slurm_submissions(log):
+    """{SLURM job id: (rule or `<group>_<rules>` name, [(rule, observation group)] of the
+    jobs it ran)} from the plugin's submission lines and the SLURM logs, where the job
+    step's snakemake prints every job it starts with its wildcards. A resubmission keeps
+    Snakemake's job id, so a killed attempt that printed nothing gets its retry's jobs."""
+    found = re.findall(
+        r"^Job (\S+) has been submitted with SLURM jobid (\d+) "
+        r"\(log: (\S*/(?:rule|group)_(\w+)/\S*?\d+\.log)\)",
+        log,
+        re.M,
+    )
+    ran, by_snakemake_job = {}, {}
+    for snakemake_job, job_id, path, _ in found:
+        ran[int(job_id)] = sorted(
+            set(
+                re.findall(
+                    r"^\s*(?:local)?rule (\w+):\n(?:\s+\w+: .*\n)*?"
+                    r"\s+wildcards: \w*group=([\dT-]+)",
+                    Path(path).read_text(),
+                    re.M,
+                )
+            )
+        )
+        by_snakemake_job.setdefault(snakemake_job, []).append(int(job_id))
+    submissions = {}
+    for snakemake_job, job_id, _, name in found:
+        attempts = by_snakemake_job[snakemake_job]
+        jobs_ran = ran[int(job_id)] or next((ran[a] for a in attempts if ran[a]), [])
+        submissions[int(job_id)] = (name, jobs_ran)
+    return submissions
+
+
+def imaging_job_resources():
+    """(ReqMem, Timelimit, ReqCPUS) sbatch gets for a first attempt of an imaging group
+    job: Snakemake orders the group's jobs in layers (calibrate_apply; image; qa_image
+    and photometry_image side by side) and asks for the largest layer's memory and cores
+    (a layer's summed) and the layers' summed runtime (a layer's longest)."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    last = [profile["set-resources"][r] for r in ("qa_image", "photometry_image")]
+    last = [{k: int(str(v).split("*")[0]) for k, v in r.items()} for r in last]
+    image = cfg["image"]
+    image_threads = (
+        1 if image["imager"] == "wsclean" and image.get("deterministic") else image["threads"]
+    )
+    mem = max(cfg["calibrate"]["mem_mb"], image["mem_mb"], sum(r["mem_mb"] for r in last))
+    runtime = cfg["calibrate"]["runtime_min"] + image["runtime_min"]
+    runtime += max(r["runtime"] for r in last)
+    cpus = min(2, max(1, image_threads, len(last)))  # the test's --cores 2
+    return f"{mem}M", f"{runtime // 60:02d}:{runtime % 60:02d}:00", str(cpus)
 
 
 def kill_job_processes(job_id):
@@ -133,14 +201,26 @@ def test_profile_names_resolve_from_the_checkout(tmp_path):
 
 
 def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run, tmp_path, capsys):
-    """`snakemake --profile slurm` from the checkout: sacct-based status checks, a failure
-    retried with more resources, a job lost mid-run (its processes killed) resubmitted."""
+    """`snakemake --profile slurm` from the checkout through each group's image, QA and
+    photometry: two sbatch jobs per observation group (its conversion; its calibration,
+    imaging, QA and photometry in one), sacct-based status checks, a failure retried with
+    more resources, a job lost mid-run (its processes killed) resubmitted."""
     bad, lost = SMALL_GROUPS[1], SMALL_GROUPS[0]
     results = tmp_path / "results"
+    chains = [
+        str(results / product.format(g))
+        for g in SMALL_GROUPS
+        for product in (
+            "images/{}/image.fits",
+            "qa/image/{}.json",
+            "photometry/images/{}.parquet",
+        )
+    ]
     cmd = snakemake_cmd(
         small_archive,
         results,
         *product_targets(results),
+        *chains,
         "--slurm-init-seconds-before-status-checks",
         "2",
         "--latency-wait",
@@ -159,71 +239,88 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
         text=True,
         env=env(DSA110_FAIL_ONCE=f"convert:{bad}", DSA110_FAIL_ONCE_DIR=tmp_path / "markers"),
     )
-    # lose a job mid-run: kill the first convert of `lost` once it has run ~3 s
+    # lose a job mid-run: kill the first ingest job of `lost` once it has run ~3 s
     victim, deadline = None, time.monotonic() + 600
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        victim = _running_job(f"rule_convert_wildcards_{lost}")
+        victim = _running_job(f"rule_{INGEST}", f"convert:group={lost}")
         time.sleep(0.3)
-    assert victim is not None, "the convert job never ran"
+    assert victim is not None, "the ingest job never ran"
     time.sleep(3)
     assert kill_job_processes(victim)
     log, _ = proc.communicate(timeout=900)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, log
 
-    jobs = slurm_job_ids(log)
+    jobs = slurm_submissions(log)
     records = sacct_jobs(jobs)
     with capsys.disabled():
         print(
             f"\ntest_slurm: `snakemake --profile slurm` ran {len(jobs)} sbatch jobs in "
             f"{elapsed:.0f} s"
         )
-        for job_id, (rule, wildcards) in sorted(jobs.items()):
+        for job_id, (name, ran) in sorted(jobs.items()):
             r = records[job_id]
             print(
-                f"test_slurm: sacct job {job_id}: rule {rule} {wildcards} {r['State']} "
-                f"ReqMem={r['ReqMem']} Timelimit={r['Timelimit']} ReqCPUS={r['ReqCPUS']}"
+                f"test_slurm: sacct job {job_id}: {name} {r['State']} ReqMem={r['ReqMem']} "
+                f"Timelimit={r['Timelimit']} ReqCPUS={r['ReqCPUS']} ran "
+                + ", ".join(f"{rule}:{g}" for rule, g in ran)
             )
-    # manifest, two conversions each run twice (lost / injected failure, then the retry),
-    # the manifest QA
-    assert sorted(rule for rule, _ in jobs.values()) == [
-        "convert",
-        "convert",
-        "convert",
-        "convert",
-        "manifest",
-        "qa_manifest",
-    ], log
-    convert_jobs = {
-        g: sorted(j for j, (rule, wc) in jobs.items() if rule == "convert" and wc == g)
+    # manifest, calibration selection and manifest QA, then per observation group an
+    # ingest job (run twice: lost / injected failure, then the retry) and one imaging job
+    assert sorted(name for name, _ in jobs.values()) == sorted(
+        ["manifest", "calibration_selection", "qa_manifest"] + [INGEST] * 4 + [IMAGING] * 2
+    ), log
+    ingest_jobs = {
+        g: sorted(j for j, (name, ran) in jobs.items() if name == INGEST and ran[0][1] == g)
         for g in SMALL_GROUPS
     }
-    assert [len(v) for v in convert_jobs.values()] == [2, 2]
-    assert convert_jobs[lost][0] == victim
-    assert "Error in rule convert" in log and "injected transient failure of convert" in log
+    imaging_jobs = {
+        g: [j for j, (name, ran) in jobs.items() if name == IMAGING and ran[0][1] == g]
+        for g in SMALL_GROUPS
+    }
+    assert [len(v) for v in ingest_jobs.values()] == [2, 2]
+    assert [len(v) for v in imaging_jobs.values()] == [1, 1]
+    for g in SMALL_GROUPS:
+        # the retry ran the conversion: the lost first attempt may have been killed before
+        # its job step printed the job
+        assert jobs[ingest_jobs[g][1]][1] == [("convert", g)], jobs[ingest_jobs[g][1]]
+        # one sbatch job ran the group's whole chain from calibrate_apply to photometry
+        assert jobs[imaging_jobs[g][0]][1] == [(rule, g) for rule in IMAGING_RULES]
+    # submissions per observation group (first attempts): its ingest and its imaging job
+    first = {g: [ingest_jobs[g][0], imaging_jobs[g][0]] for g in SMALL_GROUPS}
+    assert all(len(set(v)) == 2 for v in first.values()), first
+    assert ingest_jobs[lost][0] == victim
+    assert "Error in group ingest" in log and "injected transient failure of convert" in log
 
     # the accounting database saw every job, with its end state
     states = {j: records[j]["State"].split()[0] for j in jobs}
     assert (states[victim], records[victim]["ExitCode"]) == ("FAILED", "0:9"), records[victim]
-    assert states[convert_jobs[bad][0]] == "FAILED", records[convert_jobs[bad][0]]
-    retried = {convert_jobs[lost][1], convert_jobs[bad][1]}
-    for job_id, (rule, _) in jobs.items():
-        if rule != "convert" or job_id in retried:
-            assert states[job_id] == "COMPLETED", (job_id, rule, records[job_id])
+    assert states[ingest_jobs[bad][0]] == "FAILED", records[ingest_jobs[bad][0]]
+    retried = {ingest_jobs[lost][0], ingest_jobs[bad][0]}
+    for job_id, (name, _) in jobs.items():
+        if job_id not in retried:
+            assert states[job_id] == "COMPLETED", (job_id, name, records[job_id])
 
-    # per-rule resources reached sbatch: convert takes config convert.mem_mb x attempt and
-    # runtime_min x attempt, manifest/qa_manifest the profile's set-resources
-    want = {"manifest": ("1000M", "00:20:00", "1"), "qa_manifest": ("1000M", "00:10:00", "1")}
-    for job_id, (rule, _) in jobs.items():
-        if rule in want:
+    # per-rule and per-group resources reached sbatch: an ingest job takes config
+    # convert.mem_mb x attempt and runtime_min x attempt, manifest and qa_manifest the
+    # profile's set-resources, calibration_selection its default-resources, an imaging job
+    # its layers' (imaging_job_resources)
+    want = {
+        "manifest": ("1000M", "00:20:00", "1"),
+        "qa_manifest": ("1000M", "00:10:00", "1"),
+        "calibration_selection": ("2000M", "00:30:00", "1"),
+        IMAGING: imaging_job_resources(),
+    }
+    for job_id, (name, _) in jobs.items():
+        if name in want:
             r = records[job_id]
-            assert (r["ReqMem"], r["Timelimit"], r["ReqCPUS"]) == want[rule], (rule, r)
-    for first, retry in convert_jobs.values():
+            assert (r["ReqMem"], r["Timelimit"], r["ReqCPUS"]) == want[name], (name, r)
+    for first_attempt, retry in ingest_jobs.values():
         assert (
-            records[first]["ReqMem"],
-            records[first]["Timelimit"],
-            records[first]["ReqCPUS"],
-        ) == ("4000M", "00:30:00", "1"), records[first]
+            records[first_attempt]["ReqMem"],
+            records[first_attempt]["Timelimit"],
+            records[first_attempt]["ReqCPUS"],
+        ) == ("4000M", "00:30:00", "1"), records[first_attempt]
         assert (
             records[retry]["ReqMem"],
             records[retry]["Timelimit"],
@@ -233,5 +330,12 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
         assert len(list((REPO / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log"))) == 1
 
     assert_products_equal(results, clean_small_run)
+    catalog = pd.read_csv(small_archive / "sky_catalog.csv")
+    for g in SMALL_GROUPS:
+        assert (results / "images" / g / "image.fits").stat().st_size > 0
+        assert (results / "qa" / "image" / f"{g}.json").stat().st_size > 0
+        photometry = pd.read_parquet(results / "photometry" / "images" / f"{g}.parquet")
+        assert sorted(photometry.source_id) == sorted(catalog.source_id)
+        assert set(photometry.image_id) == {g}
     assert no_partials(results) == []
     assert re.search(r"\d+ of \d+ steps \(100%\) done", log)
