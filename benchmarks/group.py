@@ -14,6 +14,7 @@ bandpass and gains are solved once on it (`calibrate-solve`, the once-a-day solv
 printed apart and not counted in the total), and the chain applies them to the same
 group. The manifest and the calibrator selection, run once per archive, are set-up.
 `--n-antennas` / `--n-channels` / `--n-integrations` shrink the group for a quick check.
+Each command's output goes to WORKDIR/results/logs/STAGE.log, as a rule's log.
 Memory is measured as in measure.py: peak summed PSS of each command's process tree.
 The last line is `total_s=<s> peak_gib=<GiB> budget_ratio=<total/309>`.
 """
@@ -24,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import yaml
+
 from measure import CLI, REPO, measure, run
 
 BUDGET_S = 309.0
@@ -43,9 +45,7 @@ def load_config():
 def json_config(config, section, settings=None):
     """A rule's `--config-json`: the section without the keys its stage does not read."""
     other = settings.OTHER_KEYS if settings is not None else ()
-    return json.dumps(
-        {k: v for k, v in config[section].items() if k not in other}, sort_keys=True
-    )
+    return json.dumps({k: v for k, v in config[section].items() if k not in other}, sort_keys=True)
 
 
 def ensure_archive(workdir, sim_args):
@@ -163,25 +163,31 @@ def main():
     }  # fmt: skip
     per_group = ("convert", "calibrate_apply", "image", "qa_image", "photometry")
     results = {}
+    (res / "logs").mkdir()
     for name, cmd in stages.items():
-        results[name] = measure([str(c) for c in cmd])
+        with open(res / f"logs/{name}.log", "w") as log:
+            results[name] = measure([str(c) for c in cmd], stdout=log, stderr=log)
         print(f"{name}: {results[name][0]:.1f} s, peak {results[name][1]:.2f} GiB", flush=True)
     cal_qa = json.loads((res / f"qa/{group}.cal.json").read_text())
     apply_qa = json.loads((res / f"qa/{group}.apply.json").read_text())
     print(
-        f"calibration: solve QA {cal_qa.get('status', cal_qa.get('passed'))}, "
-        f"apply status {apply_qa.get('status')}",
+        f"calibration: solve QA {cal_qa['status']} ({cal_qa['calibrator']}, residual ratio "
+        f"{cal_qa['residual_ratio']:.3f}); group {apply_qa['calibration']}",
         flush=True,
     )
+    if apply_qa["calibration"] != "calibrated":
+        raise SystemExit(f"{res}/qa/{group}.apply.json: the group was not calibrated")
 
     if args.compare_tclean:
         cfg = dict(json.loads(image_cfg), imager="tclean")
         out = res / f"images_tclean/{group}"
-        sec, mem = measure(
+        with open(res / "logs/image_tclean.log", "w") as log:
+            sec, mem = measure(
             [str(c) for c in (CLI, "image", ms_cal, "--out-dir", out, "--sky-catalog", sky,
                               "--config-json", json.dumps(cfg, sort_keys=True),
-                              "--threads", config["image"]["threads"])]
-        )  # fmt: skip
+                              "--threads", config["image"]["threads"])],
+                stdout=log, stderr=log,
+            )  # fmt: skip
         print(f"image with tclean (old default, for comparison): {sec:.1f} s, peak {mem:.2f} GiB")
 
     n_ant = args.n_antennas or 96
