@@ -12,7 +12,11 @@ rule checksums:
         f"{RESULTS}/logs/checksums/checksums.log",
     conda:
         "../envs/contimg.yaml"
+    # The last job of a run, alone: it hashes the products (80 MSs in the demo) in
+    # two processes.
+    threads: 2
     params:
         results=lambda wildcards, output: str(Path(output[0]).parent),
     shell:
-        "dsa110-contimg checksums {params.results:q} --out {output:q} 2> {log:q}"
+        "dsa110-contimg checksums {params.results:q} --out {output:q}"
+        " --workers {threads} 2> {log:q}"

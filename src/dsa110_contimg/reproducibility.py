@@ -320,23 +320,36 @@ def product_checksum(path, results):
         ) from err
 
 
-def checksums(results):
-    """{relative path: sha256} of every science product under `results`."""
+def _checksum_of(rel, results):
+    return product_checksum(results / rel, results)
+
+
+def checksums(results, workers=1):
+    """{relative path: sha256} of every science product under `results`, hashed in
+    `workers` processes (the same digests for any number)."""
     results = Path(results)
     if not results.is_dir():
         raise FileNotFoundError(f"results directory {results} does not exist")
-    return {rel: product_checksum(results / rel, results) for rel in science_products(results)}
+    rels = science_products(results)
+    if workers <= 1 or len(rels) < 2:
+        return {rel: _checksum_of(rel, results) for rel in rels}
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        digests = pool.map(partial(_checksum_of, results=results), rels, chunksize=4)
+        return dict(zip(rels, digests))
 
 
 def format_manifest(sums):
     return "".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items()))
 
 
-def write_manifest(results, out=None):
+def write_manifest(results, out=None, workers=1):
     """Write the checksum manifest of `results` (default results/checksums.sha256)
     atomically; returns its path."""
     out = Path(out) if out else Path(results) / MANIFEST
-    sums = checksums(results)
+    sums = checksums(results, workers)
     write_text(format_manifest(sums), out)
     log.info("%s: checksums of %d products", out, len(sums))
     return out
@@ -394,7 +407,7 @@ def summary_line(rows):
 
 
 def _run_checksums(args):
-    out = write_manifest(args.results, args.out)
+    out = write_manifest(args.results, args.out, args.workers)
     print(out)
     return 0
 
@@ -413,6 +426,7 @@ def register_cli(sub):
     p = sub.add_parser("checksums", help="write RESULTS/checksums.sha256 over the science products")
     p.add_argument("results", help="results directory")
     p.add_argument("--out", help="manifest to write (default RESULTS/checksums.sha256)")
+    p.add_argument("--workers", type=int, default=1, help="processes hashing products")
     p.set_defaults(func=_run_checksums)
     p = sub.add_parser(
         "compare",

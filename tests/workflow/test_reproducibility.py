@@ -158,6 +158,7 @@ def test_manifest_lists_science_products_only(tmp_path):
     assert [line.split("  ")[1] for line in lines] == ["cal/no_calibrator.txt", "qa/image/g1.json"]
     assert all(len(line.split("  ")[0]) == 64 for line in lines)
     assert read_manifest(path) == checksums(res)
+    assert checksums(res, workers=2) == checksums(res)
     assert science_products(res) == ["cal/no_calibrator.txt", "qa/image/g1.json"]
 
 
