@@ -42,12 +42,6 @@ def load_config():
     return config
 
 
-def json_config(config, section, settings=None):
-    """A rule's `--config-json`: the section without the keys its stage does not read."""
-    other = settings.OTHER_KEYS if settings is not None else ()
-    return json.dumps({k: v for k, v in config[section].items() if k not in other}, sort_keys=True)
-
-
 def ensure_archive(workdir, sim_args):
     """The simulated group with a calibrator in it, re-simulated when the sizes change."""
     archive = workdir / "archive"
@@ -68,6 +62,7 @@ def ensure_archive(workdir, sim_args):
 
 def main():
     from dsa110_contimg.calibration.solve import SolveSettings
+    from dsa110_contimg.configuration import stage_config_json
     from dsa110_contimg.imaging.image import ImagingSettings
     from dsa110_contimg.photometry.forced import PhotometrySettings
     from dsa110_contimg.qa import QASettings
@@ -121,7 +116,9 @@ def main():
     threads = config["image"]["threads"]
     if config["image"]["imager"] == "wsclean" and config["image"].get("deterministic"):
         threads = 1
-    image_cfg = json_config(config, "image", ImagingSettings)
+
+    def section(name, settings=None):
+        return stage_config_json(config, name, settings)
 
     stages = {
         "convert": [CLI, "convert", *files, "--group", group, "--out", ms,
@@ -129,7 +126,7 @@ def main():
                     "--workers", config["convert"]["workers"],
                     "--flag-qa-json", res / f"qa/{group}.flag.json",
                     "--flag-qa-png", res / f"qa/{group}.flag.png",
-                    "--flag-config-json", json_config(config, "flag")],
+                    "--flag-config-json", section("flag")],
         "calibrate_solve": [CLI, "calibrate-solve", ms,
                             "--manifest", res / "manifest/groups.parquet",
                             "--catalog", REPO / cal_catalog, "--group", group,
@@ -137,7 +134,7 @@ def main():
                             "--qa-json", res / f"qa/{group}.cal.json",
                             "--qa-png", res / f"qa/{group}.cal.png",
                             "--sky-model", sky,
-                            "--config-json", json_config(config, "calibrate", SolveSettings)],
+                            "--config-json", section("calibrate", SolveSettings)],
         "calibrate_select": [CLI, "calibrate-select", res / f"qa/{group}.cal.json",
                              "--manifest", res / "manifest/groups.parquet",
                              "--out", res / "cal/selection.parquet",
@@ -150,16 +147,16 @@ def main():
                             "--qa-json", res / f"qa/{group}.apply.json",
                             "--interp", config["calibrate"]["interp"]],
         "image": [CLI, "image", ms_cal, "--out-dir", img, "--sky-catalog", sky,
-                  "--config-json", image_cfg, "--threads", threads],
+                  "--config-json", section("image", ImagingSettings), "--threads", threads],
         "qa_image": [CLI, "qa-image", img / "image.fits", "--pb", img / "pb.fits",
                      "--residual", img / "residual.fits", "--catalog", sky,
-                     "--config-json", json_config(config, "qa", QASettings),
+                     "--config-json", section("qa", QASettings),
                      "--json", res / f"qa/{group}.image.json",
                      "--png", res / f"qa/{group}.image.png"],
         "photometry": [CLI, "photometry", img / "image.fits", "--pb", img / "pb.fits",
                        "--catalog", sky, "--out", res / f"photometry/{group}.parquet",
                        "--image-id", group,
-                       "--config-json", json_config(config, "photometry", PhotometrySettings)],
+                       "--config-json", section("photometry", PhotometrySettings)],
     }  # fmt: skip
     per_group = ("convert", "calibrate_apply", "image", "qa_image", "photometry")
     results = {}
@@ -179,7 +176,7 @@ def main():
         raise SystemExit(f"{res}/qa/{group}.apply.json: the group was not calibrated")
 
     if args.compare_tclean:
-        cfg = dict(json.loads(image_cfg), imager="tclean")
+        cfg = dict(json.loads(section("image", ImagingSettings)), imager="tclean")
         out = res / f"images_tclean/{group}"
         with open(res / "logs/image_tclean.log", "w") as log:
             sec, mem = measure(

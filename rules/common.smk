@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.logging import logger
 
+from dsa110_contimg.configuration import stage_config_json
 from dsa110_contimg.sanity import find_rejections
 
 RESULTS = config["results_dir"]
@@ -187,14 +188,8 @@ def catalog_option(wildcards, input):
 
 
 def json_config(section, settings=None):
-    """One config section as JSON, a rule's --config-json. With the stage's settings
-    class, without the keys it does not read (settings.OTHER_KEYS: other stages' keys,
-    job resources), so that changing those does not rerun the stage's jobs."""
-    import json
-
-    other = settings.OTHER_KEYS if settings is not None else ()
-    values = {k: v for k, v in config[section].items() if k not in other}
-    return json.dumps(values, sort_keys=True)
+    """The config section `section` as a rule's --config-json (stage_config_json)."""
+    return stage_config_json(config, section, settings)
 
 
 # Forced photometry and ESE detection (rules/photometry.smk).

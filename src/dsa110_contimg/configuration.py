@@ -204,6 +204,15 @@ def check_config(config, schema_path, check_paths=True, base="."):
         )
 
 
+def stage_config_json(config, section, settings=None):
+    """One config section as JSON, a workflow rule's `--config-json`. With the stage's
+    settings class, without the keys it does not read (settings.OTHER_KEYS: other stages'
+    keys, job resources), so that changing those does not rerun the stage's jobs."""
+    other = settings.OTHER_KEYS if settings is not None else ()
+    values = {k: v for k, v in config[section].items() if k not in other}
+    return json.dumps(values, sort_keys=True)
+
+
 class StageSettings:
     """Base of the stages' settings dataclasses (see the module docstring).
 
