@@ -114,21 +114,21 @@ def hadec_deg(ra_deg, dec_deg, mjd):
 
 def apparent_hadec(ra_deg, dec_deg, times_jd):
     """Apparent (hour angle, declination) in rad of an ICRS direction at each time,
-    from pyuvdata's ICRS-to-apparent transform and sidereal time."""
-    from pyuvdata.utils.phasing import calc_app_coords
+    from pyuvdata's ICRS-to-apparent transform and sidereal time; for arrays of
+    directions, arrays [direction, time] from one transform of them all."""
+    from pyuvdata.utils.phasing import transform_icrs_to_app
 
     times_jd = np.asarray(times_jd, float)
-    lst = lst_rad(times_jd)
-    app_ra, app_dec = calc_app_coords(
-        lon_coord=np.full(times_jd.size, np.radians(ra_deg)),
-        lat_coord=np.full(times_jd.size, np.radians(dec_deg)),
-        coord_frame="icrs",
-        coord_epoch=2000.0,
-        time_array=times_jd,
-        lst_array=lst,
+    ra, dec = np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)
+    lst = np.tile(lst_rad(times_jd), ra.size)
+    app_ra, app_dec = transform_icrs_to_app(
+        time_array=np.tile(times_jd, ra.size),
+        ra=np.repeat(np.radians(ra), times_jd.size),
+        dec=np.repeat(np.radians(dec), times_jd.size),
         telescope_loc=site_location(),
     )
-    return lst - app_ra, app_dec
+    shape = (ra.size, times_jd.size) if np.ndim(ra_deg) else (times_jd.size,)
+    return (lst - app_ra).reshape(shape), app_dec.reshape(shape)
 
 
 def meridian_phase_center(mid_jd, dec_deg):

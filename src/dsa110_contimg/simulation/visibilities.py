@@ -279,12 +279,11 @@ def station_enu(stations):
 def _source_directions(catalog, times_jd, dec0_rad):
     """Per source: ENU unit vectors toward it at each time (Ntimes, 3) and its angle from
     the pointing (hour angle 0, dec0) in rad."""
-    directions = []
-    for row in catalog.itertuples():
-        ha, dec = apparent_hadec(row.ra_deg, row.dec_deg, times_jd)
-        theta = angular_separation(0.0, dec0_rad, ha, dec)
-        directions.append((direction_enu(ha, dec), theta))
-    return directions
+    has, decs = apparent_hadec(catalog.ra_deg.to_numpy(), catalog.dec_deg.to_numpy(), times_jd)
+    return [
+        (direction_enu(ha, dec), angular_separation(0.0, dec0_rad, ha, dec))
+        for ha, dec in zip(has, decs)
+    ]
 
 
 def _visibilities(freqs, catalog, directions, baselines, n_times, gains_t, settings, rng):
