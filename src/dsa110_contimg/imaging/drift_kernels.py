@@ -4,7 +4,9 @@ they were compiled afresh in every imaging job (~13 s each).
 
 Per row, the phase of every source in channel f0 + j df follows from the block's first
 channel by the recurrence z_{j+1} = z_j exp(2 pi i df tau / c), so the sample loop has no
-exponential.
+exponential; the normal matrix takes a pair's phase at the block start from the same
+rotations, z_q conj(z_m), so it has none either with one channel per block (the demo's
+5.9 MHz channels; 4.1 s instead of 9.6 s for 36 sources in a demo group).
 """
 
 import numba
@@ -41,12 +43,14 @@ def fit_rows(uvw, tidx, vis, wt, lmn, term_src, term_amp, freqs, block, b_out, g
         t = tidx[r]
         tau = row_phase_rates(uvw, lmn, r, t)
         rot = np.empty(n_src, np.complex128)
+        rot0 = np.empty(n_src, np.complex128)
         abar = np.empty(n_term)
+        step = np.exp(1j * tau * df)
         for c in range(n_blk):
             c0 = c * block
             for k in range(n_src):
                 rot[k] = np.exp(1j * tau[k] * freqs[c0])
-            step = np.exp(1j * tau * df)
+                rot0[k] = rot[k]
             wsum = 0.0
             for m in range(n_term):
                 abar[m] = 0.0
@@ -66,16 +70,20 @@ def fit_rows(uvw, tidx, vis, wt, lmn, term_src, term_amp, freqs, block, b_out, g
             if wsum == 0.0:
                 continue
             # normal matrix per block: weights and beams averaged over the block,
-            # the phase difference summed exactly (a Dirichlet kernel)
+            # the phase difference summed exactly (a Dirichlet kernel); the pair's
+            # phase exp(i (tau_q - tau_m) f_c0) is rot0_q conj(rot0_m), no exponential
             for m in range(n_term):
+                km = term_src[m]
                 for q in range(m, n_term):
-                    dtau = tau[term_src[q]] - tau[term_src[m]]
-                    x = dtau * df
+                    kq = term_src[q]
+                    phase = rot0[kq] * np.conj(rot0[km])
+                    x = (tau[kq] - tau[km]) * df
                     if block == 1 or abs(x) < 1e-12:
-                        dirichlet = block + 0j
+                        g = phase.real
                     else:
-                        dirichlet = (1.0 - np.exp(1j * x * block)) / (1.0 - np.exp(1j * x))
-                    g = (np.exp(1j * dtau * freqs[c0]) * dirichlet).real / block
+                        e1 = step[kq] * np.conj(step[km])
+                        dirichlet = (1.0 - np.exp(1j * x * block)) / (1.0 - e1)
+                        g = (phase * dirichlet).real / block
                     g_out[r, m, q] += abar[m] * abar[q] / wsum * g
 
 
