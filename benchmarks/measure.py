@@ -6,6 +6,7 @@ share them, so forked workers and shared libraries are not counted twice (a sum 
 would be). psutil comes with snakemake.
 """
 
+import resource
 import subprocess
 import sys
 import time
@@ -36,6 +37,13 @@ def tree_pss(proc):
 def measure(cmd, interval_s=0.1, **popen):
     """Run `cmd` to completion; returns (wall seconds, peak PSS of the tree in GiB).
     A failing command stops the benchmark with its exit status."""
+    return measure_cpu(cmd, interval_s, **popen)[:2]
+
+
+def measure_cpu(cmd, interval_s=0.1, **popen):
+    """As `measure`, plus the CPU seconds (user + system) of the command and every
+    descendant its processes waited for: (wall s, peak GiB, CPU s)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, **popen)
     peak = 0
@@ -44,7 +52,10 @@ def measure(cmd, interval_s=0.1, **popen):
         time.sleep(interval_s)
     if proc.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed with status {proc.returncode}")
-    return time.perf_counter() - t0, peak / 2**30
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, peak / 2**30, cpu
 
 
 def run(cmd):

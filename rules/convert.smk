@@ -30,9 +30,11 @@ rule convert:
         runtime=scaled_by_attempt("convert", "runtime_min"),
     params:
         writer=config["convert"]["writer"],
+        max_width=config["convert"]["max_channel_width_khz"],
         flag=json_config("flag"),
     shell:
         "dsa110-contimg convert {input.files:q} --group {wildcards.group}"
         " --out {output.ms:q} --writer {params.writer} --workers {threads}"
         " --flag-qa-json {output.flag_qa:q} --flag-qa-png {output.flag_png:q}"
-        " --flag-config-json {params.flag:q} 2> {log:q}"
+        " --flag-config-json {params.flag:q}"
+        " --max-channel-width-khz {params.max_width} 2> {log:q}"

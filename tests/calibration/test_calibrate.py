@@ -186,6 +186,33 @@ def test_qa_record_and_plot(solved):
     assert sorted(p.name for p in (solved["dir"] / "cal").iterdir()) == ["bandpass.b", "gain.g"]
 
 
+def test_residual_check_measures_calibration_not_channel_noise(solved, tmp_path):
+    """The solve's residual check takes the band's least-squares ratio corrected/model:
+    noise of half the calibrator's amplitude in every channel (a full-size group's
+    244 kHz channels are that noisy) leaves it far below the 0.2 limit, where a
+    per-channel ratio would be ~0.6; a 30% flux-scale error is measured as 0.30."""
+    from dsa110_contimg.calibration.solve import _residual_check
+
+    ms = tmp_path / "check.ms"
+    shutil.copytree(solved["ms"], ms)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        model, flag = t.getcol("MODEL_DATA"), t.getcol("FLAG")
+        rng = np.random.default_rng(3)
+        noise = (rng.standard_normal(model.shape) + 1j * rng.standard_normal(model.shape)) / 2
+        t.putcol("CORRECTED_DATA", (model * (1 + noise)).astype(np.complex64))
+    with tables.table(str(ms), ack=False) as t:
+        cross = t.getcol("ANTENNA1") != t.getcol("ANTENNA2")
+    per_channel = np.median(np.abs(noise[cross][~flag[cross]]))
+    noisy = _residual_check(ms)
+    assert per_channel > 0.55 and noisy["residual_ratio"] < 0.1, (per_channel, noisy)
+    assert noisy["amplitude_ratio"] == pytest.approx(1.0, abs=0.01)
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        t.putcol("CORRECTED_DATA", (1.3 * model).astype(np.complex64))
+    scaled = _residual_check(ms)
+    assert scaled["residual_ratio"] == pytest.approx(0.3, abs=1e-4)
+    assert scaled["amplitude_ratio"] == pytest.approx(1.3, abs=1e-4)
+
+
 def test_caltable_with_no_valid_solution_is_named(solved, tmp_path):
     """A solve whose every solution is flagged (or NaN) fails its QA with the check
     no_valid_solutions; the tables of a good solve pass the same check."""

@@ -214,3 +214,58 @@ def test_failure_while_writing_leaves_nothing(group, tmp_path, monkeypatch):
         convert_group(list(group.files), out, group.group, workers=1)
     assert len(calls) == 5
     assert list(out.parent.iterdir()) == [], "no MS and no partial directory left behind"
+
+
+def test_channel_average_factor():
+    """The telescope's 48 channels of 244.14 kHz per subband average by 4 to 976.6 kHz;
+    channels already wider than the limit, or a limit of 0, are left alone; the factor
+    always divides a subband's channels."""
+    from dsa110_contimg.ingest.convert import channel_average_factor
+
+    assert channel_average_factor(244140.625, 48, 1e6) == 4
+    assert channel_average_factor(-244140.625, 48, 2e6) == 8
+    assert channel_average_factor(732421.875, 16, 1e6) == 1
+    assert channel_average_factor(244140.625, 48, 0) == 1
+    assert channel_average_factor(244140.625, 5, 1.3e6) == 5
+    assert channel_average_factor(244140.625, 6, 1.3e6) == 3  # 5 does not divide 6
+
+
+def test_averaged_ms_is_the_weighted_mean_of_the_flagged_full_resolution(
+    group, archive_copy, ms_pair, tmp_path
+):
+    """Channel pairs averaged after flagging: DATA (and CORRECTED_DATA) the
+    WEIGHT_SPECTRUM-weighted mean of the unflagged samples, weights summed, a sample
+    flagged only when both are, frequencies the pair's centre and width doubled; the
+    damaged samples' zero weight never leaks into the mean."""
+    import h5py
+
+    files = [str(archive_copy / p.split("/")[-1]) for p in group.files]
+    _damage(files, 3)
+    with h5py.File(files[5], "r+") as fh:  # one channel of a pair: half-flagged pairs
+        ns = fh["Data/nsamples"]
+        ns[:30, ..., 0, :] = -1.0
+    full = convert_group(files, tmp_path / "full.ms", group.group, max_channel_width_khz=0)
+    avg = convert_group(files, tmp_path / "avg.ms", group.group, max_channel_width_khz=12000)
+    a, b = _sorted_main(full), _sorted_main(avg)
+    nrow, nchan, npol = a["DATA"].shape
+    assert b["DATA"].shape == (nrow, nchan // 2, npol)
+    w = np.where(a["FLAG"], 0.0, a["WEIGHT_SPECTRUM"]).reshape(nrow, nchan // 2, 2, npol)
+    d = a["DATA"].reshape(nrow, nchan // 2, 2, npol)
+    wsum = w.sum(axis=2)
+    ok = wsum > 0
+    mean = (w * d).sum(axis=2)[ok] / wsum[ok]
+    assert np.max(np.abs(b["DATA"][ok] - mean)) / np.max(np.abs(mean)) < 1e-5
+    np.testing.assert_allclose(b["WEIGHT_SPECTRUM"][ok], wsum[ok], rtol=1e-6)
+    assert np.array_equal(b["FLAG"], a["FLAG"].reshape(nrow, nchan // 2, 2, npol).all(axis=2))
+    assert np.array_equal(b["CORRECTED_DATA"], b["DATA"])
+    assert np.all(b["MODEL_DATA"] == 1)
+    assert (~ok).sum() > 0 and np.all(b["FLAG"][~ok]), "damaged pairs stay flagged"
+    half = a["FLAG"].reshape(nrow, nchan // 2, 2, npol).sum(axis=2) == 1
+    assert half.sum() == 30 * 2, "30 rows x 2 pols with one channel of a pair flagged"
+    with tables.table(f"{full}::SPECTRAL_WINDOW", ack=False) as s:
+        f_full, w_full = s.getcell("CHAN_FREQ", 0), s.getcell("CHAN_WIDTH", 0)
+    with tables.table(f"{avg}::SPECTRAL_WINDOW", ack=False) as s:
+        f_avg, w_avg = s.getcell("CHAN_FREQ", 0), s.getcell("CHAN_WIDTH", 0)
+    np.testing.assert_allclose(f_avg, f_full.reshape(-1, 2).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(w_avg, 2 * w_full[::2], rtol=1e-12)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []

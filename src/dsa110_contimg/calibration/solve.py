@@ -101,8 +101,13 @@ class SolveSettings(StageSettings):
 
 
 def _residual_check(ms):
-    """Calibrator after applying: median |CORRECTED - MODEL| / |MODEL| and the median
-    ratio Re(CORRECTED / MODEL) over unflagged cross-correlations."""
+    """Calibrator after applying, per cross-correlation, integration and polarization:
+    the band's least-squares ratio r = sum_f conj(MODEL) CORRECTED / sum_f |MODEL|^2 over
+    unflagged channels; returns the medians of |r - 1| and Re(r).
+
+    Taken over the band so that it measures calibration errors, not the thermal noise of
+    one channel: per channel, |CORRECTED/MODEL - 1| is ~0.4 on a full-size group
+    (244 kHz channels) however good the solution."""
     from casacore import tables
 
     with tables.table(str(ms), ack=False) as t:
@@ -111,9 +116,12 @@ def _residual_check(ms):
         model = t.getcol("MODEL_DATA")[cross]
         flag = t.getcol("FLAG")[cross]
     ok = ~flag & (np.abs(model) > 0)
-    if not ok.any():
+    num = np.where(ok, np.conj(model) * corr, 0).sum(axis=1)
+    den = np.where(ok, np.abs(model) ** 2, 0).sum(axis=1)
+    valid = den > 0
+    if not valid.any():
         return {"residual_ratio": None, "amplitude_ratio": None}
-    ratio = corr[ok] / model[ok]
+    ratio = num[valid] / den[valid]
     return {
         "residual_ratio": float(np.median(np.abs(ratio - 1.0))),
         "amplitude_ratio": float(np.median(ratio.real)),
@@ -350,8 +358,8 @@ def _qa_failures(qa, settings):
         failures.append(
             (
                 "residual_ratio",
-                f"calibrated calibrator departs from its model: median "
-                f"|corrected/model - 1| = {resid} (limit {settings.max_residual_ratio:g})",
+                f"calibrated calibrator departs from its model: median |corrected/model "
+                f"- 1| over the band = {resid} (limit {settings.max_residual_ratio:g})",
             )
         )
     return failures

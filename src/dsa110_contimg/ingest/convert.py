@@ -18,7 +18,8 @@ antennas swapped, uvw negated), as pyuvdata's `conjugate_bls("ant1<ant2")` does.
 NaN/Inf visibilities and nsamples <= 0 are flagged with zero weight (their DATA set to
 0): an MS never carries a NaN or negative weight. The subbands are combined in ascending
 frequency order into one spectral window. The MS has DATA, MODEL_DATA (1+0j, as CASA's
-clearcal sets it), CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM (= nsamples).
+clearcal sets it), CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM (= nsamples). After
+flagging at full resolution, adjacent channels are averaged up to MAX_CHANNEL_WIDTH_KHZ.
 
 Two writers give the same MS:
 - `write_ms_pyuvdata`: pyuvdata reads all subbands, is told the true phase centre,
@@ -32,6 +33,7 @@ Two writers give the same MS:
 
 import json
 import logging
+import shutil
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -60,6 +62,15 @@ MOUNT = "ALT-AZ"
 (an alt-az mount held at one azimuth). CASA warns once per row and integration about any
 mount it does not know (thousands of log lines per calibration solve)."""
 MERIDIAN_CAT = "correlator meridian"
+
+MAX_CHANNEL_WIDTH_KHZ = 1000.0
+"""Adjacent channels are averaged after flagging up to this width (config
+convert.max_channel_width_khz): the telescope's 244.14 kHz channels by 4, to 976.6 kHz.
+Bandwidth smearing of a point source, 1 - I/I0 = 1 - 1.0645 erf(0.8326 x) / x with
+x = (dnu / nu) (r / theta_b) (Gaussian beam, square channel), at 1311 MHz against the
+36.6 arcsec minor axis of the full array's beam: 0.3% at the primary beam's half-power
+radius (1.6 deg), 1.3% at the image edge (3.2 deg); the 12.88 s integrations already
+smear 0.5% and 2.0% at those radii."""
 
 __all__ = ["convert_group", "meridian_phase_center", "write_ms_direct", "write_ms_pyuvdata"]
 
@@ -296,7 +307,14 @@ def _write_weights(ms, nrow, chunk=50000):
         ms.putcol("SIGMA", sigma, startrow=start, nrow=n)
 
 
-def _init_ms(path, nchan, npol, chan_per_tile, cache_bytes=64 * 2**20):
+def _init_ms(
+    path,
+    nchan,
+    npol,
+    chan_per_tile,
+    data_columns=("DATA", "MODEL_DATA", "CORRECTED_DATA"),
+    cache_bytes=64 * 2**20,
+):
     """Empty MS main table whose visibility columns have a fixed [nchan, npol] shape,
     so subbands can be written as channel slices in any order.
 
@@ -333,10 +351,7 @@ def _init_ms(path, nchan, npol, chan_per_tile, cache_bytes=64 * 2**20):
     for key, group in (("WEIGHT", "TiledWgt"), ("SIGMA", "TiledSigma")):
         desc[key].update(dataManagerType="TiledShapeStMan", dataManagerGroup=group)
     del desc["FLAG"]
-    columns = [
-        ("DATA", 0j, "complex"),
-        ("MODEL_DATA", 0j, "complex"),
-        ("CORRECTED_DATA", 0j, "complex"),
+    columns = [(name, 0j, "complex") for name in data_columns] + [
         ("WEIGHT_SPECTRUM", 0.0, "float"),
         ("FLAG", False, "boolean"),
     ]
@@ -381,9 +396,11 @@ def _group_phase_center(headers):
     return meridian_phase_center(mid_jd, headers[0]["dec_deg"])
 
 
-def write_ms_direct(files, ms_path, group_name, workers=2):
+def write_ms_direct(files, ms_path, group_name, workers=2, averaged=False):
     """Write the group's MS subband by subband (see module docstring) at `ms_path`, which
-    `convert_group` makes a temporary name renamed into place when complete."""
+    `convert_group` makes a temporary name renamed into place when complete. With
+    `averaged` (the MS is only flagged, then averaged into the product) MODEL_DATA and
+    CORRECTED_DATA are left out: the averaged MS gets its own."""
     from casacore import tables
     from pyuvdata import utils as uvutils
     from pyuvdata.utils.io import ms as ms_utils
@@ -403,14 +420,16 @@ def write_ms_direct(files, ms_path, group_name, workers=2):
     }
     args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, flip_conj)
     n_bad = 0
-    with _init_ms(ms_path, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"]) as ms:
+    data_columns = ("DATA",) if averaged else ("DATA", "MODEL_DATA", "CORRECTED_DATA")
+    with _init_ms(ms_path, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"], data_columns) as ms:
         ms.addrows(meta.Nblts)
         _write_main_rows(ms, meta, flip_conj)
         for sub in _subbands(paths, args, workers):
             c0 = chan0[sub["path"]]
             _put_channels(ms, "DATA", sub["data"], c0)
-            _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
-            _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
+            if not averaged:
+                _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
+                _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
             _put_channels(ms, "FLAG", sub["flag"], c0)
             _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
             n_bad += sub["n_bad"]
@@ -505,12 +524,61 @@ def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
     return ms_path
 
 
-def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=None):
+def channel_average_factor(chan_width_hz, per_subband, max_width_hz):
+    """Channels averaged into one: the largest k that divides a subband's `per_subband`
+    channels with k x chan_width_hz <= max_width_hz (1: none). Averaging never crosses a
+    subband edge."""
+    limit = int(max_width_hz // abs(chan_width_hz)) if max_width_hz > 0 else 1
+    return max(k for k in range(1, max(1, min(limit, per_subband)) + 1) if per_subband % k == 0)
+
+
+def average_channels(ms_in, ms_out, factor):
+    """Write `ms_out`: `ms_in` with every `factor` adjacent channels averaged (CASA's
+    ms.split, the split task's averaging: flag-aware, WEIGHT_SPECTRUM-weighted mean of
+    DATA, weights summed), then MODEL_DATA = 1 and CORRECTED_DATA = DATA added as the
+    converted MS carries them."""
+    from casacore import tables
+
+    from dsa110_contimg.casaenv import casatools
+
+    ms = casatools().ms()
+    try:
+        ms.open(str(ms_in))
+        if not ms.split(outputms=str(ms_out), step=[factor], whichcol="DATA"):
+            raise RuntimeError(f"{ms_in}: CASA split could not average {factor} channels")
+    finally:
+        ms.close()
+    with tables.table(str(ms_out), readonly=False, ack=False) as t:
+        nchan, npol = t.getcell("DATA", 0).shape
+        for name in ("CORRECTED_DATA", "MODEL_DATA"):
+            desc = tables.makearrcoldesc(
+                name, 0j, valuetype="complex", shape=[nchan, npol],
+                datamanagertype="TiledColumnStMan", datamanagergroup=f"Tiled_{name}",
+            )  # fmt: skip
+            t.addcols(tables.maketabdesc(desc), tables.makedminfo(tables.maketabdesc(desc)))
+        for start in range(0, t.nrows(), 20000):
+            n = min(20000, t.nrows() - start)
+            data = t.getcol("DATA", start, n)
+            t.putcol("CORRECTED_DATA", data, start, n)
+            t.putcol("MODEL_DATA", np.ones_like(data), start, n)
+
+
+def convert_group(
+    files,
+    ms_path,
+    group_name,
+    writer="direct",
+    workers=2,
+    flag=None,
+    max_channel_width_khz=MAX_CHANNEL_WIDTH_KHZ,
+):
     """Convert one group's subband files into `ms_path` with the chosen writer.
 
     With `flag` = (flagging.FlagSettings, QA json path, QA png path) the MS is flagged
     (bad samples, dead antennas, RFI) before it is renamed into place, so an unflagged MS
-    never looks finished.
+    never looks finished. Flagging sees the full resolution; then adjacent channels are
+    averaged up to `max_channel_width_khz` (see MAX_CHANNEL_WIDTH_KHZ), which makes every
+    later stage read that many times fewer visibilities.
     """
     if writer not in WRITERS:
         raise ValueError(f"unknown MS writer {writer!r}; choose one of {WRITERS}")
@@ -519,17 +587,38 @@ def convert_group(files, ms_path, group_name, writer="direct", workers=2, flag=N
         raise FileNotFoundError(f"group {group_name}: input files missing: {missing}")
     t0 = time.perf_counter()
     log.info("%s: converting %d subband files with the %s writer", group_name, len(files), writer)
+    first = read_header(files[0])
+    width, per_subband = first["channel_width_hz"], first["n_freqs"]
+    factor = channel_average_factor(width, per_subband, max_channel_width_khz * 1e3)
     with atomic_output(ms_path) as tmp:
-        if writer == "direct":
-            write_ms_direct(files, tmp, group_name, workers=workers)
-        else:
-            write_ms_pyuvdata(files, tmp, group_name)
-        log.info("%s: wrote the MS in %.1f s", group_name, time.perf_counter() - t0)
-        if flag is not None:
-            from dsa110_contimg.flagging import flag_group
+        full = Path(f"{tmp}-full-resolution")
+        try:
+            if writer == "direct":
+                write_ms_direct(files, full, group_name, workers=workers, averaged=factor > 1)
+            else:
+                write_ms_pyuvdata(files, full, group_name)
+            log.info("%s: wrote the MS in %.1f s", group_name, time.perf_counter() - t0)
+            if flag is not None:
+                from dsa110_contimg.flagging import flag_group
 
-            settings, qa_json, qa_png = flag
-            flag_group(tmp, group_name, qa_json, qa_png, settings, product=ms_path)
+                settings, qa_json, qa_png = flag
+                flag_group(full, group_name, qa_json, qa_png, settings, product=ms_path)
+            if factor == 1:
+                full.rename(tmp)
+            else:
+                t1 = time.perf_counter()
+                average_channels(full, tmp, factor)
+                log.info(
+                    "%s: averaged %d channels of %.1f kHz into %d of %.1f kHz in %.1f s",
+                    group_name,
+                    per_subband * len(files),
+                    width / 1e3,
+                    per_subband * len(files) // factor,
+                    factor * width / 1e3,
+                    time.perf_counter() - t1,
+                )
+        finally:
+            shutil.rmtree(full, ignore_errors=True)
         source = f"group {group_name} ({len(files)} subband files in {Path(files[0]).parent})"
         check_ms(tmp, Product(Path(ms_path), "convert", group_name, source))
     log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)
@@ -554,7 +643,15 @@ def _run(args):
 
         section = json.loads(args.flag_config_json) if args.flag_config_json else {}
         flag = (FlagSettings.from_config(section), args.flag_qa_json, args.flag_qa_png)
-    convert_group(files, args.out, args.group, writer=args.writer, workers=args.workers, flag=flag)
+    convert_group(
+        files,
+        args.out,
+        args.group,
+        writer=args.writer,
+        workers=args.workers,
+        flag=flag,
+        max_channel_width_khz=args.max_channel_width_khz,
+    )
 
 
 def register_cli(sub):
@@ -571,4 +668,10 @@ def register_cli(sub):
     )
     p.add_argument("--flag-qa-png", help="the flagging QA plot (with --flag-qa-json)")
     p.add_argument("--flag-config-json", help="the config section `flag` as JSON")
+    p.add_argument(
+        "--max-channel-width-khz",
+        type=float,
+        default=MAX_CHANNEL_WIDTH_KHZ,
+        help="average adjacent channels after flagging up to this width (0: none)",
+    )
     p.set_defaults(func=_run)
