@@ -20,6 +20,8 @@ rule image:
     input:
         ms=f"{RESULTS}/ms_cal/{{group}}.ms",
         sky=[SKY_CATALOG] if SKY_CATALOG else [],
+        # without a sky catalog the calibrators are the drift model
+        calibrators=[] if SKY_CATALOG else [config["calibrate"]["catalog"]],
     output:
         image=f"{RESULTS}/images/{{group}}/image.fits",
         residual=f"{RESULTS}/images/{{group}}/residual.fits",
@@ -41,7 +43,11 @@ rule image:
     params:
         out_dir=lambda wc, output: str(Path(output.image).parent),
         cfg=json_config("image", ImagingSettings),
-        sky=f"--sky-catalog {shlex.quote(SKY_CATALOG)}" if SKY_CATALOG else "",
+        sky=(
+            f"--sky-catalog {shlex.quote(SKY_CATALOG)}"
+            if SKY_CATALOG
+            else f"--calibrators {shlex.quote(config['calibrate']['catalog'])}"
+        ),
     shell:
         "dsa110-contimg image {input.ms:q} --out-dir {params.out_dir:q} {params.sky}"
         " --config-json {params.cfg:q} --threads {threads} 2> {log:q}"

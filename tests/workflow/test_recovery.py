@@ -392,11 +392,13 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     results = tmp_path / "results"
     first = readme_run(small_archive, results, *product_targets(results))
     locks_dir = REPO / ".snakemake" / "locks"
+    # Snakemake writes its input lock, then its output lock: wait for both (under load the
+    # second came after a snapshot taken at the first)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(locks_dir.glob("*.lock")):
+    while time.time() < deadline and len(list(locks_dir.glob("*.lock"))) < 2:
         time.sleep(0.1)
     locks = sorted(locks_dir.glob("*.lock"))
-    assert locks and first.poll() is None, "the first run never locked"
+    assert len(locks) == 2 and first.poll() is None, f"the first run never locked: {locks}"
 
     second = subprocess.run(
         [

@@ -21,8 +21,9 @@ phase centre, i.e. the meridian at the pointing declination at the group midpoin
   measures their fitted flux, and are absent from residual.fits. One row per source:
   catalog and fitted flux (1.4 GHz) with its error, pb, restored peak, in_image.
   WSClean images the column DRIFT_SUBTRACTED of the MS; tclean (DATA or CORRECTED_DATA
-  only) a scratch copy of the MS. Without a sky catalog nothing is subtracted
-  (DRIFTSUB = 0).
+  only) a scratch copy of the MS. Without a sky catalog the calibrator catalog's
+  sources are the model (a field's brightest sources are its calibrators); with neither,
+  nothing is subtracted (DRIFTSUB = 0).
 
 Headers carry the provenance (software version, config hash, input MS), the imager and
 its settings, the observation times (MJD-OBS at the start, MJD-AVG at the midpoint) and
@@ -175,7 +176,13 @@ def _write_fits(data, header, path):
 
 
 def image_group(
-    ms_path, out_dir, settings=None, pointing_dec_deg=None, config=None, sky_catalog=None
+    ms_path,
+    out_dir,
+    settings=None,
+    pointing_dec_deg=None,
+    config=None,
+    sky_catalog=None,
+    calibrators=None,
 ):
     """Image one MS into `out_dir`/{image,residual,pb}.fits and drift_sources.parquet;
     returns a dict of paths and facts (beam, thermal rms, drift fit, seconds).
@@ -183,7 +190,9 @@ def image_group(
     With `sky_catalog` (CSV path or DataFrame: source_id, ra_deg, dec_deg, flux_jy[,
     spectral_index]) and settings.drift_subtract, the catalog's bright sources are
     fitted and subtracted in the visibilities before imaging and restored afterwards
-    (module drift)."""
+    (module drift). Without one, the `calibrators` catalog (calibrators.py format) is the
+    drift model: a field's brightest sources are its calibrators, and one of them left
+    drifting through the beam keeps the image far above the noise."""
     from astropy.io import fits
 
     from dsa110_contimg.io import image_frequency, image_wcs
@@ -211,15 +220,21 @@ def image_group(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
         t1 = time.perf_counter()
+        drift_model = sky_catalog
+        if sky_catalog is None and calibrators is not None:
+            drift_model = _calibrators_as_sky(calibrators, ms_path)
         fitted, drift_facts, image_ms, column = _subtract_drifting_sources(
-            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, sky_catalog
+            ms_path, work, settings, (pra, pdec), pointing_dec_deg, freq, thermal, drift_model
         )
         t_drift = time.perf_counter() - t1
         t1 = time.perf_counter()
         stem = work / "img"
         image_fits, residual_fits, version = run_imager(image_ms, stem, settings, column)
         t_image = time.perf_counter() - t1
-        inputs = [ms_path] + ([sky_catalog] if isinstance(sky_catalog, (str, Path)) else [])
+        inputs = [ms_path] + [
+            c for c in (sky_catalog, calibrators if sky_catalog is None else None)
+            if isinstance(c, (str, Path))
+        ]  # fmt: skip
         prov = provenance(
             inputs,
             config or asdict(settings),
@@ -374,6 +389,22 @@ def _subtract_drifting_sources(
     return fitted, facts, image_ms, column
 
 
+def _calibrators_as_sky(path, ms_path):
+    """The calibrator catalog as a drift model (source_id = calibrator name)."""
+    from dsa110_contimg.calibrators import read_calibrator_catalog
+
+    log.warning(
+        "%s: no sky catalog: the calibrator catalog %s is the drift model (other bright "
+        "sources off the meridian will leave residuals above the noise)",
+        Path(ms_path).name,
+        path,
+    )
+    cat = read_calibrator_catalog(path)
+    return cat.rename(columns={"name": "source_id"})[
+        ["source_id", "ra_deg", "dec_deg", "flux_jy", "spectral_index"]
+    ]
+
+
 def _read_sky(path):
     from dsa110_contimg.catalogs import read_sky_catalog
 
@@ -398,7 +429,15 @@ def _beam(header, path):
 
 def _run(args):
     settings = ImagingSettings.from_args(args)
-    image_group(args.ms, args.out_dir, settings, args.pointing_dec, None, args.sky_catalog)
+    image_group(
+        args.ms,
+        args.out_dir,
+        settings,
+        args.pointing_dec,
+        None,
+        args.sky_catalog,
+        calibrators=args.calibrators,
+    )
 
 
 def register_cli(sub):
@@ -417,7 +456,12 @@ def register_cli(sub):
     p.add_argument(
         "--sky-catalog",
         help="sky catalog CSV whose bright sources are fitted "
-        "and subtracted with the per-integration beam (none: no subtraction)",
+        "and subtracted with the per-integration beam",
+    )
+    p.add_argument(
+        "--calibrators",
+        help="calibrator catalog CSV: the drift model when no --sky-catalog is given "
+        "(neither: no subtraction)",
     )
     ImagingSettings.add_arguments(p)
     p.set_defaults(func=_run)

@@ -591,7 +591,8 @@ def convert_group(
     width, per_subband = first["channel_width_hz"], first["n_freqs"]
     factor = channel_average_factor(width, per_subband, max_channel_width_khz * 1e3)
     with atomic_output(ms_path) as tmp:
-        full = Path(f"{tmp}-full-resolution")
+        # with averaging, the flagged full-resolution MS is a scratch beside the product
+        full = Path(f"{tmp}-full-resolution") if factor > 1 else Path(tmp)
         try:
             if writer == "direct":
                 write_ms_direct(files, full, group_name, workers=workers, averaged=factor > 1)
@@ -603,9 +604,7 @@ def convert_group(
 
                 settings, qa_json, qa_png = flag
                 flag_group(full, group_name, qa_json, qa_png, settings, product=ms_path)
-            if factor == 1:
-                full.rename(tmp)
-            else:
+            if factor > 1:
                 t1 = time.perf_counter()
                 average_channels(full, tmp, factor)
                 log.info(
@@ -618,7 +617,8 @@ def convert_group(
                     time.perf_counter() - t1,
                 )
         finally:
-            shutil.rmtree(full, ignore_errors=True)
+            if factor > 1:
+                shutil.rmtree(full, ignore_errors=True)
         source = f"group {group_name} ({len(files)} subband files in {Path(files[0]).parent})"
         check_ms(tmp, Product(Path(ms_path), "convert", group_name, source))
     log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)
