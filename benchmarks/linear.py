@@ -1,8 +1,8 @@
 """Benchmark: is the cost linear in the archive? The whole pipeline (the README's command
 with the demo overlay, `--cores 2`) on one observation group and on ten groups of the same
-day, each from an empty results directory. Printed per run: wall seconds, peak memory,
-job-seconds summed from the rules' benchmark files (per-group rules and aggregates
-apart), and the ratio ten groups / one group, which should be <= 10.5.
+day, each from an empty results directory. Printed per run: wall seconds and peak memory;
+then per rule the CPU seconds of its jobs' benchmark files, and the ratio ten groups / one
+group, which should be <= 10.5 for the per-group chain.
 
     flock /tmp/dsa110-bench.lock nice .venv/bin/python benchmarks/linear.py
 
@@ -52,17 +52,19 @@ def prepare(workdir, n_groups):
     return {1: view, n_groups: archive}
 
 
-def job_seconds(results):
-    """Summed wall seconds of the jobs' benchmark files: (per-group rules, aggregates)."""
-    per_group = aggregate = 0.0
+def rule_costs(results):
+    """{rule: (jobs, wall seconds, CPU seconds)} summed from the jobs' benchmark files."""
+    costs = {}
     for tsv in (results / "benchmarks").rglob("*.tsv"):
-        seconds = float(pd.read_csv(tsv, sep="\t")["s"].sum())
-        rule = tsv.parent.name
-        if rule in PER_GROUP:
-            per_group += seconds
-        else:
-            aggregate += seconds
-    return per_group, aggregate
+        table = pd.read_csv(tsv, sep="\t")
+        n, wall, cpu = costs.get(tsv.parent.name, (0, 0.0, 0.0))
+        costs[tsv.parent.name] = (n + 1, wall + table["s"].sum(), cpu + table["cpu_time"].sum())
+    return costs
+
+
+def chain(costs, column):
+    """The per-group chain's seconds (column 1: wall, 2: CPU), the daily solve apart."""
+    return sum(v[column] for k, v in costs.items() if k in PER_GROUP and k != "calibrate_solve")
 
 
 def main():
@@ -83,24 +85,25 @@ def main():
                "--config", f"archive_dir={archive}", f"results_dir={results}"]  # fmt: skip
         with open(workdir / f"run_{n}.log", "w") as log:
             wall, peak = measure(cmd, stdout=log, stderr=log)
-        per_group, aggregate = job_seconds(results)
-        figures[n] = (wall, peak, per_group, aggregate)
-        print(
-            f"{n} group(s): wall {wall:.1f} s, peak {peak:.2f} GiB, job-seconds per-group "
-            f"rules {per_group:.1f}, aggregates {aggregate:.1f}",
-            flush=True,
-        )
-    (w1, _, g1, a1), (wn, _, gn, an) = figures[1], figures[args.groups]
-    print(f"| figure | 1 group | {args.groups} groups | ratio |")
+        figures[n] = (wall, peak, rule_costs(results))
+        print(f"{n} group(s): wall {wall:.1f} s, peak {peak:.2f} GiB", flush=True)
+    report(figures, args.groups)
+
+
+def report(figures, n_groups):
+    (w1, _, c1), (wn, _, cn) = figures[1], figures[n_groups]
+    print(f"| figure | 1 group | {n_groups} groups | ratio |")
     print("| --- | ---: | ---: | ---: |")
-    for name, one, many in (
-        ("wall seconds", w1, wn),
-        ("job-seconds, per-group rules", g1, gn),
-        ("job-seconds, aggregates", a1, an),
-        ("job-seconds, all", g1 + a1, gn + an),
-    ):
-        print(f"| {name} | {one:.1f} | {many:.1f} | {many / one:.2f} |")
-    print(f"wall_ratio={wn / w1:.2f} job_seconds_ratio={(gn + an) / (g1 + a1):.2f}")
+    rows = [("wall seconds of the run", w1, wn)]
+    for rule in sorted(set(c1) | set(cn)):
+        one, many = c1.get(rule, (0, 0.0, 0.0)), cn.get(rule, (0, 0.0, 0.0))
+        rows.append((f"{rule}: CPU s ({one[0]} / {many[0]} jobs)", one[2], many[2]))
+    rows.append(("per-group chain (convert, apply, image): CPU s", chain(c1, 2), chain(cn, 2)))
+    rows.append(("the same: job wall seconds", chain(c1, 1), chain(cn, 1)))
+    for name, one, many in rows:
+        ratio = f"{many / one:.2f}" if one else "-"
+        print(f"| {name} | {one:.1f} | {many:.1f} | {ratio} |")
+    print(f"wall_ratio={wn / w1:.2f} chain_cpu_ratio={chain(cn, 2) / chain(c1, 2):.2f}")
 
 
 if __name__ == "__main__":
