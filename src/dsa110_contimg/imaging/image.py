@@ -220,6 +220,7 @@ def image_group(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.work-", dir=out_dir.parent))
     try:
         t1 = time.perf_counter()
+        drift_source = sky_catalog if sky_catalog is not None else calibrators
         drift_model = sky_catalog
         if sky_catalog is None and calibrators is not None:
             drift_model = _calibrators_as_sky(calibrators, ms_path)
@@ -231,10 +232,7 @@ def image_group(
         stem = work / "img"
         image_fits, residual_fits, version = run_imager(image_ms, stem, settings, column)
         t_image = time.perf_counter() - t1
-        inputs = [ms_path] + [
-            c for c in (sky_catalog, calibrators if sky_catalog is None else None)
-            if isinstance(c, (str, Path))
-        ]  # fmt: skip
+        inputs = [ms_path] + ([drift_source] if isinstance(drift_source, (str, Path)) else [])
         prov = provenance(
             inputs,
             config or asdict(settings),

@@ -528,8 +528,10 @@ def channel_average_factor(chan_width_hz, per_subband, max_width_hz):
     """Channels averaged into one: the largest k that divides a subband's `per_subband`
     channels with k x chan_width_hz <= max_width_hz (1: none). Averaging never crosses a
     subband edge."""
-    limit = int(max_width_hz // abs(chan_width_hz)) if max_width_hz > 0 else 1
-    return max(k for k in range(1, max(1, min(limit, per_subband)) + 1) if per_subband % k == 0)
+    if max_width_hz <= 0:
+        return 1
+    limit = min(int(max_width_hz // abs(chan_width_hz)), per_subband)
+    return max(k for k in range(1, max(limit, 1) + 1) if per_subband % k == 0)
 
 
 def average_channels(ms_in, ms_out, factor):
