@@ -34,9 +34,9 @@ def archive_copy(small_archive, tmp_path):
 def clean_small_run(small_archive, tmp_path_factory):
     """Products of an undisturbed local run on the small archive (MSs + manifest QA), the
     reference that recovery and SLURM tests compare with."""
-    from pipeline import product_targets, run
+    from pipeline import failure_report, product_targets, run
 
     results = tmp_path_factory.mktemp("clean") / "results"
     status, log = run(small_archive, results, *product_targets(results))
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     return results

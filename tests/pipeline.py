@@ -37,6 +37,22 @@ def env(**extra):
 FAST_IMAGING = Path(__file__).with_name("fast-imaging.yaml")
 
 
+def failure_report(log, tail_lines=40):
+    """What a failed run's output says went wrong, short enough to survive a truncated CI
+    log: each `Error in rule` block of snakemake's output, the last `tail_lines` lines of
+    every log file it names, then the end of the output itself."""
+    parts = []
+    for block in re.findall(r"Error in rule .*?(?=\n\S|\Z)", log, flags=re.S):
+        parts.append(block.strip())
+        for name in re.findall(r"log: (\S+)", block):
+            path = Path(name)
+            text = path.read_text(errors="replace") if path.is_file() else "(no such file)"
+            last = "\n".join(text.splitlines()[-tail_lines:])
+            parts.append(f"--- last lines of {path}:\n{last}")
+    parts.append("--- end of the run's output:\n" + log[-3000:])
+    return "\n".join(parts)
+
+
 def _test_options(archive, results, config=()):
     """Snakemake options for a test run: 2 cores, the fast imaging overlay, the archive
     and results directories (and further `config` key=value items)."""

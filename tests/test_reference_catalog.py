@@ -348,7 +348,7 @@ def test_photometry_catalog_config_chooses_what_photometry_reads(tmp_path, mode)
     --dry-run), and for union the rule that makes it."""
     import shlex
 
-    from pipeline import run
+    from pipeline import failure_report, run
 
     group = "2026-01-01T000000"
     results, sky = tmp_path / "results", tmp_path / "sky.csv"
@@ -372,7 +372,7 @@ def test_photometry_catalog_config_chooses_what_photometry_reads(tmp_path, mode)
         config=[f"sky_catalog={sky}", f"photometry_catalog={mode}"],
         timeout=300,
     )
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     commands = [
         shlex.split(line.removeprefix("Shell command: "))
         for line in log.splitlines()

@@ -8,7 +8,14 @@ import subprocess
 
 import pytest
 
-from pipeline import SMALL_GROUPS, assert_products_equal, no_partials, product_targets, run
+from pipeline import (
+    SMALL_GROUPS,
+    assert_products_equal,
+    failure_report,
+    no_partials,
+    product_targets,
+    run,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -50,6 +57,6 @@ def test_disk_full_leaves_no_product_and_rerun_completes(
 
     ballast.unlink()
     status, log = run(small_archive, results, *product_targets(results))
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     assert_products_equal(results, clean_small_run, groups=SMALL_GROUPS)
     assert no_partials(results) == []

@@ -26,6 +26,7 @@ from pipeline import (
     assert_products_equal,
     env,
     executed_jobs,
+    failure_report,
     no_partials,
     product_targets,
     readme_run,
@@ -141,7 +142,7 @@ def test_transient_failure_succeeds_on_retry(small_archive, clean_small_run, tmp
         DSA110_FAIL_ONCE=f"convert:{BAD}",
         DSA110_FAIL_ONCE_DIR=tmp_path / "markers",
     )
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     assert sorted(_convert_jobs(log)) == sorted([GOOD, BAD, BAD])
     assert log.count("Error in rule convert") == 1
     assert "Trying to restart job" in log
@@ -202,7 +203,7 @@ def test_sigkill_during_a_job_then_rerun(small_archive, clean_small_run, tmp_pat
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
 
     status, log2 = run(small_archive, results, *product_targets(results))
-    assert status == 0, log2
+    assert status == 0, failure_report(log2)
     assert executed_jobs(log2) == [("convert", {"group": BAD})], log2
     assert (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns == good_mtime
     assert no_partials(results) == []
@@ -266,7 +267,7 @@ def test_corrupt_uvh5_keeps_going_then_quarantine_completes(
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
 
     status, log2 = run(archive_copy, results, config=[f"quarantine=[{BAD}]"])
-    assert status == 0, log2
+    assert status == 0, failure_report(log2)
     ran = executed_jobs(log2)
     assert all(wc.get("group") != BAD for _, wc in ran), ran
     assert "convert" not in [rule for rule, _ in ran]
@@ -295,7 +296,7 @@ def _read_only_wrapper(path):
 def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, tmp_path):
     results = tmp_path / "results"
     status, log = run(small_archive, results, str(results / "ms" / f"{GOOD}.ms"))
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     good_mtime = (results / "ms" / f"{GOOD}.ms").stat().st_mtime_ns
 
     status, log = run(
@@ -311,7 +312,7 @@ def test_read_only_output_directory_then_rerun(small_archive, clean_small_run, t
     assert no_partials(results) == []
 
     status, log = run(small_archive, results, *product_targets(results))
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     assert sorted(executed_jobs(log), key=str) == [
         ("convert", {"group": BAD}),
         ("qa_manifest", {}),
@@ -367,7 +368,7 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
 
     run2 = readme_run(small_archive, results)
     log, _ = run2.communicate(timeout=900)
-    assert run2.returncode == 0, log
+    assert run2.returncode == 0, failure_report(log)
     assert ("qa_image", {"group": GOOD}) in executed_jobs(log), log
     assert "removed 2 output(s) of job(s) killed before Snakemake recorded them" in log
     assert qa_json.stat().st_mtime_ns > killed_mtime
@@ -377,11 +378,11 @@ def test_job_killed_before_snakemake_recorded_it_is_rerun(small_archive, tmp_pat
     assert no_partials(results) == []
 
     status, dry = run(small_archive, results, "-n")
-    assert status == 0, dry
+    assert status == 0, failure_report(dry)
     assert "Nothing to be done" in dry, dry
     assert "missing provenance/metadata" not in dry, dry
     status, log3 = run(small_archive, results, str(qa_json))
-    assert status == 0, log3
+    assert status == 0, failure_report(log3)
     assert "IncompleteFilesException" not in log3 and "Nothing to be done" in log3, log3
 
 
@@ -433,7 +434,7 @@ def test_second_run_on_the_same_results_is_refused(small_archive, clean_small_ru
     assert sorted(locks_dir.glob("*.lock")) == locks and first.poll() is None
 
     log, _ = first.communicate(timeout=900)
-    assert first.returncode == 0, log
+    assert first.returncode == 0, failure_report(log)
     assert_products_equal(results, clean_small_run)
 
 

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from pipeline import executed_jobs, no_partials, run
+from pipeline import executed_jobs, failure_report, no_partials, run
 
 pytestmark = pytest.mark.workflow
 DAY2_START = "2026-01-01T12:00:00"
@@ -42,7 +42,7 @@ def test_new_day_runs_only_new_jobs_and_a_range_reprocesses_alone(two_days, tmp_
         shutil.copy2(f, archive)
 
     status, log = run(archive, results)
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     old_groups = set(pd.read_parquet(results / "manifest" / "groups.parquet").group)
     assert len(old_groups) == 2
     before = _ms_mtimes(results)
@@ -50,7 +50,7 @@ def test_new_day_runs_only_new_jobs_and_a_range_reprocesses_alone(two_days, tmp_
     for f in day2:
         shutil.copy2(f, archive)
     status, log = run(archive, results)
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     jobs = executed_jobs(log)
     new_groups = set(pd.read_parquet(results / "manifest" / "groups.parquet").group) - old_groups
     assert len(new_groups) == 2 and all(g >= DAY2_START.replace(":", "") for g in new_groups)
@@ -65,7 +65,7 @@ def test_new_day_runs_only_new_jobs_and_a_range_reprocesses_alone(two_days, tmp_
     status, log = run(
         archive, results, "--forcerun", "convert", config=[f"start={DAY2_START}", "end=2026-01-03"]
     )
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     jobs = executed_jobs(log)
     assert sorted(wc["group"] for rule, wc in jobs if rule == "convert") == sorted(new_groups)
     assert not _groups_in(jobs) & old_groups, jobs

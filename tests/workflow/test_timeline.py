@@ -11,7 +11,7 @@ import pytest
 
 from dsa110_contimg.workflow import timeline
 
-from pipeline import SMALL_GROUPS, product_targets, run
+from pipeline import SMALL_GROUPS, failure_report, product_targets, run
 
 pytestmark = pytest.mark.workflow
 
@@ -31,7 +31,7 @@ def test_report_has_dag_runtimes_and_qa_plots(small_archive, clean_small_run, tm
         "--report",
         str(html_path),
     )
-    assert status == 0, log
+    assert status == 0, failure_report(log)
     html = html_path.read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and html.rstrip().endswith("</html>")
     data = _report_vars(html)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import BIN, REPO, assert_ms_equal, env, readme_run
+from pipeline import BIN, REPO, assert_ms_equal, env, failure_report, readme_run
 
 pytestmark = pytest.mark.workflow
 
@@ -44,12 +44,12 @@ def test_killed_run_is_finished_by_rerunning(archive_copy, tmp_path):
 
     rerun = readme_run(archive_copy, killed)
     log, _ = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, log
+    assert rerun.returncode == 0, failure_report(log)
     assert "removed 1 stale Snakemake lock" in log or "removed 2 stale Snakemake lock" in log
 
     reference = readme_run(archive_copy, clean)
     log_clean, _ = reference.communicate(timeout=600)
-    assert reference.returncode == 0, log_clean
+    assert reference.returncode == 0, failure_report(log_clean)
 
     names = sorted(p.name for p in (killed / "ms").iterdir())
     assert names == ["2026-01-01T000000.ms", "2026-01-01T000144.ms"], names
