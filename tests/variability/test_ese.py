@@ -311,7 +311,7 @@ def test_blocks_of_sources_give_the_whole_table_results(tmp_path):
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path, row_group_size=1000)
     assert pq.ParquetFile(path).metadata.num_row_groups == 15
     whole, _ = ese.run_ese_detect(path, tmp_path / "whole", block_rows=10**9)
-    blocks, cand = ese.run_ese_detect(path, tmp_path / "blocks", block_rows=1700)
+    blocks, cand = ese.run_ese_detect(path, tmp_path / "blocks", block_rows=1700, workers=2)
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "blocks" / "variability_stats.parquet"),
         pd.read_parquet(tmp_path / "whole" / "variability_stats.parquet"),

@@ -44,7 +44,11 @@ from dsa110_contimg.variability.esefit import (
     refine,
     subband_depths,
 )
-from dsa110_contimg.variability.statistics import error_scale, variability_stats  # noqa: F401
+from dsa110_contimg.variability.statistics import (  # noqa: F401
+    error_scale,
+    time_order,
+    variability_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ STATS_FILE = "variability_stats.parquet"
 CANDIDATES_FILE = "ese_candidates.parquet"
 CANDIDATES_CSV = "ese_candidates.csv"
 BLOCK_ROWS = 2_000_000  # rows of the time series read and fitted at once (~0.5 GiB)
+MAX_WORKERS = 2
 
 CANDIDATE_COLUMNS = [
     "source_id",
@@ -165,8 +170,10 @@ def analyse_sources(table, min_sigma=ESESettings.min_sigma, mjd_range=None, **se
     n_sources = len(ids)
     src = codes[use]
     mjd = table["mjd"].to_numpy(float)[use]
-    flux = table[flux_col].to_numpy(float)[use]
-    err = table[err_col].to_numpy(float)[use]
+    order = time_order(src, mjd)
+    src, mjd = src[order], mjd[order]
+    flux = table[flux_col].to_numpy(float)[use][order]
+    err = table[err_col].to_numpy(float)[use][order]
     stats = variability_stats(src, mjd, flux, err, n_sources)
     stats.insert(0, "source_id", np.asarray(ids, dtype=object))
     for coord in ("ra", "dec"):
@@ -266,6 +273,7 @@ def run_ese_detect(
     recompute=False,
     source_ids=None,
     block_rows=BLOCK_ROWS,
+    workers=None,
     **settings,
 ):
     """Update variability_stats and the ESE candidate tables in `outdir`; returns both.
@@ -273,7 +281,9 @@ def run_ese_detect(
     Only sources with new measurements (changed n or last mjd) are refitted unless
     `recompute`; `source_ids` refits just those sources (they must be in the input).
     The time series is read and fitted in blocks of whole sources of ~`block_rows`
-    rows (`source_blocks`), so memory does not grow with the number of sources.
+    rows (`source_blocks`), so memory does not grow with the number of sources; the
+    blocks are fitted by `workers` processes (default: one per CPU available, at most
+    MAX_WORKERS).
     `settings`: detection settings of `esefit.detect_ese` (defaults DETECT_DEFAULTS).
     """
     import pandas as pd
@@ -309,13 +319,15 @@ def run_ese_detect(
     mjd_range = _mjd_range(timeseries_path)
 
     seen, fresh, n_todo = [], [], 0
-    for block in source_blocks(timeseries_path, columns, block_rows):
-        ids, todo = _block_todo(block, flux_col, err_col, old, wanted_ids)
-        seen.append(ids)
-        if len(todo) or not fresh:
-            subset = block if len(todo) == len(ids) else block[block["source_id"].isin(todo)]
-            fresh.append(analyse_sources(subset, min_sigma, mjd_range, **opts))
-        n_todo += len(todo)
+    with _BlockPool(workers) as pool:
+        for block in source_blocks(timeseries_path, columns, block_rows):
+            ids, todo = _block_todo(block, flux_col, err_col, old, wanted_ids)
+            seen.append(ids)
+            if len(todo) or not fresh:
+                subset = block if len(todo) == len(ids) else block[block["source_id"].isin(todo)]
+                fresh.append(pool.submit(analyse_sources, subset, min_sigma, mjd_range, **opts))
+            n_todo += len(todo)
+    fresh = [f.result() for f in fresh]
     all_ids = pd.Index(np.concatenate(seen))
     if wanted_ids is not None:
         unknown = wanted_ids.difference(all_ids)
@@ -349,6 +361,82 @@ def run_ese_detect(
         "ese-detect: %d candidates with significance >= %.1f sigma", len(candidates), min_sigma
     )
     return stats, candidates
+
+
+class _BlockPool:
+    """Blocks of sources fitted in worker processes (forkserver: the parent's reader
+    threads are not copied), at most two blocks queued per worker so that memory stays
+    bounded. The processes start with the second block: a time series of one block, or
+    one worker, is fitted in this process."""
+
+    def __init__(self, workers=None):
+        import os
+
+        self.workers = workers or min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+        self.executor = None
+        self.queued = []
+        self.first = None
+
+    def __enter__(self):
+        return self
+
+    def submit(self, func, *args, **kwargs):
+        """A future of func(*args, **kwargs); waits while too many blocks are queued."""
+        from concurrent.futures import Future
+
+        future = Future()
+        if self.workers < 2:
+            future.set_result(func(*args, **kwargs))
+            return future
+        if self.executor is None and self.first is None:
+            self.first = (future, func, args, kwargs)
+            return future
+        if self.executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_single_threaded,
+            )
+            held, self.first = self.first, None
+            self._queue(held[0], *held[1:])
+        self._queue(future, func, args, kwargs)
+        return future
+
+    def _queue(self, future, func, args, kwargs):
+        self.queued = [f for f in self.queued if not f.done()]
+        while len(self.queued) >= 2 * self.workers:
+            self.queued.pop(0).result()
+        job = self.executor.submit(func, *args, **kwargs)
+        job.add_done_callback(lambda done: _copy_outcome(done, future))
+        self.queued.append(job)
+
+    def __exit__(self, *exc):
+        if self.first is not None and exc[0] is None:
+            future, func, args, kwargs = self.first
+            future.set_result(func(*args, **kwargs))
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=exc[0] is not None)
+        return False
+
+
+def _copy_outcome(done, future):
+    """Result or exception of a finished worker job onto the future handed out."""
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())
+    else:
+        future.set_result(done.result())
+
+
+def _single_threaded():
+    """Worker set-up: one numba thread each, the processes share the CPUs."""
+    import numba
+
+    numba.set_num_threads(1)
 
 
 def _block_todo(block, flux_col, err_col, old, wanted_ids):

@@ -166,7 +166,7 @@ def detect_ese(
     ]
     k_par = trend_degree + 1
     best_coef = np.full((n_sources, k_par), np.nan)
-    order = np.argsort(src, kind="stable")
+    order = np.arange(src.size) if np.all(src[1:] >= src[:-1]) else np.argsort(src, kind="stable")
     bounds = np.searchsorted(src[order], np.arange(0, n_sources + chunk, chunk))
     limits = (int(min_dip_epochs), int(min_baseline_epochs), int(min_side_epochs))
     for start in range(0, n_sources, chunk):
@@ -208,8 +208,9 @@ def detect_ese(
         out["ese_depth"] = -out["ese_depth"] / base0
         out["ese_shoulder"] = out["ese_shoulder"] / base0
     out["ese_baseline_jy"] = base0
+    curves = _best_fit_curves(out, best_coef, src, mjd, tau)
     if rescale_errors:
-        ratio = _fit_scale_ratio(out, best_coef, src, mjd, flux, e_s, tau, n_sources, k_par)
+        ratio = _fit_scale_ratio(out, curves, src, flux, e_s, n_sources, k_par)
         out["error_scale"] = scale * ratio
         out["ese_delta_chi2"] = out["ese_delta_chi2"] / ratio**2
         e_s = e_s * ratio[src]
@@ -217,17 +218,7 @@ def detect_ese(
         sigma = _significance(out["ese_delta_chi2"], out["ese_trials"])
     out["ese_sigma"] = np.where(np.isfinite(out["ese_delta_chi2"]), sigma, np.nan)
     _dip_evidence(
-        out,
-        best_coef,
-        src,
-        mjd,
-        flux,
-        e_s,
-        tau,
-        n_sources,
-        low_sigma,
-        min_dip_epochs,
-        min_side_epochs,
+        out, curves, src, mjd, flux, e_s, n_sources, low_sigma, min_dip_epochs, min_side_epochs
     )
     return out
 
@@ -247,25 +238,20 @@ def _significance(dchi2, trials):
     return np.maximum(-ndtri_exp(np.minimum(log_p, 0.0)), 0.0)
 
 
-def lens_model(coef, src, mjd, tau, t0, fwhm, depth, shoulder):
-    """Flux of the best fit at each measurement: baseline x (1 - depth D + shoulder B)."""
+def _best_fit_curves(out, coef, src, mjd, tau):
+    """(baseline P, dip D, shoulder B) of each source's best fit at its measurements."""
     base = var.poly_eval(np.nan_to_num(coef), src, tau)
-    dip, bump = lens_templates(mjd, np.nan_to_num(t0[src]), np.nan_to_num(fwhm[src], nan=1.0))
-    return base * (1.0 - np.nan_to_num(depth[src]) * dip + np.nan_to_num(shoulder[src]) * bump)
+    t0 = np.nan_to_num(out["ese_mjd"][src])
+    dip, bump = lens_templates(mjd, t0, np.nan_to_num(out["ese_duration_days"][src], nan=1.0))
+    return base, dip, bump
 
 
-def _fit_scale_ratio(out, coef, src, mjd, flux, e_s, tau, n_sources, k_par):
-    """Per source, s / s1 = clip(sqrt(chi2 about the best fit / dof), 1 / s1, 1) (docstring)."""
-    model = lens_model(
-        coef,
-        src,
-        mjd,
-        tau,
-        out["ese_mjd"],
-        out["ese_duration_days"],
-        out["ese_depth"],
-        out["ese_shoulder"],
-    )
+def _fit_scale_ratio(out, curves, src, flux, e_s, n_sources, k_par):
+    """Per source, s / s1 = clip(sqrt(chi2 about the best fit / dof), 1 / s1, 1) (docstring),
+    the best fit being P (1 - depth D + shoulder B)."""
+    base, dip, bump = curves
+    depth = np.nan_to_num(out["ese_depth"][src])
+    model = base * (1.0 - depth * dip + np.nan_to_num(out["ese_shoulder"][src]) * bump)
     chi2 = np.bincount(src, ((flux - model) / e_s) ** 2, n_sources)
     dof = np.bincount(src, minlength=n_sources) - k_par - 4
     ratio = np.ones(n_sources)
@@ -275,16 +261,16 @@ def _fit_scale_ratio(out, coef, src, mjd, flux, e_s, tau, n_sources, k_par):
 
 
 def _dip_evidence(
-    out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma, min_dip_epochs, min_side_epochs
+    out, curves, src, mjd, flux, e_s, n_sources, low_sigma, min_dip_epochs, min_side_epochs
 ):
     """Count, at each source's best fit, the epochs actually low inside the dip."""
     t0 = out["ese_mjd"][src]
     fwhm = out["ese_duration_days"][src]
     found = np.isfinite(t0)
-    base = np.where(found, var.poly_eval(np.nan_to_num(coef), src, tau), np.nan)
+    base, dip, shoulder = curves
+    base = np.where(found, base, np.nan)
     with np.errstate(invalid="ignore"):
-        dip, shoulder = lens_templates(mjd, np.nan_to_num(t0), np.nan_to_num(fwhm, nan=1.0))
-        expected = base[...] * (out["ese_depth"][src] * dip - out["ese_shoulder"][src] * shoulder)
+        expected = base * (out["ese_depth"][src] * dip - out["ese_shoulder"][src] * shoulder)
         inside = found & (np.abs(mjd - t0) <= 0.5 * fwhm)
         deficit = base - flux
         low = inside & (deficit >= low_sigma * e_s) & (deficit >= 0.5 * expected)

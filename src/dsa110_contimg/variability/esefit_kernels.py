@@ -31,6 +31,16 @@ def _dip_amplitudes(a11, a22, a12, b1, b2):
     return -np.inf, 0.0, 0.0
 
 
+@numba.njit(cache=True)
+def _beats(peak, a11, a22, a12, b1, b2):
+    """Whether the constrained fit's delta chi^2 exceeds `peak`, without a division
+    (det > 0 keeps the signs of b and c those of their numerators)."""
+    det = a11 * a22 - a12 * a12
+    if det > 1e-6 * a11 * a22 and a22 * b1 - a12 * b2 < 0.0 and a11 * b2 - a12 * b1 >= 0.0:
+        return a22 * b1 * b1 - 2.0 * a12 * b1 * b2 + a11 * b2 * b2 > peak * det
+    return b1 < 0.0 and b1 * b1 > peak * a11
+
+
 @numba.njit(parallel=True, cache=True)
 def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best_fit):
     """Best centre of one duration for each source; updates the running best in place.
@@ -84,9 +94,9 @@ def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best
                 b2 -= u_b[a] * beta0[i, a]
             if not a11 > 1e-9 * sw[i]:
                 continue
-            dchi2, beta_d, beta_b = _dip_amplitudes(a11, a22, a12, b1, b2)
-            if dchi2 > peak:
-                peak, at, at_d, at_b = dchi2, c, beta_d, beta_b
+            if _beats(peak, a11, a22, a12, b1, b2):
+                peak, at_d, at_b = _dip_amplitudes(a11, a22, a12, b1, b2)
+                at = c
         if at < 0 or not peak > best[i]:
             continue
         best[i] = peak
