@@ -8,40 +8,15 @@ source and centre, forms the Schur complements
     A = T'WT - T'WX M T'WX',  r = T'Wr - T'WX beta0,  M = (X'WX)^-1,
 
 checks the sampling limits and keeps the centre of largest delta chi^2 = r' A^-1 r
-(constrained: b < 0, c >= 0, else the dip alone): one pass, where numpy needed ~90 passes
-over (sources x centres) arrays.
+(constrained: b < 0, c >= 0, else the dip alone): a few passes over each source's centres
+in cache, where numpy needed ~90 over (sources x centres) arrays.
 """
 
 import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
-def _dip_amplitudes(a11, a22, a12, b1, b2):
-    """(delta chi^2, dip b, shoulder c) of the constrained fit; delta chi^2 = -inf when
-    neither the pair (b < 0, c >= 0) nor the dip alone (b < 0) is allowed."""
-    det = a11 * a22 - a12 * a12
-    if det > 1e-6 * a11 * a22:
-        beta_d = (a22 * b1 - a12 * b2) / det
-        beta_b = (a11 * b2 - a12 * b1) / det
-        if beta_d < 0.0 and beta_b >= 0.0:
-            return (a22 * b1 * b1 - 2.0 * a12 * b1 * b2 + a11 * b2 * b2) / det, beta_d, beta_b
-    if b1 < 0.0:
-        return b1 * b1 / a11, b1 / a11, 0.0
-    return -np.inf, 0.0, 0.0
-
-
-@numba.njit(cache=True)
-def _beats(peak, a11, a22, a12, b1, b2):
-    """Whether the constrained fit's delta chi^2 exceeds `peak`, without a division
-    (det > 0 keeps the signs of b and c those of their numerators)."""
-    det = a11 * a22 - a12 * a12
-    if det > 1e-6 * a11 * a22 and a22 * b1 - a12 * b2 < 0.0 and a11 * b2 - a12 * b1 >= 0.0:
-        return a22 * b1 * b1 - 2.0 * a12 * b1 * b2 + a11 * b2 * b2 > peak * det
-    return b1 < 0.0 and b1 * b1 > peak * a11
-
-
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, error_model="numpy")
 def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best_fit):
     """Best centre of one duration for each source; updates the running best in place.
 
@@ -52,6 +27,11 @@ def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best
     limits: (min_dip_epochs, min_baseline_epochs, min_side_epochs). best, best_c: the
     best delta chi^2 and centre cell so far; best_fit (sources, k + 3): the null
     coefficients at the best fit, then dip b, shoulder c and duration.
+
+    Per source, loops over all centres without branches (so they vectorize), then the
+    first centre of largest delta chi^2: with det = a11 a22 - a12^2 > 1e-6 a11 a22,
+    b = (a22 r1 - a12 r2) / det < 0 and c = (a11 r2 - a12 r1) / det >= 0 it is
+    (a22 r1^2 - 2 a12 r1 r2 + a11 r2^2) / det, else r1^2 / a11 when r1 < 0.
     """
     n_src, n_cells = cum.shape
     k = minv.shape[1]
@@ -59,55 +39,66 @@ def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best
     lag = int(np.ceil(fwhm))
     min_dip, min_base, min_side = limits
     for i in numba.prange(n_src):
-        n_meas = cum[i, n_cells - 1]
-        u_d = np.empty(k)
-        u_b = np.empty(k)
-        p_d = np.empty(k)
-        p_b = np.empty(k)
-        peak, at, at_d, at_b = -np.inf, -1, 0.0, 0.0
+        ok = _allowed(cum[i], half_box, lag, min_dip, min_base, min_side)
+        a11 = corr[2 * k, i, :n_cells].astype(np.float64)
+        a22 = corr[2 * k + 1, i, :n_cells].astype(np.float64)
+        a12 = corr[2 * k + 2, i, :n_cells].astype(np.float64)
+        r1 = corr[2 * k + 3, i, :n_cells].astype(np.float64)
+        r2 = corr[2 * k + 4, i, :n_cells].astype(np.float64)
+        for a in range(k):
+            u_a, v_a, null_a = corr[a, i], corr[k + a, i], beta0[i, a]
+            for c in range(n_cells):
+                r1[c] -= u_a[c] * null_a
+                r2[c] -= v_a[c] * null_a
+            for b in range(k):
+                m, u_b, v_b = minv[i, a, b], corr[b, i], corr[k + b, i]
+                for c in range(n_cells):
+                    a11[c] -= m * u_a[c] * u_b[c]
+                    a22[c] -= m * v_a[c] * v_b[c]
+                    a12[c] -= m * u_a[c] * v_b[c]
+        floor = 1e-9 * sw[i]
+        dchi2 = np.empty(n_cells)
         for c in range(n_cells):
-            hi = min(c + half_box, n_cells - 1)
-            in_dip = cum[i, hi] - (cum[i, c - half_box - 1] if c > half_box else 0)
-            if in_dip < min_dip or n_meas - in_dip < min_base:
-                continue
-            if (cum[i, c - lag] if c >= lag else 0) < min_side:
-                continue
-            for a in range(k):
-                u_d[a] = corr[a, i, c]
-                u_b[a] = corr[k + a, i, c]
-            a11 = float(corr[2 * k, i, c])
-            a22 = float(corr[2 * k + 1, i, c])
-            a12 = float(corr[2 * k + 2, i, c])
-            b1 = float(corr[2 * k + 3, i, c])
-            b2 = float(corr[2 * k + 4, i, c])
-            for a in range(k):
-                p_d[a] = 0.0
-                p_b[a] = 0.0
-                for b in range(k):
-                    p_d[a] += minv[i, a, b] * u_d[b]
-                    p_b[a] += minv[i, a, b] * u_b[b]
-            for a in range(k):
-                a11 -= u_d[a] * p_d[a]
-                a22 -= u_b[a] * p_b[a]
-                a12 -= u_d[a] * p_b[a]
-                b1 -= u_d[a] * beta0[i, a]
-                b2 -= u_b[a] * beta0[i, a]
-            if not a11 > 1e-9 * sw[i]:
-                continue
-            if _beats(peak, a11, a22, a12, b1, b2):
-                peak, at_d, at_b = _dip_amplitudes(a11, a22, a12, b1, b2)
-                at = c
-        if at < 0 or not peak > best[i]:
+            x, y, z, p, q = a11[c], a22[c], a12[c], r1[c], r2[c]
+            det = x * y - z * z
+            two = (det > 1e-6 * x * y) & (y * p - z * q < 0.0) & (x * q - z * p >= 0.0)
+            one = p * p / x if p < 0.0 else -np.inf
+            d = (y * p * p - 2.0 * z * p * q + x * q * q) / det if two else one
+            dchi2[c] = d if ok[c] & (x > floor) else -np.inf
+        at = np.argmax(dchi2)
+        if not dchi2[at] > best[i]:
             continue
-        best[i] = peak
+        x, y, z, p, q = a11[at], a22[at], a12[at], r1[at], r2[at]
+        det = x * y - z * z
+        if (det > 1e-6 * x * y) & (y * p - z * q < 0.0) & (x * q - z * p >= 0.0):
+            dip, shoulder = (y * p - z * q) / det, (x * q - z * p) / det
+        else:
+            dip, shoulder = p / x, 0.0
+        best[i] = dchi2[at]
         best_c[i] = at
         for a in range(k):
-            p_d[a] = 0.0
-            p_b[a] = 0.0
+            p_d = 0.0
+            p_b = 0.0
             for b in range(k):
-                p_d[a] += minv[i, a, b] * corr[b, i, at]
-                p_b[a] += minv[i, a, b] * corr[k + b, i, at]
-            best_fit[i, a] = beta0[i, a] - p_d[a] * at_d - p_b[a] * at_b
-        best_fit[i, k] = at_d
-        best_fit[i, k + 1] = at_b
+                p_d += minv[i, a, b] * corr[b, i, at]
+                p_b += minv[i, a, b] * corr[k + b, i, at]
+            best_fit[i, a] = beta0[i, a] - p_d * dip - p_b * shoulder
+        best_fit[i, k] = dip
+        best_fit[i, k + 1] = shoulder
         best_fit[i, k + 2] = fwhm
+
+
+@numba.njit(cache=True)
+def _allowed(cum, half_box, lag, min_dip, min_base, min_side):
+    """Centres whose dip (|t - t0| <= half_box cells) holds >= min_dip measurements,
+    with >= min_base outside it and >= min_side at or before t0 - lag."""
+    n_cells = cum.size
+    n_meas = cum[n_cells - 1]
+    ok = np.empty(n_cells, dtype=np.bool_)
+    for c in range(n_cells):
+        in_dip = cum[min(c + half_box, n_cells - 1)] - (
+            cum[c - half_box - 1] if c > half_box else 0
+        )
+        before = cum[c - lag] if c >= lag else 0
+        ok[c] = (in_dip >= min_dip) & (n_meas - in_dip >= min_base) & (before >= min_side)
+    return ok
