@@ -145,12 +145,13 @@ def source_codes(ids):
     import pandas as pd
 
     if isinstance(ids.dtype, pd.CategoricalDtype):
-        ids = ids.cat.remove_unused_categories()
+        codes = ids.cat.codes.to_numpy()
         names = np.asarray(ids.cat.categories.astype(str), dtype=object)
-        order = np.argsort(names, kind="stable")
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[order] = np.arange(len(names))
-        return rank[ids.cat.codes.to_numpy()], names[order]
+        used = np.bincount(codes, minlength=len(names)) > 0
+        order = np.argsort(names[used], kind="stable")
+        rank = np.full(len(names), -1, dtype=np.int64)
+        rank[np.flatnonzero(used)[order]] = np.arange(order.size)
+        return rank[codes], names[used][order]
     codes, uniques = pd.factorize(ids.astype(str), sort=True)
     return codes, np.asarray(uniques, dtype=object)
 
@@ -365,10 +366,11 @@ def run_ese_detect(
 
 
 class _BlockPool:
-    """Blocks of sources fitted in worker processes (forkserver: the parent's reader
-    threads are not copied), at most two blocks queued per worker so that memory stays
-    bounded. The processes start with the second block: a time series of one block, or
-    one worker, is fitted in this process."""
+    """Blocks of sources fitted in worker processes, at most two blocks queued per worker
+    so that memory stays bounded. The workers are forked (nothing to import, and no main
+    script run again, as spawn would); they use no Arrow and no numba threads. They start
+    with the second block: a time series of one block, or one worker, is fitted in this
+    process."""
 
     def __init__(self, workers=None):
         import os
@@ -398,7 +400,7 @@ class _BlockPool:
 
             self.executor = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
+                mp_context=multiprocessing.get_context("fork"),
                 initializer=_worker_setup,
             )
             held, self.first = self.first, None
@@ -434,11 +436,7 @@ def _copy_outcome(done, future):
 
 
 def _worker_setup():
-    """Worker set-up: one numba thread each (the processes share the CPUs), and freed
-    memory kept for the next block."""
-    import numba
-
-    numba.set_num_threads(1)
+    """Worker set-up: freed memory kept for the next block."""
     keep_freed_memory()
 
 
@@ -518,10 +516,15 @@ def source_blocks(path, columns, block_rows=BLOCK_ROWS):
             yield frame
             return
         carry = (frame["source_id"] == bounds[i][1]).to_numpy()
-        pending = [table.filter(pa.array(carry))]
         n_pending = int(carry.sum())
-        if not carry.all():
-            yield frame[~carry].reset_index(drop=True)
+        if carry[len(carry) - n_pending :].all():  # sorted within the row group: a tail
+            pending = [table.slice(len(carry) - n_pending)]
+            rest = frame.iloc[: len(carry) - n_pending]
+        else:
+            pending = [table.filter(pa.array(carry))]
+            rest = frame[~carry].reset_index(drop=True)
+        if len(rest):
+            yield rest
 
 
 def _frame(table):

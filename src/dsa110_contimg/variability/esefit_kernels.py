@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy")
 def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best_fit):
     """Best centre of one duration for each source; updates the running best in place.
 
@@ -38,7 +38,7 @@ def search_duration(corr, minv, beta0, cum, sw, fwhm, limits, best, best_c, best
     half_box = int(np.floor(0.5 * fwhm))
     lag = int(np.ceil(fwhm))
     min_dip, min_base, min_side = limits
-    for i in numba.prange(n_src):
+    for i in range(n_src):
         ok = _allowed(cum[i], half_box, lag, min_dip, min_base, min_side)
         a11 = corr[2 * k, i, :n_cells].astype(np.float64)
         a22 = corr[2 * k + 1, i, :n_cells].astype(np.float64)
