@@ -367,10 +367,9 @@ def run_ese_detect(
 
 class _BlockPool:
     """Blocks of sources fitted in worker processes, at most two blocks queued per worker
-    so that memory stays bounded. The workers are forked (nothing to import, and no main
-    script run again, as spawn would); they use no Arrow and no numba threads. They start
-    with the second block: a time series of one block, or one worker, is fitted in this
-    process."""
+    so that memory stays bounded; with one worker, in this process. The workers are
+    forked on entry, while this process is small (nothing to import, no main script run
+    again as with spawn, and no copy-on-write of the blocks read later)."""
 
     def __init__(self, workers=None):
         import os
@@ -378,66 +377,39 @@ class _BlockPool:
         self.workers = workers or min(MAX_WORKERS, len(os.sched_getaffinity(0)))
         self.executor = None
         self.queued = []
-        self.first = None
 
     def __enter__(self):
-        return self
-
-    def submit(self, func, *args, **kwargs):
-        """A future of func(*args, **kwargs); waits while too many blocks are queued."""
-        from concurrent.futures import Future
-
-        future = Future()
-        if self.workers < 2:
-            future.set_result(func(*args, **kwargs))
-            return future
-        if self.executor is None and self.first is None:
-            self.first = (future, func, args, kwargs)
-            return future
-        if self.executor is None:
+        if self.workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             self.executor = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
-                initializer=_worker_setup,
+                initializer=keep_freed_memory,
             )
-            held, self.first = self.first, None
-            self._queue(held[0], *held[1:])
-        self._queue(future, func, args, kwargs)
-        return future
+            self.executor.submit(int).result()
+        return self
 
-    def _queue(self, future, func, args, kwargs):
+    def submit(self, func, *args, **kwargs):
+        """A future of func(*args, **kwargs); waits while too many blocks are queued."""
+        from concurrent.futures import Future
+
+        if self.executor is None:
+            future = Future()
+            future.set_result(func(*args, **kwargs))
+            return future
         self.queued = [f for f in self.queued if not f.done()]
         while len(self.queued) >= 2 * self.workers:
             self.queued.pop(0).result()
-        job = self.executor.submit(func, *args, **kwargs)
-        job.add_done_callback(lambda done: _copy_outcome(done, future))
-        self.queued.append(job)
+        future = self.executor.submit(func, *args, **kwargs)
+        self.queued.append(future)
+        return future
 
     def __exit__(self, *exc):
-        if self.first is not None and exc[0] is None:
-            future, func, args, kwargs = self.first
-            future.set_result(func(*args, **kwargs))
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=exc[0] is not None)
         return False
-
-
-def _copy_outcome(done, future):
-    """Result or exception of a finished worker job onto the future handed out."""
-    if done.cancelled():
-        future.cancel()
-    elif done.exception() is not None:
-        future.set_exception(done.exception())
-    else:
-        future.set_result(done.result())
-
-
-def _worker_setup():
-    """Worker set-up: freed memory kept for the next block."""
-    keep_freed_memory()
 
 
 def keep_freed_memory():
