@@ -21,6 +21,10 @@ Products (under `outdir`): variability_stats.parquet (one row per source, with t
 fit and the state for incremental runs: n and mjd_last per source, settings in the
 metadata), ese_candidates.parquet and .csv. Without `recompute`, only sources whose n or
 last mjd changed (or new ones) are fitted. Alerts: see `alerts`.
+
+The table is read in blocks of whole sources (`source_blocks`), fitted by worker
+processes, so memory does not grow with the number of sources; that needs it sorted by
+source (as `photometry.forced.gather_timeseries` writes it), otherwise it is read whole.
 """
 
 import hashlib
