@@ -18,7 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from measure import measure
+import numpy as np
+
+from dsa110_contimg.atomic import atomic_output
+
+from measure import measure_tree
 
 
 def detect(timeseries, outdir, recompute):
@@ -41,6 +45,48 @@ def detect(timeseries, outdir, recompute):
     )
 
 
+def write_simulation(path, args, chunk=10000):
+    """Simulate the light curves in chunks of `chunk` sources (seed, seed + 1, ...) and
+    write them, sorted by source, to one Parquet file; returns the truth table. 10,000
+    sources are one chunk, as simulated before chunking; ids stay S%05d up to 100,000."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dsa110_contimg.simulation import lightcurves
+
+    truths, writer = [], None
+    with atomic_output(path) as tmp:
+        for k, start in enumerate(range(0, args.sources, chunk)):
+            n = min(chunk, args.sources - start)
+            sim = lightcurves.simulate_lightcurves(
+                n_sources=n,
+                n_epochs=args.epochs,
+                seed=args.seed + k,
+                snr_range=(20.0, 1000.0),
+                n_ese=int(args.ese_fraction * n),
+                ese_depth=(0.3, 0.6),
+                ese_fwhm_days=(5.0, 60.0),
+                ese_shoulder=(0.0, 0.3),
+                outliers_per_source=1,
+                outlier_sigma=10.0,
+                trend=(0.0, 0.3),
+            )
+            ids = np.array([f"S{start + i:05d}" for i in range(n)])
+            sim["truth"]["source_id"] = ids
+            table = lightcurves.lightcurves_to_table(sim)
+            truths.append(sim["truth"])
+            del sim
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            del table
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, arrow.schema)
+            writer.write_table(arrow.cast(writer.schema))
+            del arrow
+        writer.close()
+    return pd.concat(truths, ignore_index=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, default=10000)
@@ -58,31 +104,13 @@ def main():
 
     import pandas as pd
 
-    from dsa110_contimg.atomic import write_parquet
-    from dsa110_contimg.simulation import lightcurves
-
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     timeseries = work / "timeseries.parquet"
     outdir = work / "ese"
     n_ese = int(args.ese_fraction * args.sources)
     t0 = time.perf_counter()
-    sim = lightcurves.simulate_lightcurves(
-        n_sources=args.sources,
-        n_epochs=args.epochs,
-        seed=args.seed,
-        snr_range=(20.0, 1000.0),
-        n_ese=n_ese,
-        ese_depth=(0.3, 0.6),
-        ese_fwhm_days=(5.0, 60.0),
-        ese_shoulder=(0.0, 0.3),
-        outliers_per_source=1,
-        outlier_sigma=10.0,
-        trend=(0.0, 0.3),
-    )
-    write_parquet(lightcurves.lightcurves_to_table(sim), timeseries)
-    truth = sim["truth"]
-    del sim
+    truth = write_simulation(timeseries, args)
     print(
         f"simulated {args.sources} sources x {args.epochs} epochs ({n_ese} ESEs) "
         f"in {time.perf_counter() - t0:.1f} s -> {timeseries}"
@@ -93,11 +121,12 @@ def main():
         report = work / "child.json"
         with open(report, "w") as out:
             cmd = [sys.executable, __file__, "--child", str(timeseries), str(outdir), recompute]
-            _, peak_gib = measure(cmd, stdout=out)
+            _, peak_gib, cpu = measure_tree(cmd, stdout=out)
         runs[label] = r = json.loads(report.read_text().strip().splitlines()[-1])
         print(
             f"ese-detect {label}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU "
-            f"(process, incl. imports), peak PSS {peak_gib:.2f} GiB, "
+            f"(this process, incl. imports), {cpu:.1f} s CPU (all its processes, sampled), "
+            f"peak PSS {peak_gib:.2f} GiB, "
             f"{r['sources']} sources, {r['candidates']} candidates"
         )
 

@@ -100,12 +100,13 @@ rule ese_detect:
         f"{RESULTS}/logs/ese_detect/ese_detect.log",
     conda:
         "../envs/contimg.yaml"
+    threads: 2
     params:
         outdir=lambda wildcards, output: str(Path(output.stats).parent),
         cfg=json_config("ese", ESESettings),
     shell:
         "dsa110-contimg ese-detect --timeseries {input:q} --outdir {params.outdir:q}"
-        " --config-json {params.cfg:q} --recompute > {log:q} 2>&1"
+        " --config-json {params.cfg:q} --recompute --workers {threads} > {log:q} 2>&1"
 
 
 rule ese_candidates_page:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -290,3 +291,51 @@ def test_sources_with_too_few_measurements_are_not_fitted():
     out = ese.detect_ese(src[ok], mjd[ok], flux[ok], err[ok], 6, min_dip_epochs=2)
     assert not np.any(out["ese_dip_ok"])
     assert np.isnan(out["ese_mjd"][1])
+
+
+def test_blocks_of_sources_give_the_whole_table_results(tmp_path):
+    sim = lightcurves.simulate_lightcurves(
+        n_sources=120,
+        n_epochs=120,
+        seed=7,
+        snr_range=(30.0, 300.0),
+        n_ese=12,
+        ese_depth=(0.3, 0.6),
+        ese_fwhm_days=(8.0, 30.0),
+        outliers_per_source=1,
+        trend=(0.0, 0.3),
+    )
+    table = lightcurves.lightcurves_to_table(sim)
+    path = tmp_path / "normalized.parquet"
+    # row groups of 1000 rows: sources straddle row groups and blocks
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path, row_group_size=1000)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 15
+    whole, _ = ese.run_ese_detect(path, tmp_path / "whole", block_rows=10**9)
+    blocks, cand = ese.run_ese_detect(path, tmp_path / "blocks", block_rows=1700, workers=2)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "blocks" / "variability_stats.parquet"),
+        pd.read_parquet(tmp_path / "whole" / "variability_stats.parquet"),
+        check_exact=True,
+    )
+    assert len(whole) == 120 and len(cand) >= 10
+    ese.run_ese_detect(path, tmp_path / "blocks", block_rows=1700)
+    meta = pq.read_schema(tmp_path / "blocks" / "variability_stats.parquet").metadata
+    assert json.loads(meta[b"dsa110_contimg"])["refitted_sources"] == 0
+    some = ["S00003", "S00050", "S00119"]
+    ese.run_ese_detect(path, tmp_path / "blocks", source_ids=some, block_rows=1700)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "blocks" / "variability_stats.parquet"), whole, check_exact=True
+    )
+
+
+def test_a_time_series_not_sorted_by_source_is_read_whole(tmp_path, caplog):
+    sim = lightcurves.simulate_lightcurves(n_sources=40, n_epochs=60, seed=3)
+    table = lightcurves.lightcurves_to_table(sim).sample(frac=1.0, random_state=1)
+    path = tmp_path / "normalized.parquet"
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path, row_group_size=500)
+    sorted_path = tmp_path / "sorted.parquet"
+    write_parquet(table.sort_values(["source_id", "mjd"]), sorted_path)
+    shuffled, _ = ese.run_ese_detect(path, tmp_path / "a", block_rows=600)
+    assert "not sorted by source_id" in caplog.text
+    reference, _ = ese.run_ese_detect(sorted_path, tmp_path / "b")
+    pd.testing.assert_frame_equal(shuffled, reference, rtol=1e-6)

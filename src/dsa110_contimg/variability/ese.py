@@ -21,6 +21,10 @@ Products (under `outdir`): variability_stats.parquet (one row per source, with t
 fit and the state for incremental runs: n and mjd_last per source, settings in the
 metadata), ese_candidates.parquet and .csv. Without `recompute`, only sources whose n or
 last mjd changed (or new ones) are fitted. Alerts: see `alerts`.
+
+The table is read in blocks of whole sources (`source_blocks`), fitted by worker
+processes, so memory does not grow with the number of sources; that needs it sorted by
+source (as `photometry.forced.gather_timeseries` writes it), otherwise it is read whole.
 """
 
 import hashlib
@@ -44,13 +48,19 @@ from dsa110_contimg.variability.esefit import (
     refine,
     subband_depths,
 )
-from dsa110_contimg.variability.statistics import error_scale, variability_stats  # noqa: F401
+from dsa110_contimg.variability.statistics import (  # noqa: F401
+    error_scale,
+    time_order,
+    variability_stats,
+)
 
 log = logging.getLogger(__name__)
 
 STATS_FILE = "variability_stats.parquet"
 CANDIDATES_FILE = "ese_candidates.parquet"
 CANDIDATES_CSV = "ese_candidates.csv"
+BLOCK_ROWS = 2_000_000  # rows of the time series read and fitted at once (~0.5 GiB)
+MAX_WORKERS = 2
 
 CANDIDATE_COLUMNS = [
     "source_id",
@@ -139,21 +149,24 @@ def source_codes(ids):
     import pandas as pd
 
     if isinstance(ids.dtype, pd.CategoricalDtype):
-        ids = ids.cat.remove_unused_categories()
+        codes = ids.cat.codes.to_numpy()
         names = np.asarray(ids.cat.categories.astype(str), dtype=object)
-        order = np.argsort(names, kind="stable")
-        rank = np.empty(len(names), dtype=np.int64)
-        rank[order] = np.arange(len(names))
-        return rank[ids.cat.codes.to_numpy()], names[order]
+        used = np.bincount(codes, minlength=len(names)) > 0
+        order = np.argsort(names[used], kind="stable")
+        rank = np.full(len(names), -1, dtype=np.int64)
+        rank[np.flatnonzero(used)[order]] = np.arange(order.size)
+        return rank[codes], names[used][order]
     codes, uniques = pd.factorize(ids.astype(str), sort=True)
     return codes, np.asarray(uniques, dtype=object)
 
 
-def analyse_sources(table, min_sigma=ESESettings.min_sigma, **settings):
+def analyse_sources(table, min_sigma=ESESettings.min_sigma, mjd_range=None, **settings):
     """Variability statistics and ESE fit for every source in a long time-series table.
 
     `settings` are those of `esefit.detect_ese` (defaults DETECT_DEFAULTS); sources with
-    ese_sigma >= min_sigma get the refined fit and the in-band depths.
+    ese_sigma >= min_sigma get the refined fit and the in-band depths. `mjd_range`: the
+    span of the search grid (default the table's), the whole series' when the table is
+    one block of its sources.
     """
     opts = {**DETECT_DEFAULTS, **settings}
     flux_col, err_col = flux_columns(table)
@@ -162,8 +175,10 @@ def analyse_sources(table, min_sigma=ESESettings.min_sigma, **settings):
     n_sources = len(ids)
     src = codes[use]
     mjd = table["mjd"].to_numpy(float)[use]
-    flux = table[flux_col].to_numpy(float)[use]
-    err = table[err_col].to_numpy(float)[use]
+    order = time_order(src, mjd)
+    src, mjd = src[order], mjd[order]
+    flux = table[flux_col].to_numpy(float)[use][order]
+    err = table[err_col].to_numpy(float)[use][order]
     stats = variability_stats(src, mjd, flux, err, n_sources)
     stats.insert(0, "source_id", np.asarray(ids, dtype=object))
     for coord in ("ra", "dec"):
@@ -174,7 +189,9 @@ def analyse_sources(table, min_sigma=ESESettings.min_sigma, **settings):
                 np.bincount(codes, table[coord].to_numpy(float), n_sources)
                 / np.maximum(np.bincount(codes, minlength=n_sources), 1),
             )
-    fit = detect_ese(src, mjd, flux, err, n_sources, **opts)
+    if mjd_range is None and use.any():
+        mjd_range = (mjd.min(), mjd.max())
+    fit = detect_ese(src, mjd, flux, err, n_sources, mjd_range=mjd_range, **opts)
     for key, values in fit.items():
         stats[key] = values
     _refine_candidates(stats, table, use, codes, flux_col, err_col, min_sigma, opts)
@@ -260,18 +277,28 @@ def run_ese_detect(
     min_sigma=ESESettings.min_sigma,
     recompute=False,
     source_ids=None,
+    block_rows=BLOCK_ROWS,
+    workers=None,
     **settings,
 ):
     """Update variability_stats and the ESE candidate tables in `outdir`; returns both.
 
     Only sources with new measurements (changed n or last mjd) are refitted unless
     `recompute`; `source_ids` refits just those sources (they must be in the input).
+    The time series is read and fitted in blocks of whole sources of ~`block_rows`
+    rows (`source_blocks`), so memory does not grow with the number of sources; the
+    blocks are fitted by `workers` processes (default: one per CPU available, at most
+    MAX_WORKERS).
     `settings`: detection settings of `esefit.detect_ese` (defaults DETECT_DEFAULTS).
     """
     import pandas as pd
 
     timeseries_path, outdir = Path(timeseries_path), Path(outdir)
     names = _parquet_columns(timeseries_path)
+    keep_freed_memory()
+    missing = [c for c in ("source_id", "mjd", "flux_jy", "flux_err_jy") if c not in names]
+    if missing:
+        raise ValueError(f"{timeseries_path}: missing columns {missing}")
     wanted = [
         "source_id",
         "mjd",
@@ -284,54 +311,40 @@ def run_ese_detect(
         "norm_factor",
     ]
     wanted += [c for c in names if re.match(r"^(flux|flux_err|freq)_sb\d+_(jy|hz)$", c)]
-    table = read_table(
-        timeseries_path,
-        ["source_id", "mjd", "flux_jy", "flux_err_jy"],
-        select=wanted,
-        categorical=["source_id"],
-    )
-    if not isinstance(table["source_id"].dtype, pd.CategoricalDtype):
-        table["source_id"] = table["source_id"].astype("category")
-    table["source_id"] = table["source_id"].cat.rename_categories(str)
-    flux_col, err_col = flux_columns(table)
+    columns = [c for c in wanted if c in names]
+    schema = pd.DataFrame(columns=columns)
+    flux_col, err_col = flux_columns(schema)
     opts = {**DETECT_DEFAULTS, **settings}
     record = {k: (list(map(float, v)) if k == "durations_days" else v) for k, v in opts.items()}
-    record.update(flux_column=flux_col, subbands=subband_indices(table), min_sigma=min_sigma)
+    record.update(flux_column=flux_col, subbands=subband_indices(schema), min_sigma=min_sigma)
     settings_hash = _settings_hash(record)
     stats_path = outdir / STATS_FILE
     prev = None if recompute else _read_state(stats_path, settings_hash)
+    old = None if prev is None else prev.set_index("source_id")[["n", "mjd_last"]]
+    wanted_ids = pd.Index([str(s) for s in source_ids]) if source_ids else None
+    mjd_range = _mjd_range(timeseries_path)
 
-    use = _usable(table, flux_col, err_col)
-    codes, ids = source_codes(table["source_id"])
-    all_ids = pd.Index(ids)
-    n_cur = np.bincount(codes[use], minlength=len(ids))
-    last_cur = np.full(len(ids), -np.inf)
-    np.maximum.at(last_cur, codes[use], table["mjd"].to_numpy(float)[use])
-    current = pd.DataFrame(
-        {"n": n_cur, "mjd_last": np.where(n_cur > 0, last_cur, np.nan)}, index=all_ids
-    )
-    if source_ids:
-        wanted_ids = pd.Index([str(s) for s in source_ids])
+    seen, fresh, n_todo = [], [], 0
+    with _BlockPool(workers) as pool:
+        for block in source_blocks(timeseries_path, columns, block_rows):
+            ids, todo = _block_todo(block, flux_col, err_col, old, wanted_ids)
+            seen.append(ids)
+            if len(todo) or not fresh:
+                subset = block if len(todo) == len(ids) else block[block["source_id"].isin(todo)]
+                fresh.append(pool.submit(analyse_sources, subset, min_sigma, mjd_range, **opts))
+            n_todo += len(todo)
+    fresh = [f.result() for f in fresh]
+    all_ids = pd.Index(np.concatenate(seen))
+    if wanted_ids is not None:
         unknown = wanted_ids.difference(all_ids)
         if len(unknown):
             raise ValueError(f"{timeseries_path}: no measurements of source(s) {list(unknown)}")
-        todo = wanted_ids
-    elif prev is None:
-        todo = all_ids
-    else:
-        old = prev.set_index("source_id")[["n", "mjd_last"]].reindex(all_ids)
-        same_last = (old["mjd_last"] == current["mjd_last"]) | (
-            old["mjd_last"].isna() & current["mjd_last"].isna()
-        )
-        same = (old["n"] == current["n"].fillna(0)) & same_last
-        todo = all_ids[~same.to_numpy()]
-    log.info("ese-detect: fitting %d of %d sources", len(todo), len(all_ids))
-
-    subset = table if len(todo) == len(all_ids) else table[table["source_id"].isin(todo)]
-    fresh = analyse_sources(subset, min_sigma=min_sigma, **opts)
+    log.info("ese-detect: fitted %d of %d sources", n_todo, len(all_ids))
+    fresh = pd.concat([f for f in fresh if len(f)] or fresh[:1], ignore_index=True)
+    todo_ids = fresh["source_id"]
     if prev is not None or (source_ids and stats_path.exists()):
         base = prev if prev is not None else read_table(stats_path, ["source_id"])
-        keep = base[base["source_id"].isin(all_ids) & ~base["source_id"].isin(todo)]
+        keep = base[base["source_id"].isin(all_ids) & ~base["source_id"].isin(todo_ids)]
         stats = pd.concat([keep, fresh], ignore_index=True) if len(keep) else fresh
     else:
         stats = fresh
@@ -344,7 +357,7 @@ def run_ese_detect(
         ese_settings=record,
         ese_settings_hash=settings_hash,
         min_sigma=min_sigma,
-        refitted_sources=len(todo),
+        refitted_sources=n_todo,
     )
     write_parquet(stats, stats_path, metadata=meta)
     write_parquet(candidates, outdir / CANDIDATES_FILE, metadata=meta)
@@ -354,6 +367,183 @@ def run_ese_detect(
         "ese-detect: %d candidates with significance >= %.1f sigma", len(candidates), min_sigma
     )
     return stats, candidates
+
+
+class _BlockPool:
+    """Blocks of sources fitted in worker processes, at most two blocks queued per worker
+    so that memory stays bounded; with one worker, in this process. The workers are
+    forked on entry, while this process is small (nothing to import, no main script run
+    again as with spawn, and no copy-on-write of the blocks read later)."""
+
+    def __init__(self, workers=None):
+        import os
+
+        self.workers = workers or min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+        self.executor = None
+        self.queued = []
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=keep_freed_memory,
+            )
+            self.executor.submit(int).result()
+        return self
+
+    def submit(self, func, *args, **kwargs):
+        """A future of func(*args, **kwargs); waits while too many blocks are queued."""
+        from concurrent.futures import Future
+
+        if self.executor is None:
+            future = Future()
+            future.set_result(func(*args, **kwargs))
+            return future
+        self.queued = [f for f in self.queued if not f.done()]
+        while len(self.queued) >= 2 * self.workers:
+            self.queued.pop(0).result()
+        future = self.executor.submit(func, *args, **kwargs)
+        self.queued.append(future)
+        return future
+
+    def __exit__(self, *exc):
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=exc[0] is not None)
+        return False
+
+
+def keep_freed_memory():
+    """Have glibc's malloc keep freed memory for reuse (no mmap below 1 GiB, no trim).
+
+    Each block's numpy temporaries (16 MB per column of 2 M rows) are otherwise mapped
+    and returned to the system, and faulted in afresh by the next: system time was ~40%
+    of the fit's CPU. Memory then stays at the largest block's peak. No-op without glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    mmap_threshold, trim_threshold = -3, -1  # mallopt parameters M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    libc.mallopt(mmap_threshold, 1 << 30)
+    libc.mallopt(trim_threshold, 1 << 30)
+
+
+def _block_todo(block, flux_col, err_col, old, wanted_ids):
+    """(ids of the block's sources, those to fit): `wanted_ids` when given, else all of
+    them without a previous state `old`, else those whose n or last mjd changed."""
+    import pandas as pd
+
+    use = _usable(block, flux_col, err_col)
+    codes, ids = source_codes(block["source_id"])
+    if wanted_ids is not None:
+        return ids, ids[np.isin(ids, wanted_ids)]
+    if old is None:
+        return ids, ids
+    n_cur = np.bincount(codes[use], minlength=len(ids))
+    last_cur = np.full(len(ids), -np.inf)
+    np.maximum.at(last_cur, codes[use], block["mjd"].to_numpy(float)[use])
+    last_cur = np.where(n_cur > 0, last_cur, np.nan)
+    before = old.reindex(pd.Index(ids))
+    same_last = (before["mjd_last"].to_numpy() == last_cur) | (
+        before["mjd_last"].isna().to_numpy() & np.isnan(last_cur)
+    )
+    same = (before["n"].to_numpy() == n_cur) & same_last
+    return ids, ids[~same]
+
+
+def source_blocks(path, columns, block_rows=BLOCK_ROWS):
+    """DataFrames of whole sources, ~`block_rows` rows each, read from a Parquet table.
+
+    Row groups are streamed when they follow each other in source_id order (the largest
+    id of one <= the smallest of the next, by the row groups' statistics: the time
+    series is written sorted by source), the rows of each block's last source carried
+    over to the next block. Otherwise the whole table is one block. source_id is a
+    categorical of str.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path, read_dictionary=["source_id"])
+    meta = pf.metadata
+    bounds = _column_bounds(meta, "source_id")
+    n_groups = meta.num_row_groups
+    ordered = bounds is not None and all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
+    if n_groups == 0 or not ordered:
+        if n_groups > 1:
+            log.warning("%s: not sorted by source_id; read as one block", path)
+        yield _frame(pf.read(columns))
+        return
+    pending, n_pending = [], 0
+    for i in range(n_groups):
+        pending.append(pf.read_row_group(i, columns=columns))
+        n_pending += pending[-1].num_rows
+        if n_pending < block_rows and i < n_groups - 1:
+            continue
+        table = pa.concat_tables(pending)
+        frame = _frame(table)
+        pending, n_pending = [], 0
+        if i == n_groups - 1:
+            yield frame
+            return
+        carry = (frame["source_id"] == bounds[i][1]).to_numpy()
+        n_pending = int(carry.sum())
+        if carry[len(carry) - n_pending :].all():  # sorted within the row group: a tail
+            pending = [table.slice(len(carry) - n_pending)]
+            rest = frame.iloc[: len(carry) - n_pending]
+        else:
+            pending = [table.filter(pa.array(carry))]
+            rest = frame[~carry].reset_index(drop=True)
+        if len(rest):
+            yield rest
+
+
+def _frame(table):
+    """DataFrame of a light-curve table, source_id a categorical of str."""
+    import pandas as pd
+
+    frame = table.to_pandas()
+    ids = frame["source_id"]
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        ids = ids.astype("category")
+    frame["source_id"] = ids.cat.rename_categories(str)
+    return frame
+
+
+def _column_bounds(meta, name):
+    """[(min, max)] of a column per row group from the Parquet statistics, or None."""
+    if meta.num_row_groups == 0:
+        return []
+    names = [meta.row_group(0).column(j).path_in_schema for j in range(meta.num_columns)]
+    if name not in names:
+        return None
+    j = names.index(name)
+    bounds = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(j).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        bounds.append((stats.min, stats.max))
+    return bounds
+
+
+def _mjd_range(path):
+    """(first, last) MJD of a time series, from the row groups' statistics when present."""
+    import pyarrow.parquet as pq
+
+    bounds = _column_bounds(pq.ParquetFile(path).metadata, "mjd")
+    if bounds is None:
+        mjd = read_table(path, ["mjd"], select=["mjd"])["mjd"].to_numpy(float)
+        bounds = [(np.nanmin(mjd), np.nanmax(mjd))] if np.isfinite(mjd).any() else []
+    bounds = [(lo, hi) for lo, hi in bounds if np.isfinite(lo) and np.isfinite(hi)]
+    if not bounds:
+        return None
+    return min(lo for lo, _ in bounds), max(hi for _, hi in bounds)
 
 
 def _parquet_columns(path):
@@ -394,6 +584,11 @@ def register_cli(subparsers):
     )
     p.add_argument("--recompute", action="store_true", help="refit every source")
     p.add_argument(
+        "--workers",
+        type=int,
+        help=f"processes fitting blocks of sources (default: CPUs available, <= {MAX_WORKERS})",
+    )
+    p.add_argument(
         "--durations",
         default=",".join(f"{d:g}" for d in DEFAULT_DURATIONS_DAYS),
         help="comma-separated ESE durations (FWHM, days) to search",
@@ -417,6 +612,7 @@ def _cli_detect(args):
         args.outdir,
         recompute=args.recompute,
         source_ids=args.source_ids,
+        workers=args.workers,
         durations_days=durations,
         cadence_days=args.cadence,
         **asdict(ESESettings.from_args(args)),

@@ -70,12 +70,10 @@ def _kernel_spectrum(kernel, length):
 
 
 def _kernels(fwhm_cells):
+    """Dip and shoulder templates on the grid, out to 5 sigma either side."""
     sigma = fwhm_cells * FWHM_TO_SIGMA
     half = int(np.ceil(5.0 * sigma))
-    lag = np.arange(-half, half + 1)
-    dip, shoulder = lens_templates(lag, 0.0, fwhm_cells)
-    box = (np.abs(lag) <= 0.5 * fwhm_cells).astype(float)
-    return dip, shoulder, box
+    return lens_templates(np.arange(-half, half + 1), 0.0, fwhm_cells)
 
 
 def detect_ese(
@@ -93,9 +91,14 @@ def detect_ese(
     outlier_sigma=5.0,
     low_sigma=3.0,
     min_side_epochs=2,
-    chunk=1000,
+    mjd_range=None,
+    chunk=256,
 ):
     """Best ESE fit for every source from long arrays (src = source index 0..N-1).
+
+    The grid of centres spans `mjd_range` (first, last MJD; default the data's): a caller
+    fitting blocks of sources gives each the same range, so each source's fit does not
+    depend on which others share its block.
 
     Returns a dict of per-source arrays: ese_sigma, ese_delta_chi2, ese_mjd,
     ese_duration_days, ese_depth, ese_shoulder, ese_trials, error_scale, n_outliers,
@@ -138,30 +141,34 @@ def detect_ese(
     e_s = err * scale[src]
     tau, centre, half = var.time_basis(src, mjd, n_sources)
     trend = var.robust_trend(src, tau, flux, e_s, n_sources, trend_degree)
-    bad = var.isolated_outliers(
-        src, mjd, (flux - var.poly_eval(trend, src, tau)) / e_s, outlier_sigma
-    )
+    resid = flux - var.poly_eval(trend, src, tau)
+    bad = var.isolated_outliers(src, mjd, resid / e_s, outlier_sigma)
     out["n_outliers"] = np.bincount(src[bad], minlength=n_sources)
     keep = ~bad
-    src, mjd, flux, e_s, tau = src[keep], mjd[keep], flux[keep], e_s[keep], tau[keep]
+    src, mjd, flux, e_s, tau, resid = (a[keep] for a in (src, mjd, flux, e_s, tau, resid))
 
     cell = np.floor(mjd / cadence_days + 0.5).astype(np.int64)
-    c0 = int(cell.min())
+    if mjd_range is not None:
+        first, last = np.floor(np.asarray(mjd_range, dtype=float) / cadence_days + 0.5)
+    else:
+        first, last = cell.min(), cell.max()
+    c0 = int(first)
     cell -= c0
-    n_cells = int(cell.max()) + 1
+    n_cells = int(last) - c0 + 1
     w_all = 1.0 / e_s**2
     fwhm_cells = np.asarray(durations_days, dtype=float) / cadence_days
     kernels = [_kernels(f) for f in fwhm_cells]
     max_half = max((len(k[0]) - 1) // 2 for k in kernels)
     length = next_fast_len(n_cells + max_half + 1, real=True)
     spectra = [
-        [_kernel_spectrum(k, length) for k in (d, b, d * d, b * b, d * b, box)]
-        for d, b, box in kernels
+        [_kernel_spectrum(k, length).astype(np.complex64) for k in (d, b, d * d, b * b, d * b)]
+        for d, b in kernels
     ]
     k_par = trend_degree + 1
     best_coef = np.full((n_sources, k_par), np.nan)
-    order = np.argsort(src, kind="stable")
+    order = np.arange(src.size) if np.all(src[1:] >= src[:-1]) else np.argsort(src, kind="stable")
     bounds = np.searchsorted(src[order], np.arange(0, n_sources + chunk, chunk))
+    limits = (int(min_dip_epochs), int(min_baseline_epochs), int(min_side_epochs))
     for start in range(0, n_sources, chunk):
         stop = min(n_sources, start + chunk)
         rows = order[bounds[start // chunk] : bounds[start // chunk + 1]]
@@ -177,21 +184,21 @@ def detect_ese(
 
         weight = grid(w)
         wtau = [grid(w * tau[rows] ** p) for p in range(1, k_par)]
-        wflux = grid(w * flux[rows])
+        wres = grid(w * resid[rows])
         local = src[rows] - start
         xwx = np.empty((n_rows, k_par, k_par))
         xwy = np.empty((n_rows, k_par))
         for a in range(k_par):
-            xwy[:, a] = np.bincount(local, w * flux[rows] * tau[rows] ** a, n_rows)
+            xwy[:, a] = np.bincount(local, w * resid[rows] * tau[rows] ** a, n_rows)
             for b in range(k_par):
                 xwx[:, a, b] = np.bincount(local, w * tau[rows] ** (a + b), n_rows)
         trace = np.trace(xwx, axis1=1, axis2=2)
         xwx[trace == 0] = np.eye(k_par)  # no measurement left: nothing to fit, keep it invertible
         xwx += 1e-12 * trace[:, None, None] * np.eye(k_par)
-        normal = (weight, wtau, wflux, xwx, xwy)
+        normal = (weight, wtau, wres, xwx, xwy)
         search = (spectra, fwhm_cells, length, n_cells)
-        limits = (min_dip_epochs, min_baseline_epochs, min_side_epochs)
         _fit_chunk(out, best_coef, slice(start, stop), normal, search, limits)
+    best_coef += trend
 
     out["ese_mjd"] = (out["ese_mjd"] + c0) * cadence_days
     out["ese_duration_days"] = out["ese_duration_days"] * cadence_days
@@ -201,8 +208,9 @@ def detect_ese(
         out["ese_depth"] = -out["ese_depth"] / base0
         out["ese_shoulder"] = out["ese_shoulder"] / base0
     out["ese_baseline_jy"] = base0
+    curves = _best_fit_curves(out, best_coef, src, mjd, tau)
     if rescale_errors:
-        ratio = _fit_scale_ratio(out, best_coef, src, mjd, flux, e_s, tau, n_sources, k_par)
+        ratio = _fit_scale_ratio(out, curves, src, flux, e_s, n_sources, k_par)
         out["error_scale"] = scale * ratio
         out["ese_delta_chi2"] = out["ese_delta_chi2"] / ratio**2
         e_s = e_s * ratio[src]
@@ -210,17 +218,7 @@ def detect_ese(
         sigma = _significance(out["ese_delta_chi2"], out["ese_trials"])
     out["ese_sigma"] = np.where(np.isfinite(out["ese_delta_chi2"]), sigma, np.nan)
     _dip_evidence(
-        out,
-        best_coef,
-        src,
-        mjd,
-        flux,
-        e_s,
-        tau,
-        n_sources,
-        low_sigma,
-        min_dip_epochs,
-        min_side_epochs,
+        out, curves, src, mjd, flux, e_s, n_sources, low_sigma, min_dip_epochs, min_side_epochs
     )
     return out
 
@@ -240,25 +238,20 @@ def _significance(dchi2, trials):
     return np.maximum(-ndtri_exp(np.minimum(log_p, 0.0)), 0.0)
 
 
-def lens_model(coef, src, mjd, tau, t0, fwhm, depth, shoulder):
-    """Flux of the best fit at each measurement: baseline x (1 - depth D + shoulder B)."""
+def _best_fit_curves(out, coef, src, mjd, tau):
+    """(baseline P, dip D, shoulder B) of each source's best fit at its measurements."""
     base = var.poly_eval(np.nan_to_num(coef), src, tau)
-    dip, bump = lens_templates(mjd, np.nan_to_num(t0[src]), np.nan_to_num(fwhm[src], nan=1.0))
-    return base * (1.0 - np.nan_to_num(depth[src]) * dip + np.nan_to_num(shoulder[src]) * bump)
+    t0 = np.nan_to_num(out["ese_mjd"][src])
+    dip, bump = lens_templates(mjd, t0, np.nan_to_num(out["ese_duration_days"][src], nan=1.0))
+    return base, dip, bump
 
 
-def _fit_scale_ratio(out, coef, src, mjd, flux, e_s, tau, n_sources, k_par):
-    """Per source, s / s1 = clip(sqrt(chi2 about the best fit / dof), 1 / s1, 1) (docstring)."""
-    model = lens_model(
-        coef,
-        src,
-        mjd,
-        tau,
-        out["ese_mjd"],
-        out["ese_duration_days"],
-        out["ese_depth"],
-        out["ese_shoulder"],
-    )
+def _fit_scale_ratio(out, curves, src, flux, e_s, n_sources, k_par):
+    """Per source, s / s1 = clip(sqrt(chi2 about the best fit / dof), 1 / s1, 1) (docstring),
+    the best fit being P (1 - depth D + shoulder B)."""
+    base, dip, bump = curves
+    depth = np.nan_to_num(out["ese_depth"][src])
+    model = base * (1.0 - depth * dip + np.nan_to_num(out["ese_shoulder"][src]) * bump)
     chi2 = np.bincount(src, ((flux - model) / e_s) ** 2, n_sources)
     dof = np.bincount(src, minlength=n_sources) - k_par - 4
     ratio = np.ones(n_sources)
@@ -268,16 +261,16 @@ def _fit_scale_ratio(out, coef, src, mjd, flux, e_s, tau, n_sources, k_par):
 
 
 def _dip_evidence(
-    out, coef, src, mjd, flux, e_s, tau, n_sources, low_sigma, min_dip_epochs, min_side_epochs
+    out, curves, src, mjd, flux, e_s, n_sources, low_sigma, min_dip_epochs, min_side_epochs
 ):
     """Count, at each source's best fit, the epochs actually low inside the dip."""
     t0 = out["ese_mjd"][src]
     fwhm = out["ese_duration_days"][src]
     found = np.isfinite(t0)
-    base = np.where(found, var.poly_eval(np.nan_to_num(coef), src, tau), np.nan)
+    base, dip, shoulder = curves
+    base = np.where(found, base, np.nan)
     with np.errstate(invalid="ignore"):
-        dip, shoulder = lens_templates(mjd, np.nan_to_num(t0), np.nan_to_num(fwhm, nan=1.0))
-        expected = base[...] * (out["ese_depth"][src] * dip - out["ese_shoulder"][src] * shoulder)
+        expected = base * (out["ese_depth"][src] * dip - out["ese_shoulder"][src] * shoulder)
         inside = found & (np.abs(mjd - t0) <= 0.5 * fwhm)
         deficit = base - flux
         low = inside & (deficit >= low_sigma * e_s) & (deficit >= 0.5 * expected)
@@ -304,96 +297,56 @@ def _dip_evidence(
 def _fit_chunk(out, best_coef, sl, normal, search, limits):
     """Grid search over centres and durations for one block of sources (in place).
 
-    normal: (weight, wtau, wflux, xwx, xwy), the block's gridded normal equations;
-    search: (spectra, fwhm_cells, length, n_cells), the dip templates and grid;
-    limits: (min_dip_epochs, min_baseline_epochs, min_side_epochs)."""
-    weight, wtau, wflux, xwx, xwy = normal
-    spectra, fwhm_cells, length, n_cells = search
-    min_dip_epochs, min_baseline_epochs, min_side_epochs = limits
+    normal: (weight, wtau, wres, xwx, xwy), the block's gridded normal equations of the
+    residuals r = S - P about the robust trend P (delta chi^2 and the dip amplitudes do
+    not change when a null-model curve is subtracted, and the correlations of r lose no
+    precision in single precision); search: (spectra, fwhm_cells, length, n_cells), the
+    dip templates and grid; limits: (min_dip_epochs, min_baseline_epochs,
+    min_side_epochs). The correlations are single-precision FFTs, one inverse transform
+    per duration for all 2k + 5 of them; the Schur complements and the choice of the
+    best centre are in double precision (`esefit_kernels.search_duration`).
+    Coefficients written to best_coef are those of r's null (the caller adds P's)."""
     from scipy.fft import irfft, rfft
 
-    f_x = [rfft(a, length, axis=1) for a in [weight] + wtau]
-    f_wf = rfft(wflux, length, axis=1)
-    present = (weight > 0).astype(float)
-    f_m = rfft(present, length, axis=1)
+    from dsa110_contimg.variability.esefit_kernels import search_duration
+
+    weight, wtau, wres, xwx, xwy = normal
+    spectra, fwhm_cells, length, n_cells = search
+    k_par = 1 + len(wtau)
+    f_x = rfft(np.stack([weight, *wtau, wres]).astype(np.float32), length, axis=-1)
+    present = weight > 0
     cum = np.cumsum(present, axis=1)
-    n_meas = present.sum(axis=1)
-    sw = weight.sum(axis=1)[:, None]
-    measured = n_meas > 0
-    first = np.argmax(present > 0, axis=1)
-    last = n_cells - 1 - np.argmax(present[:, ::-1] > 0, axis=1)
+    measured = cum[:, -1] > 0
+    first = np.argmax(present, axis=1)
+    last = n_cells - 1 - np.argmax(present[:, ::-1], axis=1)
     span = np.where(measured, last - first + 1, 0)
     minv = np.linalg.inv(xwx)
     beta0 = np.einsum("nab,nb->na", minv, xwy)
-
-    def corr(f_a, k):
-        return irfft(f_a * k, length, axis=1)[:, :n_cells]
-
-    n, k_par = weight.shape[0], len(f_x)
+    n = weight.shape[0]
     best = np.full(n, -np.inf)
     best_c = np.zeros(n, dtype=np.int64)
-    best_fwhm = np.full(n, np.nan)
-    best_depth = np.full(n, np.nan)
-    best_shoulder = np.full(n, np.nan)
+    best_fit = np.full((n, k_par + 3), np.nan)
     trials = np.zeros(n)
-    rows = np.arange(n)
-    centres = np.arange(n_cells)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for (k_d, k_b, k_dd, k_bb, k_db, k_box), fwhm in zip(spectra, fwhm_cells):
-            u_d = [corr(f, k_d) for f in f_x]
-            u_b = [corr(f, k_b) for f in f_x]
-            p_d = [sum(minv[:, a, b, None] * u_d[b] for b in range(k_par)) for a in range(k_par)]
-            p_b = [sum(minv[:, a, b, None] * u_b[b] for b in range(k_par)) for a in range(k_par)]
-            a11 = corr(f_x[0], k_dd)
-            a22 = corr(f_x[0], k_bb)
-            a12 = corr(f_x[0], k_db)
-            b1 = corr(f_wf, k_d)
-            b2 = corr(f_wf, k_b)
-            for a in range(k_par):
-                a11 -= u_d[a] * p_d[a]
-                a22 -= u_b[a] * p_b[a]
-                a12 -= u_d[a] * p_b[a]
-                b1 -= u_d[a] * beta0[:, a, None]
-                b2 -= u_b[a] * beta0[:, a, None]
-            in_dip = np.rint(corr(f_m, k_box))
-            lag = int(np.ceil(fwhm))
-            before = np.where(centres >= lag, cum[:, np.maximum(centres - lag, 0)], 0.0)
-            ok = (in_dip >= min_dip_epochs) & (n_meas[:, None] - in_dip >= min_baseline_epochs)
-            ok &= (before >= min_side_epochs) & (a11 > 1e-9 * sw)
-            det = a11 * a22 - a12**2
-            two = ok & (det > 1e-6 * a11 * a22)
-            beta_d2 = (a22 * b1 - a12 * b2) / det
-            beta_b2 = (a11 * b2 - a12 * b1) / det
-            use2 = two & (beta_d2 < 0) & (beta_b2 >= 0)
-            use1 = ok & ~use2 & (b1 < 0)
-            dchi2 = np.where(
-                use2,
-                (a22 * b1**2 - 2 * a12 * b1 * b2 + a11 * b2**2) / det,
-                np.where(use1, b1**2 / a11, -np.inf),
-            )
-            idx = np.argmax(dchi2, axis=1)
-            peak = dchi2[rows, idx]
-            better = peak > best
-            if better.any():
-                bd = np.where(use2, beta_d2, b1 / a11)[rows, idx]
-                bb = np.where(use2, beta_b2, 0.0)[rows, idx]
-                pd_at = np.stack([p[rows, idx] for p in p_d], axis=1)
-                pb_at = np.stack([p[rows, idx] for p in p_b], axis=1)
-                coef = beta0 - pd_at * bd[:, None] - pb_at * bb[:, None]
-                best[better] = peak[better]
-                best_c[better] = idx[better]
-                best_fwhm[better] = fwhm
-                best_coef[sl][better] = coef[better]
-                best_depth[better] = bd[better]
-                best_shoulder[better] = bb[better]
-            trials += np.maximum(1.0, span / fwhm)
+    products = np.empty((2 * k_par + 5,) + f_x.shape[1:], dtype=f_x.dtype)
+    sw = weight.sum(axis=1)
+    for (k_d, k_b, k_dd, k_bb, k_db), fwhm in zip(spectra, fwhm_cells):
+        np.multiply(f_x[:k_par], k_d, out=products[:k_par])
+        np.multiply(f_x[:k_par], k_b, out=products[k_par : 2 * k_par])
+        for j, kernel in enumerate((k_dd, k_bb, k_db)):
+            np.multiply(f_x[0], kernel, out=products[2 * k_par + j])
+        np.multiply(f_x[k_par], k_d, out=products[2 * k_par + 3])
+        np.multiply(f_x[k_par], k_b, out=products[2 * k_par + 4])
+        corr = irfft(products, length, axis=-1)
+        search_duration(corr, minv, beta0, cum, sw, float(fwhm), limits, best, best_c, best_fit)
+        trials += np.maximum(1.0, span / fwhm)
     found = np.isfinite(best)
     out["ese_delta_chi2"][sl] = np.where(found, best, np.where(measured, 0.0, np.nan))
     out["ese_trials"][sl] = np.where(measured, trials, np.nan)
     out["ese_mjd"][sl] = np.where(found, best_c, np.nan)
-    out["ese_duration_days"][sl] = best_fwhm
-    out["ese_depth"][sl] = best_depth
-    out["ese_shoulder"][sl] = best_shoulder
+    out["ese_duration_days"][sl] = best_fit[:, k_par + 2]
+    out["ese_depth"][sl] = best_fit[:, k_par]
+    out["ese_shoulder"][sl] = best_fit[:, k_par + 1]
+    best_coef[sl] = best_fit[:, :k_par]
 
 
 def fit_at(t, flux, err, t0, fwhm, trend_degree=1, constrained=True):

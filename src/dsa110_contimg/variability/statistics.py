@@ -86,11 +86,6 @@ def time_order(src, mjd):
     return np.lexsort((mjd, src))
 
 
-def _order_within(groups, values):
-    """Indices sorting by group, then by a non-negative value (one float argsort)."""
-    return np.argsort(groups + values / (1.0 + values), kind="stable")
-
-
 def two_epoch_metrics(src, mjd, flux, err, n_sources):
     """Vs and m of each source's most significant consecutive pair (dict of arrays)."""
     order = time_order(src, mjd)
@@ -108,16 +103,25 @@ def two_epoch_metrics(src, mjd, flux, err, n_sources):
     }
     if idx.size == 0:
         return out
-    # per source, the pair with the largest |Vs| (last of a sort by source, |Vs|)
-    pick = idx[_order_within(s[idx], np.abs(vs[idx]))]
-    last = np.r_[s[pick][1:] != s[pick][:-1], True]
-    best = pick[last]
+    # per source the pair with the largest |Vs|, the latest of equals (pairs are in
+    # source order: a maximum per run of one source, no sort)
+    size = np.abs(vs[idx])
+    starts, counts = _runs(s[idx])
+    top = size == np.repeat(np.maximum.reduceat(size, starts), counts)
+    pick, who = idx[top], s[idx][top]
+    best = pick[np.r_[who[1:] != who[:-1], True]]
     who = s[best]
     out["vs"][who] = vs[best]
     out["m"][who] = m[best]
     out["vs_mjd_a"][who] = t[best]
     out["vs_mjd_b"][who] = t[best + 1]
     return out
+
+
+def _runs(groups):
+    """(start, length) of each run of equal values in a sorted array."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    return starts, np.diff(np.r_[starts, groups.size])
 
 
 def error_scale(src, mjd, flux, err, n_sources):
@@ -134,15 +138,13 @@ def error_scale(src, mjd, flux, err, n_sources):
     scale = np.ones(n_sources)
     if z.size == 0:
         return scale
-    order = _order_within(s_pair, z)
-    z, s_pair = z[order], s_pair[order]
-    counts = np.bincount(s_pair, minlength=n_sources)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    has = counts >= 5
-    lo = starts[has] + (counts[has] - 1) // 2
-    hi = starts[has] + counts[has] // 2
-    median = 0.5 * (z[lo] + z[hi])
-    scale[has] = np.maximum(1.0, MAD_TO_SIGMA * median)
+    # medians per source: the runs of one length at once, as rows of a 2-d array
+    starts, counts = _runs(s_pair)
+    for length in np.unique(counts[counts >= 5]):
+        these = counts == length
+        rows = np.sort(z[starts[these, None] + np.arange(length)], axis=1)
+        median = 0.5 * (rows[:, (length - 1) // 2] + rows[:, length // 2])
+        scale[s_pair[starts[these]]] = np.maximum(1.0, MAD_TO_SIGMA * median)
     return scale
 
 
@@ -157,20 +159,34 @@ def time_basis(src, mjd, n_sources):
     return (mjd - centre[src]) / half[src], centre, half
 
 
-def weighted_polyfit(src, tau, flux, w, n_sources, degree):
-    """Per-source weighted least-squares polynomial in tau: coefficients (n_sources, k)."""
+def normal_sums(src, tau, flux, w, n_sources, degree):
+    """Per-source normal equations of a weighted polynomial fit in tau:
+    (sum w tau^(a+b), sum w S tau^a), shapes (n_sources, k, k) and (n_sources, k)."""
     k = degree + 1
-    powers = [tau**p for p in range(k)]
     ata = np.empty((n_sources, k, k))
     atb = np.empty((n_sources, k))
-    for a in range(k):
-        atb[:, a] = np.bincount(src, w * flux * powers[a], n_sources)
-        for b in range(a, k):
-            ata[:, a, b] = ata[:, b, a] = np.bincount(src, w * powers[a] * powers[b], n_sources)
-    # sources with too few points for the degree get a ridge so that solve() works
+    wp = w.copy()
+    for p in range(2 * k - 1):
+        if p < k:
+            atb[:, p] = np.bincount(src, wp * flux, n_sources)
+        total = np.bincount(src, wp, n_sources)
+        for a in range(max(0, p - k + 1), min(p, k - 1) + 1):
+            ata[:, a, p - a] = total
+        wp *= tau
+    return ata, atb
+
+
+def solve_normal(ata, atb):
+    """Coefficients from normal equations; sources with too few points for the degree
+    get a ridge (1e-12 of the trace) so that the solve works."""
+    k = atb.shape[1]
     ridge = 1e-12 * np.maximum(np.trace(ata, axis1=1, axis2=2), 1e-300)
-    ata += ridge[:, None, None] * np.eye(k)
-    return np.linalg.solve(ata, atb[..., None])[..., 0]
+    return np.linalg.solve(ata + ridge[:, None, None] * np.eye(k), atb[..., None])[..., 0]
+
+
+def weighted_polyfit(src, tau, flux, w, n_sources, degree):
+    """Per-source weighted least-squares polynomial in tau: coefficients (n_sources, k)."""
+    return solve_normal(*normal_sums(src, tau, flux, w, n_sources, degree))
 
 
 def poly_eval(coef, src, tau):
@@ -182,16 +198,24 @@ def poly_eval(coef, src, tau):
 
 
 def robust_trend(src, tau, flux, err, n_sources, degree=1, clip=3.0, iterations=5):
-    """Polynomial baseline per source, refitted without points beyond `clip` sigma."""
+    """Polynomial baseline per source, refitted without points beyond `clip` sigma.
+
+    A refit changes the normal equations only by the points that crossed the clip, so
+    those alone are added (weight +w) or taken out (-w) of the sums."""
     keep = np.ones(flux.shape, dtype=bool)
+    w = 1.0 / err**2
+    ata, atb = normal_sums(src, tau, flux, w, n_sources, degree)
     for _ in range(iterations):
-        coef = weighted_polyfit(
-            src, tau, flux, np.where(keep, 1.0 / err**2, 0.0), n_sources, degree
-        )
+        coef = solve_normal(ata, atb)
         z = (flux - poly_eval(coef, src, tau)) / err
         new = np.abs(z) <= clip
-        if np.array_equal(new, keep):
+        moved = np.flatnonzero(new != keep)
+        if moved.size == 0:
             break
+        signed = np.where(new[moved], w[moved], -w[moved])
+        d_ata, d_atb = normal_sums(src[moved], tau[moved], flux[moved], signed, n_sources, degree)
+        ata += d_ata
+        atb += d_atb
         keep = new
     return coef
 
