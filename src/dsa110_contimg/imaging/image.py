@@ -99,7 +99,7 @@ class ImagingSettings(StageSettings):
     nsigma: float = 4.0
     gain: float = 0.1
     cyclefactor: float = 0.5
-    mgain: float = 0.9
+    mgain: float = 0.8
     max_major: int = 12
     wprojplanes: int = 16
     datacolumn: str = "CORRECTED_DATA"
