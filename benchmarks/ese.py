@@ -22,7 +22,7 @@ import numpy as np
 
 from dsa110_contimg.atomic import atomic_output
 
-from measure import measure_tree
+from measure import measure_cpu
 
 
 def detect(timeseries, outdir, recompute):
@@ -121,11 +121,11 @@ def main():
         report = work / "child.json"
         with open(report, "w") as out:
             cmd = [sys.executable, __file__, "--child", str(timeseries), str(outdir), recompute]
-            _, peak_gib, cpu = measure_tree(cmd, stdout=out)
+            _, peak_gib, cpu = measure_cpu(cmd, stdout=out)
         runs[label] = r = json.loads(report.read_text().strip().splitlines()[-1])
         print(
             f"ese-detect {label}: {r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU "
-            f"(this process, incl. imports), {cpu:.1f} s CPU (all its processes, sampled), "
+            f"(this process, incl. imports), {cpu:.1f} s CPU (with its workers), "
             f"peak PSS {peak_gib:.2f} GiB, "
             f"{r['sources']} sources, {r['candidates']} candidates"
         )

@@ -58,32 +58,6 @@ def measure_cpu(cmd, interval_s=0.1, **popen):
     return wall, peak / 2**30, cpu
 
 
-def measure_tree(cmd, interval_s=0.1, **popen):
-    """As `measure_cpu`, but the CPU seconds are each process's own (user + system)
-    summed over every process seen in the tree, sampled every `interval_s`: this counts
-    workers that the command's processes do not wait for themselves (a forkserver's),
-    less up to `interval_s` per process of what they spend after their last sample."""
-    t0 = time.perf_counter()
-    proc = psutil.Popen(cmd, **popen)
-    peak, cpu = 0, {}
-    while proc.poll() is None:
-        peak = max(peak, tree_pss(proc))
-        try:
-            procs = [proc] + proc.children(recursive=True)
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                times = p.cpu_times()
-                cpu[(p.pid, p.create_time())] = times.user + times.system
-            except psutil.Error:
-                pass
-        time.sleep(interval_s)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed with status {proc.returncode}")
-    return time.perf_counter() - t0, peak / 2**30, sum(cpu.values())
-
-
 def run(cmd):
     """Run a set-up command (not measured), failing loudly."""
     subprocess.run([str(c) for c in cmd], check=True)
