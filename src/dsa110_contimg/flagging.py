@@ -76,36 +76,22 @@ def strategy_file(name):
     return str(path)
 
 
-def _row_index(ms):
-    """Antennas, time index and baseline index of every main-table row."""
-    ant1, ant2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
-    times, tidx = np.unique(ms.getcol("TIME"), return_inverse=True)
+def _row_index(ant1, ant2, times):
+    """Time index and baseline index of every row, with the distinct times and pairs."""
+    times, tidx = np.unique(times, return_inverse=True)
     pairs, bidx = np.unique(np.stack([ant1, ant2], axis=1), axis=0, return_inverse=True)
-    return ant1, ant2, times, tidx.ravel(), pairs, bidx.ravel()
+    return times, tidx.ravel(), pairs, bidx.ravel()
 
 
-def _read_planes(ms, tidx, bidx, n_times, n_baselines, chunk=20000):
+def _read_planes(data, flag, weight, tidx, bidx, n_times, n_baselines):
     """Per-polarization bad-sample flags (nrow, nchan, npol) and the (XX+YY)/2 plane of
     every baseline (nbl, ntime, nchan), bad samples set to NaN."""
-    nrow = ms.nrows()
-    has_weights = "WEIGHT_SPECTRUM" in ms.colnames()
-    bad, cube = None, None
-    for start in range(0, nrow, chunk):
-        n = min(chunk, nrow - start)
-        data = ms.getcol("DATA", startrow=start, nrow=n)
-        b = ~np.isfinite(data) | (data == 0) | ms.getcol("FLAG", startrow=start, nrow=n)
-        if has_weights:
-            b |= ~(ms.getcol("WEIGHT_SPECTRUM", startrow=start, nrow=n) > 0)
-        if bad is None:
-            bad = np.zeros((nrow,) + data.shape[1:], bool)
-            cube = np.full((n_baselines, n_times, data.shape[1]), np.nan, np.complex64)
-        bad[start : start + n] = b
-        good = ~b
-        total = np.where(good, data, 0).sum(axis=2)
-        count = good.sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        cube[bidx[start : start + n], tidx[start : start + n]] = mean
+    from dsa110_contimg.visibility_kernels import baseline_planes
+
+    bad = np.empty(data.shape, bool)
+    cube = np.full((n_baselines, n_times, data.shape[1]), np.nan, np.complex64)
+    no_weight = np.empty((0, 0, 0), np.float32)
+    baseline_planes(data, flag, no_weight if weight is None else weight, tidx, bidx, bad, cube)
     return bad, cube
 
 
@@ -174,12 +160,9 @@ def _aoflagger_masks(cube, baselines, strategy, workers):
 def _dead_antennas(cube, pairs, cross, threshold):
     """Antenna numbers whose median cross-correlation amplitude is below `threshold` of
     the array's median, or that have no good data at all."""
-    amp = np.abs(cube[cross])
-    antennas = np.unique(pairs)
     medians = {}
-    for ant in antennas:
-        rows = (pairs[cross] == ant).any(axis=1)
-        values = amp[rows]
+    for ant in np.unique(pairs):
+        values = np.abs(cube[cross & (pairs == ant).any(axis=1)])
         values = values[np.isfinite(values)]
         medians[int(ant)] = float(np.median(values)) if values.size else 0.0
     reference = np.median([m for m in medians.values() if m > 0]) if any(medians.values()) else 0.0
@@ -201,70 +184,99 @@ def _broadcast(rfi, valid, cross, fraction):
     return rfi
 
 
+def flag_visibilities(data, flag, weight, ant1, ant2, times, settings=None):
+    """Flags of bad samples, dead antennas and RFI for visibilities in MS layout (rows x
+    channels x polarizations; `weight` per sample or None, `times` per row). The inputs
+    are not changed; returns (flags, statistics without `freq_mhz`)."""
+    settings = settings or FlagSettings()
+    strategy = strategy_file(settings.strategy)
+    t0 = time.perf_counter()
+    times, tidx, pairs, bidx = _row_index(ant1, ant2, times)
+    bad, cube = _read_planes(data, flag, weight, tidx, bidx, times.size, len(pairs))
+    cross = pairs[:, 0] != pairs[:, 1]
+    dead, medians = _dead_antennas(cube, pairs, cross, settings.dead_antenna_fraction)
+    rfi = np.zeros(cube.shape, bool)
+    baselines = np.flatnonzero(cross & ~np.isin(pairs, dead).any(axis=1))
+    rfi[baselines] = _aoflagger_masks(cube, baselines, strategy, settings.workers)
+    valid = np.isfinite(cube.real)
+    del cube
+    rfi = _broadcast(rfi, valid, baselines, settings.broadcast_fraction)
+    dead_rows = np.isin(ant1, dead) | np.isin(ant2, dead)
+    rfi_rows = rfi[bidx, tidx]
+    flags = bad | rfi_rows[:, :, None] | dead_rows[:, None, None]
+    stats = flag_statistics(flags, bad, rfi_rows, dead_rows, ant1, ant2, tidx)
+    stats.update(
+        dead_antennas=dead,
+        antenna_median_amplitude=medians,
+        seconds=time.perf_counter() - t0,
+        strategy=strategy,
+    )
+    return flags, stats
+
+
+def _log_flags(name, stats):
+    log.info(
+        "%s: flagged %.1f%% of cross-correlation samples (bad %.1f%%, RFI %.1f%%, "
+        "dead antennas %s) in %.1f s",
+        name,
+        100 * stats["flag_fraction"],
+        100 * stats["bad_fraction"],
+        100 * stats["rfi_fraction"],
+        stats["dead_antennas"] or "none",
+        stats["seconds"],
+    )
+
+
 def flag_ms(ms_path, settings=None):
     """Flag bad samples, dead antennas and RFI in `ms_path` (FLAG column, in place);
     returns the flag statistics (see `flag_statistics`)."""
     from casacore import tables
 
-    settings = settings or FlagSettings()
-    strategy = strategy_file(settings.strategy)
-    t0 = time.perf_counter()
     with tables.table(str(ms_path), readonly=False, ack=False) as ms:
-        ant1, ant2, times, tidx, pairs, bidx = _row_index(ms)
-        bad, cube = _read_planes(ms, tidx, bidx, times.size, len(pairs))
-        cross = pairs[:, 0] != pairs[:, 1]
-        dead, medians = _dead_antennas(cube, pairs, cross, settings.dead_antenna_fraction)
-        rfi = np.zeros(cube.shape, bool)
-        baselines = np.flatnonzero(cross & ~np.isin(pairs, dead).any(axis=1))
-        rfi[baselines] = _aoflagger_masks(cube, baselines, strategy, settings.workers)
-        rfi = _broadcast(rfi, np.isfinite(cube), baselines, settings.broadcast_fraction)
-        dead_rows = np.isin(ant1, dead) | np.isin(ant2, dead)
-        flags = bad | rfi[bidx, tidx][:, :, None] | dead_rows[:, None, None]
+        weight = ms.getcol("WEIGHT_SPECTRUM") if "WEIGHT_SPECTRUM" in ms.colnames() else None
+        flags, stats = flag_visibilities(
+            ms.getcol("DATA"),
+            ms.getcol("FLAG"),
+            weight,
+            ms.getcol("ANTENNA1"),
+            ms.getcol("ANTENNA2"),
+            ms.getcol("TIME"),
+            settings,
+        )
         ms.putcol("FLAG", flags)
         ms.putcol("FLAG_ROW", flags.all(axis=(1, 2)))
         freqs = tables.table(f"{ms_path}::SPECTRAL_WINDOW", ack=False).getcol("CHAN_FREQ")[0]
-    stats = flag_statistics(flags, bad, rfi[bidx, tidx], dead_rows, ant1, ant2, tidx)
-    stats.update(
-        dead_antennas=dead,
-        freq_mhz=(freqs / 1e6).tolist(),
-        antenna_median_amplitude=medians,
-        seconds=time.perf_counter() - t0,
-        strategy=strategy,
-    )
-    log.info(
-        "%s: flagged %.1f%% of cross-correlation samples (bad %.1f%%, RFI %.1f%%, "
-        "dead antennas %s) in %.1f s",
-        ms_path,
-        100 * stats["flag_fraction"],
-        100 * stats["bad_fraction"],
-        100 * stats["rfi_fraction"],
-        dead or "none",
-        stats["seconds"],
-    )
+    stats["freq_mhz"] = (freqs / 1e6).tolist()
     return stats
 
 
 def flag_statistics(flags, bad, rfi, dead_rows, ant1, ant2, tidx):
     """Flagged fractions of the cross-correlation samples: total, by cause, per antenna,
-    per channel and per integration."""
+    per channel and per integration (counted per row first: no full-size temporaries)."""
     cross = ant1 != ant2
-    f = flags[cross]
-    per_sample = f.mean(axis=2)
-    antennas = np.unique(np.concatenate([ant1, ant2]))
+
+    def row_fraction(mask):
+        return np.count_nonzero(mask.reshape(len(mask), -1), axis=1)[cross] / mask[0].size
+
+    per_row = row_fraction(flags)
+    c1, c2, ct = ant1[cross], ant2[cross], tidx[cross]
     per_antenna = {}
-    for ant in antennas:
-        rows = (ant1[cross] == ant) | (ant2[cross] == ant)
-        per_antenna[int(ant)] = float(per_sample[rows].mean()) if rows.any() else 1.0
+    for ant in np.unique(np.concatenate([ant1, ant2])):
+        rows = (c1 == ant) | (c2 == ant)
+        per_antenna[int(ant)] = float(per_row[rows].mean()) if rows.any() else 1.0
     n_times = int(tidx.max()) + 1 if tidx.size else 0
-    per_time = [float(per_sample[tidx[cross] == t].mean()) for t in range(n_times)]
+    per_channel = np.zeros(flags.shape[1])
+    for start in range(0, len(flags), 20000):
+        part = slice(start, start + 20000)
+        per_channel += np.count_nonzero(flags[part][cross[part]], axis=(0, 2))
     return {
-        "flag_fraction": float(f.mean()),
-        "bad_fraction": float(bad[cross].mean()),
-        "rfi_fraction": float(rfi[cross].mean()),
+        "flag_fraction": float(per_row.mean()),
+        "bad_fraction": float(row_fraction(bad).mean()),
+        "rfi_fraction": float(row_fraction(rfi).mean()),
         "dead_fraction": float(dead_rows[cross].mean()),
         "per_antenna": per_antenna,
-        "per_channel": per_sample.mean(axis=0).tolist(),
-        "per_integration": per_time,
+        "per_channel": (per_channel / max(1, cross.sum() * flags.shape[2])).tolist(),
+        "per_integration": [float(per_row[ct == t].mean()) for t in range(n_times)],
     }
 
 
@@ -343,18 +355,23 @@ def plot_flags(record, png):
     plt.close(fig)
 
 
-def flag_group(ms_path, group, qa_json, qa_png, settings=None, product=None):
-    """Flag one group's MS in place and write its QA record and plot; the record names
-    `product` (default `ms_path`), the final path of an MS flagged under a temporary name,
-    so that the record does not depend on the writing process's PID."""
+def record_flags(stats, product, group, qa_json, qa_png, settings=None):
+    """Write the QA record and plot of one group's flagging (`stats` from `flag_ms` or
+    `flag_visibilities` with `freq_mhz`); the record names `product`."""
     settings = settings or FlagSettings()
-    stats = flag_ms(ms_path, settings)
-    record = flag_qa_record(stats, product or ms_path, group, settings)
+    _log_flags(product, stats)
+    record = flag_qa_record(stats, product, group, settings)
     plot_flags(record, qa_png)
     write_text(json.dumps(record, indent=1), qa_json)
     if record["status"] == FAIL:
         log.warning("%s: flag QA failed: %s", group, record["reason"])
     return record
+
+
+def flag_group(ms_path, group, qa_json, qa_png, settings=None):
+    """Flag one group's MS in place and write its QA record and plot."""
+    settings = settings or FlagSettings()
+    return record_flags(flag_ms(ms_path, settings), ms_path, group, qa_json, qa_png, settings)
 
 
 def _run(args):

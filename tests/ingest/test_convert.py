@@ -269,3 +269,41 @@ def test_averaged_ms_is_the_weighted_mean_of_the_flagged_full_resolution(
     np.testing.assert_allclose(f_avg, f_full.reshape(-1, 2).mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(w_avg, 2 * w_full[::2], rtol=1e-12)
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_flagging_in_memory_equals_flagging_the_written_ms(group, archive_copy, tmp_path):
+    """Convert flags the group in memory before writing the MS; the flags, FLAG_ROW and
+    the QA record's numbers are exactly those of flagging the unflagged MS on disk
+    (`flag_group`), with damaged samples and a channel spiking on every third row."""
+    import json
+
+    import h5py
+
+    from dsa110_contimg.flagging import FlagSettings, flag_group
+
+    files = [str(archive_copy / p.split("/")[-1]) for p in group.files]
+    _damage(files, 3)
+    with h5py.File(files[7], "r+") as fh:
+        vis = fh["Data/visdata"]
+        spike = vis[:, :, 1, :]
+        spike[::3] += 50
+        vis[:, :, 1, :] = spike
+    settings = FlagSettings(workers=1)
+    memory = convert_group(
+        files,
+        tmp_path / "memory.ms",
+        group.group,
+        flag=(settings, tmp_path / "memory.json", tmp_path / "memory.png"),
+    )
+    disk = convert_group(files, tmp_path / "disk.ms", group.group)
+    flag_group(disk, group.group, tmp_path / "disk.json", tmp_path / "disk.png", settings)
+    a, b = _sorted_main(memory), _sorted_main(disk)
+    assert np.array_equal(a["FLAG"], b["FLAG"])
+    with tables.table(str(memory), ack=False) as m, tables.table(str(disk), ack=False) as d:
+        assert np.array_equal(m.getcol("FLAG_ROW"), d.getcol("FLAG_ROW"))
+    records = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("memory", "disk")]
+    for key in ("metrics", "per_antenna", "per_channel", "per_integration", "freq_mhz"):
+        assert records[0][key] == records[1][key], key
+    metrics = records[0]["metrics"]
+    assert metrics["rfi_fraction"] > 0.01, "the spiking channel is found"
+    assert metrics["bad_fraction"] > 0.005, "the NaN rows and negative nsamples"

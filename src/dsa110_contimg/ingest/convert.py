@@ -18,22 +18,24 @@ antennas swapped, uvw negated), as pyuvdata's `conjugate_bls("ant1<ant2")` does.
 NaN/Inf visibilities and nsamples <= 0 are flagged with zero weight (their DATA set to
 0): an MS never carries a NaN or negative weight. The subbands are combined in ascending
 frequency order into one spectral window. The MS has DATA, MODEL_DATA (1+0j, as CASA's
-clearcal sets it), CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM (= nsamples). After
-flagging at full resolution, adjacent channels are averaged up to MAX_CHANNEL_WIDTH_KHZ.
+clearcal sets it), CORRECTED_DATA (= DATA) and WEIGHT_SPECTRUM (= nsamples). The group is
+flagged at full resolution, then adjacent channels are averaged up to
+MAX_CHANNEL_WIDTH_KHZ, both in memory before the MS is written once (`flag_and_average`).
 
 Two writers give the same MS:
 - `write_ms_pyuvdata`: pyuvdata reads all subbands, is told the true phase centre,
   phases and calls `write_ms`; the reference for correctness, but it holds the whole
   group (several copies) in memory.
-- `write_ms_direct` (default): builds the MS skeleton and subtables from the group's
-  metadata with pyuvdata's MS helpers, then reads and phases the subbands in parallel
-  worker processes and writes each one's channels straight into the main table with
-  python-casacore, so only a subband or two is ever in memory.
+- `write_ms_direct` (default): reads and phases the subbands in parallel worker
+  processes into one full-band array (the group once: 2.2 GB at full size), and writes
+  the main table with python-casacore and the subtables from the group's metadata with
+  pyuvdata's MS helpers.
 """
 
 import json
 import logging
-import shutil
+import mmap
+import multiprocessing
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -71,6 +73,9 @@ x = (dnu / nu) (r / theta_b) (Gaussian beam, square channel), at 1311 MHz agains
 36.6 arcsec minor axis of the full array's beam: 0.3% at the primary beam's half-power
 radius (1.6 deg), 1.3% at the image edge (3.2 deg); the 12.88 s integrations already
 smear 0.5% and 2.0% at those radii."""
+
+FLIP_CONJ = True
+"""The MS holds the conjugates of the ant_1 <= ant_2 visibilities, as pyuvdata writes."""
 
 __all__ = ["convert_group", "meridian_phase_center", "write_ms_direct", "write_ms_pyuvdata"]
 
@@ -240,9 +245,23 @@ def flag_bad_samples(data, flag, nsample):
     return int(bad.sum())
 
 
-def _subband_job(path, conj_rows, delta_w, pol_order, flip_conj):
+_GROUP = {}
+"""The full-band arrays (data, flag, nsample) that `_subband_job` fills: in shared memory
+created before the worker processes are forked, so a subband never travels by pipe."""
+
+
+def _shared_array(shape, dtype):
+    """A zeroed array in anonymous shared memory (MAP_SHARED): processes forked after its
+    creation write into the same pages."""
+    dtype = np.dtype(dtype)
+    buffer = mmap.mmap(-1, max(1, int(np.prod(shape)) * dtype.itemsize))
+    return np.frombuffer(buffer, dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+def _subband_job(path, chan0, conj_rows, delta_w, pol_order, flip_conj):
     """Worker: read one subband, conjugate the correlator's ant_1 > ant_2 rows, rephase
-    by exp(-2 pi i (w_new - w_m) f / c) and flag bad samples. Channels come out ascending."""
+    by exp(-2 pi i (w_new - w_m) f / c), flag bad samples, and put its channels
+    (ascending) into the group's arrays from channel `chan0` on."""
     sub = read_visibilities(path)
     order = np.argsort(sub["freq_hz"], kind="stable")
     freqs = sub["freq_hz"][order]
@@ -261,21 +280,11 @@ def _subband_job(path, conj_rows, delta_w, pol_order, flip_conj):
     flag = sub["flag"][:, order, :][:, :, pol_order]
     nsample = sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32)
     n_bad = flag_bad_samples(data, flag, nsample)
-    return {
-        "path": str(path),
-        "freq_hz": freqs,
-        "data": data,
-        "flag": flag,
-        "nsample": nsample,
-        "n_bad": n_bad,
-    }
-
-
-def _put_channels(ms, column, values, chan0):
-    nrow, nchan, npol = values.shape
-    ms.putcolslice(
-        column, values, blc=[chan0, 0], trc=[chan0 + nchan - 1, npol - 1], startrow=0, nrow=nrow
-    )
+    channels = slice(chan0, chan0 + freqs.size)
+    _GROUP["data"][:, channels] = data
+    _GROUP["flag"][:, channels] = flag
+    _GROUP["nsample"][:, channels] = nsample
+    return {"path": str(path), "channels": (channels.start, channels.stop), "n_bad": n_bad}
 
 
 def _write_main_rows(ms, meta, flip_conj):
@@ -307,20 +316,10 @@ def _write_weights(ms, nrow, chunk=50000):
         ms.putcol("SIGMA", sigma, startrow=start, nrow=n)
 
 
-def _init_ms(
-    path,
-    nchan,
-    npol,
-    chan_per_tile,
-    data_columns=("DATA", "MODEL_DATA", "CORRECTED_DATA"),
-    cache_bytes=64 * 2**20,
-):
+def _init_ms(path, nchan, npol, cache_bytes=64 * 2**20):
     """Empty MS main table whose visibility columns have a fixed [nchan, npol] shape,
-    so subbands can be written as channel slices in any order.
-
-    Tiles span one subband's channels and ~1 MB, and each column's tile cache is capped:
-    writing a subband then touches only its own tiles instead of pulling whole columns
-    into memory.
+    tiled in ~1 MB tiles of whole spectra (the later stages read rows with all their
+    channels), each column's tile cache capped.
     """
     from casacore import tables
 
@@ -351,7 +350,7 @@ def _init_ms(
     for key, group in (("WEIGHT", "TiledWgt"), ("SIGMA", "TiledSigma")):
         desc[key].update(dataManagerType="TiledShapeStMan", dataManagerGroup=group)
     del desc["FLAG"]
-    columns = [(name, 0j, "complex") for name in data_columns] + [
+    columns = [(name, 0j, "complex") for name in ("DATA", "MODEL_DATA", "CORRECTED_DATA")] + [
         ("WEIGHT_SPECTRUM", 0.0, "float"),
         ("FLAG", False, "boolean"),
     ]
@@ -365,10 +364,10 @@ def _init_ms(
             datamanagergroup=f"Tiled_{name}",
         )
         desc.update(tables.maketabdesc(col))
-    rows_per_tile = max(64, 2**20 // (8 * npol * chan_per_tile))
+    rows_per_tile = max(16, 2**20 // (8 * npol * nchan))
     spec = {
         f"Tiled_{name}": {
-            "DEFAULTTILESHAPE": np.int32([npol, chan_per_tile, rows_per_tile]),
+            "DEFAULTTILESHAPE": np.int32([npol, nchan, rows_per_tile]),
             "MAXIMUMCACHESIZE": cache_bytes,
         }
         for name, _, _ in columns
@@ -376,19 +375,18 @@ def _init_ms(
     return tables.default_ms(str(path), desc, tables.makedminfo(desc, spec))
 
 
-def _subbands(paths, args, workers):
-    """Yield each subband's phased arrays in order; in `workers` processes when > 1."""
+def _subbands(paths, chan0, args, workers):
+    """Run `_subband_job` on every subband, in `workers` forked processes when > 1;
+    yields their results in order."""
     if workers <= 1:
-        for p in paths:
-            yield _subband_job(p, *args)
+        for path in paths:
+            yield _subband_job(path, chan0[path], *args)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_subband_job, p, *args) for p in paths[:workers]]
-        for i in range(len(paths)):
-            result = pending[i].result()
-            if i + workers < len(paths):
-                pending.append(pool.submit(_subband_job, paths[i + workers], *args))
-            yield result
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        jobs = [pool.submit(_subband_job, path, chan0[path], *args) for path in paths]
+        for job in jobs:
+            yield job.result()
 
 
 def _group_phase_center(headers):
@@ -396,14 +394,12 @@ def _group_phase_center(headers):
     return meridian_phase_center(mid_jd, headers[0]["dec_deg"])
 
 
-def write_ms_direct(files, ms_path, group_name, workers=2, averaged=False):
-    """Write the group's MS subband by subband (see module docstring) at `ms_path`, which
-    `convert_group` makes a temporary name renamed into place when complete. With
-    `averaged` (the MS is only flagged, then averaged into the product) MODEL_DATA and
-    CORRECTED_DATA are left out: the averaged MS gets its own."""
-    from casacore import tables
+def _read_group_direct(files, group_name, workers):
+    """The group's metadata (phased, see `_phased_metadata`) and its visibilities in MS
+    layout, full band: (meta, data, flag, nsample, pol_order), rows in meta's order,
+    channels ascending, CASA's polarization order, conjugated as the MS stores them.
+    The subbands are read and phased in `workers` processes."""
     from pyuvdata import utils as uvutils
-    from pyuvdata.utils.io import ms as ms_utils
 
     earth_orientation()
     headers = _group_files_in_frequency_order(files)
@@ -412,27 +408,16 @@ def write_ms_direct(files, ms_path, group_name, workers=2, averaged=False):
         paths, headers, _group_phase_center(headers), group_name
     )
     pol_order = uvutils.pol.determine_pol_order(meta.polarization_array, order="CASA")
-    flip_conj = (
-        True  # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
-    )
     chan0 = {
         p: int(np.searchsorted(meta.freq_array, h["freq_min_hz"])) for p, h in zip(paths, headers)
     }
-    args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, flip_conj)
-    n_bad = 0
-    data_columns = ("DATA",) if averaged else ("DATA", "MODEL_DATA", "CORRECTED_DATA")
-    with _init_ms(ms_path, meta.Nfreqs, meta.Npols, headers[0]["n_freqs"], data_columns) as ms:
-        ms.addrows(meta.Nblts)
-        _write_main_rows(ms, meta, flip_conj)
-        for sub in _subbands(paths, args, workers):
-            c0 = chan0[sub["path"]]
-            _put_channels(ms, "DATA", sub["data"], c0)
-            if not averaged:
-                _put_channels(ms, "CORRECTED_DATA", sub["data"], c0)
-                _put_channels(ms, "MODEL_DATA", np.ones_like(sub["data"]), c0)
-            _put_channels(ms, "FLAG", sub["flag"], c0)
-            _put_channels(ms, "WEIGHT_SPECTRUM", sub["nsample"], c0)
-            n_bad += sub["n_bad"]
+    # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
+    args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, FLIP_CONJ)
+    shape = (meta.Nblts, meta.Nfreqs, meta.Npols)
+    for name, dtype in (("data", np.complex64), ("flag", bool), ("nsample", np.float32)):
+        _GROUP[name] = _shared_array(shape, dtype)
+    try:
+        for sub in _subbands(paths, chan0, args, workers):
             if sub["n_bad"]:
                 log.warning(
                     "%s: %s: %d samples NaN/Inf or nsamples <= 0, flagged with zero weight",
@@ -441,18 +426,44 @@ def write_ms_direct(files, ms_path, group_name, workers=2, averaged=False):
                     sub["n_bad"],
                 )
             log.info(
-                "%s: wrote %s (channels %d-%d)",
+                "%s: read %s (channels %d-%d)",
                 group_name,
                 Path(sub["path"]).name,
-                c0,
-                c0 + sub["data"].shape[1] - 1,
+                sub["channels"][0],
+                sub["channels"][1] - 1,
             )
+        data, flag, nsample = _GROUP["data"], _GROUP["flag"], _GROUP["nsample"]
+    finally:
+        _GROUP.clear()
+    return meta, data, flag, nsample, pol_order
+
+
+def _write_ms(path, meta, data, flag, nsample, pol_order, chunk=20000):
+    """Write the MS at `path` from the (phased) metadata and the visibilities in MS
+    layout: DATA, CORRECTED_DATA = DATA, MODEL_DATA = 1, FLAG, WEIGHT_SPECTRUM = nsample,
+    then WEIGHT, SIGMA and the subtables with pyuvdata's MS helpers."""
+    from casacore import tables
+    from pyuvdata import utils as uvutils
+    from pyuvdata.utils.io import ms as ms_utils
+
+    with _init_ms(path, meta.Nfreqs, meta.Npols) as ms:
+        ms.addrows(meta.Nblts)
+        _write_main_rows(ms, meta, FLIP_CONJ)
+        for start in range(0, meta.Nblts, chunk):
+            n = min(chunk, meta.Nblts - start)
+            rows = slice(start, start + n)
+            ms.putcol("DATA", data[rows], start, n)
+            ms.putcol("CORRECTED_DATA", data[rows], start, n)
+            ms.putcol("MODEL_DATA", np.ones_like(data[rows]), start, n)
+            ms.putcol("FLAG", flag[rows], start, n)
+            ms.putcol("FLAG_ROW", flag[rows].all(axis=(1, 2)), start, n)
+            ms.putcol("WEIGHT_SPECTRUM", nsample[rows], start, n)
         _write_weights(ms, meta.Nblts)
         ms.putcolkeyword("DATA", "QuantumUnits", meta.vis_units)
         if meta.extra_keywords:
             ms.putkeyword("pyuvdata_extra", meta.extra_keywords)
-        ms.putkeyword("pyuvdata_flip_conj", flip_conj)
-    tmp = str(ms_path)
+        ms.putkeyword("pyuvdata_flip_conj", FLIP_CONJ)
+    tmp = str(path)
     ms_utils.write_ms_antenna(tmp, uvobj=meta)
     ms_utils.write_ms_data_description(tmp, uvobj=meta)
     ms_utils.write_ms_feed(tmp, uvobj=meta)
@@ -468,6 +479,17 @@ def write_ms_direct(files, ms_path, group_name, workers=2, averaged=False):
     with tables.table(f"{tmp}/ANTENNA", readonly=False, ack=False) as ant:
         ant.putcol("MOUNT", [MOUNT] * ant.nrows())
     tables.table(tmp, ack=False).close()
+
+
+def write_ms_direct(files, ms_path, group_name, workers=2, flag=None, factor=1):
+    """Write the group's MS at `ms_path` (see module docstring): the subbands read and
+    phased in `workers` processes into one full-band array, flagged and averaged by
+    `factor` channels in memory (`flag_and_average`), and written once."""
+    meta, data, flag_array, nsample, pol_order = _read_group_direct(files, group_name, workers)
+    data, flag_array, nsample = flag_and_average(
+        meta, data, flag_array, nsample, group_name, flag, factor
+    )
+    _write_ms(ms_path, meta, data, flag_array, nsample, pol_order)
     return ms_path
 
 
@@ -506,21 +528,30 @@ def read_group_pyuvdata(files, treat_as_zenith=False):
     return uvd, headers
 
 
-def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False):
+def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False, flag=None, factor=1):
     """Reference writer: pyuvdata reads all subbands (`read_group_pyuvdata`), phases to
-    the group's meridian and calls `write_ms` at `ms_path` (made atomic by
-    `convert_group`); bad samples flagged as the direct writer does."""
+    the group's meridian, flags and averages (`flag_and_average`, on pyuvdata's arrays)
+    and calls `write_ms` at `ms_path`; bad samples flagged as the direct writer does."""
+    from casacore import tables
+
     uvd, headers = read_group_pyuvdata(files, treat_as_zenith)
     flag_bad_samples(uvd.data_array, uvd.flag_array, uvd.nsample_array)
     ra, dec = _group_phase_center(headers)
     uvd.phase(ra=ra, dec=dec, epoch="J2000", cat_name=group_name)
     uvd.scan_number_array = np.ones(uvd.Nblts, dtype=int)
+    # flagged as the MS holds the data (conjugated), so that both writers flag alike
+    data, uvd.flag_array, uvd.nsample_array = flag_and_average(
+        uvd, np.conj(uvd.data_array), uvd.flag_array, uvd.nsample_array, group_name, flag, factor
+    )
+    uvd.data_array = np.conj(data)
     uvd.write_ms(
         str(ms_path),
         model_data=np.ones_like(uvd.data_array),
         corrected_data=uvd.data_array.copy(),
         run_check=False,
     )
+    with tables.table(str(ms_path), readonly=False, ack=False) as ms:
+        ms.putcol("FLAG_ROW", ms.getcol("FLAG").all(axis=(1, 2)))
     return ms_path
 
 
@@ -534,35 +565,62 @@ def channel_average_factor(chan_width_hz, per_subband, max_width_hz):
     return max(k for k in range(1, max(limit, 1) + 1) if per_subband % k == 0)
 
 
-def average_channels(ms_in, ms_out, factor):
-    """Write `ms_out`: `ms_in` with every `factor` adjacent channels averaged (CASA's
-    ms.split, the split task's averaging: flag-aware, WEIGHT_SPECTRUM-weighted mean of
-    DATA, weights summed), then MODEL_DATA = 1 and CORRECTED_DATA = DATA added as the
-    converted MS carries them."""
-    from casacore import tables
+def average_channels(data, flag, weight, factor):
+    """Every `factor` adjacent channels averaged into one, as CASA's split averages
+    (flag-aware): over the unflagged samples of a bin,
 
-    from dsa110_contimg.casaenv import casatools
+        V = sum(w_i V_i) / sum(w_i),   W = sum(w_i);
 
-    ms = casatools().ms()
-    try:
-        ms.open(str(ms_in))
-        if not ms.split(outputms=str(ms_out), step=[factor], whichcol="DATA"):
-            raise RuntimeError(f"{ms_in}: CASA split could not average {factor} channels")
-    finally:
-        ms.close()
-    with tables.table(str(ms_out), readonly=False, ack=False) as t:
-        nchan, npol = t.getcell("DATA", 0).shape
-        for name in ("CORRECTED_DATA", "MODEL_DATA"):
-            desc = tables.makearrcoldesc(
-                name, 0j, valuetype="complex", shape=[nchan, npol],
-                datamanagertype="TiledColumnStMan", datamanagergroup=f"Tiled_{name}",
-            )  # fmt: skip
-            t.addcols(tables.maketabdesc(desc), tables.makedminfo(tables.maketabdesc(desc)))
-        for start in range(0, t.nrows(), 20000):
-            n = min(20000, t.nrows() - start)
-            data = t.getcol("DATA", start, n)
-            t.putcol("CORRECTED_DATA", data, start, n)
-            t.putcol("MODEL_DATA", np.ones_like(data), start, n)
+    a bin without unflagged weight is flagged with V = 0 and W = 0. Returns new
+    (data, flag, weight)."""
+    from dsa110_contimg.visibility_kernels import average_bins
+
+    nrow, nchan, npol = data.shape
+    shape = (nrow, nchan // factor, npol)
+    out = np.empty(shape, np.complex64), np.empty(shape, bool), np.empty(shape, np.float32)
+    average_bins(data, flag, weight, factor, *out)
+    return out
+
+
+def average_frequency_axis(meta, factor):
+    """The UVData's frequency axis averaged by `factor` channels: centres averaged,
+    widths summed."""
+    meta.freq_array = meta.freq_array.reshape(-1, factor).mean(axis=1)
+    meta.channel_width = meta.channel_width.reshape(-1, factor).sum(axis=1)
+    meta.flex_spw_id_array = meta.flex_spw_id_array[::factor]
+    meta.Nfreqs = meta.freq_array.size
+
+
+def flag_and_average(meta, data, flag, nsample, group_name, flag_spec=None, factor=1):
+    """Flag the group's visibilities at full resolution (with `flag_spec` = (flagging
+    settings, QA json, QA png, product name): bad samples, dead antennas, RFI; the QA
+    record written), then average `factor` adjacent channels (`average_channels`, meta's
+    frequency axis with them). Arrays in the writer's layout (rows x channels x
+    polarizations, rows in meta's order); returns (data, flag, nsample)."""
+    if flag_spec is not None:
+        from dsa110_contimg.flagging import flag_visibilities, record_flags
+
+        settings, qa_json, qa_png, product = flag_spec
+        flag, stats = flag_visibilities(
+            data, flag, nsample, meta.ant_1_array, meta.ant_2_array, meta.time_array, settings
+        )
+        stats["freq_mhz"] = (meta.freq_array / 1e6).tolist()
+        record_flags(stats, product, group_name, qa_json, qa_png, settings)
+    if factor > 1:
+        t0 = time.perf_counter()
+        n_in, width = meta.Nfreqs, abs(meta.channel_width[0])
+        data, flag, nsample = average_channels(data, flag, nsample, factor)
+        average_frequency_axis(meta, factor)
+        log.info(
+            "%s: averaged %d channels of %.1f kHz into %d of %.1f kHz in %.1f s",
+            group_name,
+            n_in,
+            width / 1e3,
+            meta.Nfreqs,
+            factor * width / 1e3,
+            time.perf_counter() - t0,
+        )
+    return data, flag, nsample
 
 
 def convert_group(
@@ -593,34 +651,11 @@ def convert_group(
     width, per_subband = first["channel_width_hz"], first["n_freqs"]
     factor = channel_average_factor(width, per_subband, max_channel_width_khz * 1e3)
     with atomic_output(ms_path) as tmp:
-        # with averaging, the flagged full-resolution MS is a scratch beside the product
-        full = Path(f"{tmp}-full-resolution") if factor > 1 else Path(tmp)
-        try:
-            if writer == "direct":
-                write_ms_direct(files, full, group_name, workers=workers, averaged=factor > 1)
-            else:
-                write_ms_pyuvdata(files, full, group_name)
-            log.info("%s: wrote the MS in %.1f s", group_name, time.perf_counter() - t0)
-            if flag is not None:
-                from dsa110_contimg.flagging import flag_group
-
-                settings, qa_json, qa_png = flag
-                flag_group(full, group_name, qa_json, qa_png, settings, product=ms_path)
-            if factor > 1:
-                t1 = time.perf_counter()
-                average_channels(full, tmp, factor)
-                log.info(
-                    "%s: averaged %d channels of %.1f kHz into %d of %.1f kHz in %.1f s",
-                    group_name,
-                    per_subband * len(files),
-                    width / 1e3,
-                    per_subband * len(files) // factor,
-                    factor * width / 1e3,
-                    time.perf_counter() - t1,
-                )
-        finally:
-            if factor > 1:
-                shutil.rmtree(full, ignore_errors=True)
+        flag_spec = None if flag is None else (*flag, ms_path)
+        if writer == "direct":
+            write_ms_direct(files, tmp, group_name, workers, flag_spec, factor)
+        else:
+            write_ms_pyuvdata(files, tmp, group_name, flag=flag_spec, factor=factor)
         source = f"group {group_name} ({len(files)} subband files in {Path(files[0]).parent})"
         check_ms(tmp, Product(Path(ms_path), "convert", group_name, source))
     log.info("%s: %s done in %.1f s", group_name, ms_path, time.perf_counter() - t0)

@@ -1,0 +1,63 @@
+"""Numba kernels of the passes over a group's full-band visibilities (rows x channels x
+polarizations) in convert and flagging, at module level so that numba's on-disk cache
+(cache=True) is found by every later process: one pass each, where numpy needed several
+full-size temporaries."""
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def average_bins(data, flag, weight, factor, out_data, out_flag, out_weight):
+    """Over the unflagged samples of each bin of `factor` adjacent channels,
+    V = sum(w_i V_i) / sum(w_i) and W = sum(w_i) (accumulated in double precision); a
+    bin without unflagged weight is flagged with V = 0, W = 0. Arrays are
+    (rows, channels, polarizations); the outputs have channels / factor."""
+    nrow, nchan, npol = data.shape
+    for r in range(nrow):
+        for c in range(nchan // factor):
+            for p in range(npol):
+                wsum = 0.0
+                vre = 0.0
+                vim = 0.0
+                for k in range(c * factor, (c + 1) * factor):
+                    if not flag[r, k, p]:
+                        w = np.float64(weight[r, k, p])
+                        wsum += w
+                        vre += w * data[r, k, p].real
+                        vim += w * data[r, k, p].imag
+                if wsum > 0:
+                    out_data[r, c, p] = complex(vre / wsum, vim / wsum)
+                    out_flag[r, c, p] = False
+                else:
+                    out_data[r, c, p] = 0
+                    out_flag[r, c, p] = True
+                out_weight[r, c, p] = wsum
+
+
+@numba.njit(cache=True)
+def baseline_planes(data, flag, weight, tidx, bidx, bad, cube):
+    """Bad samples (non-finite or zero data, flagged, weight <= 0) into `bad`, and into
+    cube[baseline, time, channel] the mean over polarizations of the good samples (NaN
+    where none is good). `weight` may be an empty array: no weights."""
+    nrow, nchan, npol = data.shape
+    has_weight = weight.size > 0
+    for r in range(nrow):
+        b, t = bidx[r], tidx[r]
+        for c in range(nchan):
+            total = 0j
+            count = 0
+            for p in range(npol):
+                v = data[r, c, p]
+                is_bad = flag[r, c, p] or not (np.isfinite(v.real) and np.isfinite(v.imag))
+                is_bad = is_bad or (v.real == 0 and v.imag == 0)
+                if has_weight:
+                    is_bad = is_bad or not (weight[r, c, p] > 0)
+                bad[r, c, p] = is_bad
+                if not is_bad:
+                    total += v
+                    count += 1
+            if count > 0:
+                cube[b, t, c] = total / count
+            else:
+                cube[b, t, c] = complex(np.nan, np.nan)
