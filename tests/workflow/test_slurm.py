@@ -320,12 +320,12 @@ def test_snakemake_profile_slurm_as_typed(slurm, small_archive, clean_small_run,
             records[first_attempt]["ReqMem"],
             records[first_attempt]["Timelimit"],
             records[first_attempt]["ReqCPUS"],
-        ) == ("4000M", "00:30:00", "1"), records[first_attempt]
+        ) == ("6000M", "00:30:00", "1"), records[first_attempt]
         assert (
             records[retry]["ReqMem"],
             records[retry]["Timelimit"],
             records[retry]["ReqCPUS"],
-        ) == ("8000M", "01:00:00", "1"), records[retry]
+        ) == ("12000M", "01:00:00", "1"), records[retry]
     for job_id in jobs:
         assert len(list((REPO / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log"))) == 1
 

@@ -70,9 +70,9 @@ MAX_CHANNEL_WIDTH_KHZ = 1000.0
 convert.max_channel_width_khz): the telescope's 244.14 kHz channels by 4, to 976.6 kHz.
 Bandwidth smearing of a point source, 1 - I/I0 = 1 - 1.0645 erf(0.8326 x) / x with
 x = (dnu / nu) (r / theta_b) (Gaussian beam, square channel), at 1311 MHz against the
-36.6 arcsec minor axis of the full array's beam: 0.3% at the primary beam's half-power
-radius (1.6 deg), 1.3% at the image edge (3.2 deg); the 12.88 s integrations already
-smear 0.5% and 2.0% at those radii."""
+36.6 arcsec minor axis of the full array's beam: 0.25% at the primary beam's half-power
+radius (1.45 deg), 1.3% at the image edge (3.2 deg); the 12.88 s integrations already
+smear 0.4% and 2.0% at those radii."""
 
 FLIP_CONJ = True
 """The MS holds the conjugates of the ant_1 <= ant_2 visibilities, as pyuvdata writes."""
