@@ -37,9 +37,9 @@ def test_disk_full_leaves_no_product_and_rerun_completes(
 ):
     results = small_filesystem
     ballast = results / "ballast"
-    # leave ~10 MiB: the manifest fits, a 58 MB Measurement Set does not
+    # leave ~3 MiB: the manifest fits, a 5 MB Measurement Set does not
     subprocess.run(
-        ["dd", "if=/dev/zero", f"of={ballast}", "bs=1M", "count=150", "status=none"], check=True
+        ["dd", "if=/dev/zero", f"of={ballast}", "bs=1M", "count=157", "status=none"], check=True
     )
     status, log = run(small_archive, results, *product_targets(results))
     assert status != 0, log
