@@ -307,3 +307,23 @@ def test_flagging_in_memory_equals_flagging_the_written_ms(group, archive_copy, 
     metrics = records[0]["metrics"]
     assert metrics["rfi_fraction"] > 0.01, "the spiking channel is found"
     assert metrics["bad_fraction"] > 0.005, "the NaN rows and negative nsamples"
+
+
+def test_unreadable_subband_in_a_worker_is_named(group, tmp_path, monkeypatch):
+    """A subband whose visibilities cannot be read in a worker process fails the
+    conversion with its file named, and nothing is left behind."""
+    import dsa110_contimg.ingest.convert as convert
+
+    files = sorted(group.files)
+    real_read = convert.read_visibilities
+
+    def failing_read(path):
+        if path == files[3]:
+            raise OSError(f"{path}: Data/visdata: can't read data")
+        return real_read(path)
+
+    monkeypatch.setattr(convert, "read_visibilities", failing_read)  # forked: workers see it
+    out = tmp_path / "ms" / "group.ms"
+    with pytest.raises(OSError, match=f"{files[3]}: Data/visdata"):
+        convert_group(files, out, group.group, workers=2)
+    assert list(out.parent.iterdir()) == []

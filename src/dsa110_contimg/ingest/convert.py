@@ -385,8 +385,12 @@ def _subbands(paths, chan0, args, workers):
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         jobs = [pool.submit(_subband_job, path, chan0[path], *args) for path in paths]
-        for job in jobs:
-            yield job.result()
+        try:
+            for job in jobs:
+                yield job.result()
+        finally:  # a failed subband stops the group: the others not started are dropped
+            for job in jobs:
+                job.cancel()
 
 
 def _group_phase_center(headers):
