@@ -398,11 +398,10 @@ def _group_phase_center(headers):
     return meridian_phase_center(mid_jd, headers[0]["dec_deg"])
 
 
-def _read_group_direct(files, group_name, workers):
-    """The group's metadata (phased, see `_phased_metadata`) and its visibilities in MS
-    layout, full band: (meta, data, flag, nsample, pol_order), rows in meta's order,
-    channels ascending, CASA's polarization order, conjugated as the MS stores them.
-    The subbands are read and phased in `workers` processes."""
+def _group_metadata(files, group_name):
+    """The group's metadata (phased, see `_phased_metadata`), the subband files in
+    frequency order with their first channel, the worker arguments (rows to conjugate,
+    w_new - w_m, polarization order) and CASA's polarization order."""
     from pyuvdata import utils as uvutils
 
     earth_orientation()
@@ -417,6 +416,13 @@ def _read_group_direct(files, group_name, workers):
     }
     # all rows now have ant_1 <= ant_2: the MS holds their conjugates, as pyuvdata writes
     args = (conj_rows, meta.uvw_array[:, 2] - w_m, pol_order, FLIP_CONJ)
+    return meta, paths, chan0, args, pol_order
+
+
+def _read_subbands(meta, paths, chan0, args, group_name, workers):
+    """The group's visibilities in MS layout, full band: (data, flag, nsample), rows in
+    meta's order, channels ascending, CASA's polarization order, conjugated as the MS
+    stores them. The subbands are read and phased in `workers` processes."""
     shape = (meta.Nblts, meta.Nfreqs, meta.Npols)
     for name, dtype in (("data", np.complex64), ("flag", bool), ("nsample", np.float32)):
         _GROUP[name] = _shared_array(shape, dtype)
@@ -436,23 +442,30 @@ def _read_group_direct(files, group_name, workers):
                 sub["channels"][0],
                 sub["channels"][1] - 1,
             )
-        data, flag, nsample = _GROUP["data"], _GROUP["flag"], _GROUP["nsample"]
+        return _GROUP["data"], _GROUP["flag"], _GROUP["nsample"]
     finally:
         _GROUP.clear()
-    return meta, data, flag, nsample, pol_order
+
+
+def _create_ms(path, meta, nchan):
+    """The MS main table at `path` with its rows (times, antennas, UVW) and empty
+    visibility columns of `nchan` channels: created before the subbands are read, so the
+    conversion's temporary is there from its start."""
+    with _init_ms(path, nchan, meta.Npols) as ms:
+        ms.addrows(meta.Nblts)
+        _write_main_rows(ms, meta, FLIP_CONJ)
 
 
 def _write_ms(path, meta, data, flag, nsample, pol_order, chunk=20000):
-    """Write the MS at `path` from the (phased) metadata and the visibilities in MS
-    layout: DATA, CORRECTED_DATA = DATA, MODEL_DATA = 1, FLAG, WEIGHT_SPECTRUM = nsample,
-    then WEIGHT, SIGMA and the subtables with pyuvdata's MS helpers."""
+    """Fill the MS at `path` (from `_create_ms`) with the visibilities in MS layout:
+    DATA, CORRECTED_DATA = DATA, MODEL_DATA = 1, FLAG, WEIGHT_SPECTRUM = nsample, then
+    WEIGHT, SIGMA and the subtables from the (phased, averaged) metadata with pyuvdata's
+    MS helpers."""
     from casacore import tables
     from pyuvdata import utils as uvutils
     from pyuvdata.utils.io import ms as ms_utils
 
-    with _init_ms(path, meta.Nfreqs, meta.Npols) as ms:
-        ms.addrows(meta.Nblts)
-        _write_main_rows(ms, meta, FLIP_CONJ)
+    with tables.table(str(path), readonly=False, ack=False) as ms:
         for start in range(0, meta.Nblts, chunk):
             n = min(chunk, meta.Nblts - start)
             rows = slice(start, start + n)
@@ -486,10 +499,13 @@ def _write_ms(path, meta, data, flag, nsample, pol_order, chunk=20000):
 
 
 def write_ms_direct(files, ms_path, group_name, workers=2, flag=None, factor=1):
-    """Write the group's MS at `ms_path` (see module docstring): the subbands read and
-    phased in `workers` processes into one full-band array, flagged and averaged by
-    `factor` channels in memory (`flag_and_average`), and written once."""
-    meta, data, flag_array, nsample, pol_order = _read_group_direct(files, group_name, workers)
+    """Write the group's MS at `ms_path` (see module docstring): its main table created
+    first, then the subbands read and phased in `workers` processes into one full-band
+    array, flagged and averaged by `factor` channels in memory (`flag_and_average`), and
+    written once."""
+    meta, paths, chan0, args, pol_order = _group_metadata(files, group_name)
+    _create_ms(ms_path, meta, meta.Nfreqs // factor)
+    data, flag_array, nsample = _read_subbands(meta, paths, chan0, args, group_name, workers)
     data, flag_array, nsample = flag_and_average(
         meta, data, flag_array, nsample, group_name, flag, factor
     )
@@ -556,6 +572,9 @@ def write_ms_pyuvdata(files, ms_path, group_name, treat_as_zenith=False, flag=No
     )
     with tables.table(str(ms_path), readonly=False, ack=False) as ms:
         ms.putcol("FLAG_ROW", ms.getcol("FLAG").all(axis=(1, 2)))
+        # write_ms leaves SIGMA of zero-weight rows uninitialized (numpy `where` without
+        # `out`): WEIGHT and SIGMA as the direct writer computes them
+        _write_weights(ms, ms.nrows())
     return ms_path
 
 
