@@ -11,6 +11,7 @@ flux, so the injected bright sources are 0.2-0.3 Jy (SNR ~100-300). "Bright" in 
 """
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -100,14 +101,34 @@ def test_products_headers_and_time_averaged_beam(calibrated_images):
             assert abs(averaged - midpoint) > 0.005
 
 
-def test_wsclean_gives_the_same_products(calibrated_images, tmp_path):
-    from casacore import tables
-
+@pytest.fixture(scope="module")
+def wsclean_default(calibrated_images, tmp_path_factory):
+    """The centre group imaged by WSClean at the default settings (baseline-dependent
+    averaging on), with the log records of the run."""
     if shutil.which("wsclean") is None:
         pytest.skip("wsclean not installed (scripts/setup.sh installs it)")
-    ms = tmp_path / "copy.ms"
+    tmp = tmp_path_factory.mktemp("wsclean")
+    ms = tmp / "copy.ms"
     shutil.copytree(calibrated_images["ms"][CENTRE_GROUP], ms)
-    result = image_group(ms, tmp_path / "ws", ImagingSettings(imager="wsclean", imsize=TEST_IMSIZE))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("dsa110_contimg.imaging.imagers")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        result = image_group(ms, tmp / "ws", ImagingSettings(imager="wsclean", imsize=TEST_IMSIZE))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return ms, result, [r.getMessage() for r in records]
+
+
+def test_wsclean_gives_the_same_products(calibrated_images, wsclean_default):
+    from casacore import tables
+
+    ms, result, _ = wsclean_default
     tc = calibrated_images["images"][CENTRE_GROUP]["paths"]
     for name in ("image.fits", "residual.fits", "pb.fits"):
         a, b = fits.getheader(tc[name]), fits.getheader(result["paths"][name])
@@ -125,6 +146,38 @@ def test_wsclean_gives_the_same_products(calibrated_images, tmp_path):
     assert np.all(bright.offset_beam < 0.2)
     with tables.table(str(ms), ack=False) as t:
         assert np.all(t.getcol("MODEL_DATA") == 1)  # -no-update-model-required
+
+
+def test_baseline_averaging_grids_fewer_rows_and_keeps_the_fluxes(
+    calibrated_images, wsclean_default, tmp_path
+):
+    """WSClean's baseline-dependent time averaging (default: at most 1% loss on any
+    visibility at the primary beam's half-power radius) grids fewer rows than the MS
+    holds, and the bright sources' fluxes agree with an image made without it to 1%."""
+    ms, averaged, messages = wsclean_default
+    header = fits.getheader(averaged["paths"]["image.fits"])
+    assert header["TSMEAR"] == 0.01
+    assert header["BLAVG"] == pytest.approx(3.087, abs=0.01)  # wavelengths, 1311 MHz
+    reduced = [m for m in messages if "reduced the number of rows" in m]
+    assert len(reduced) == 1, messages
+    percent = float(reduced[0].split(" to ")[1].rstrip("%."))
+    assert percent < 75, reduced  # 66.6% of the rows for this 20-antenna group
+
+    plain = image_group(
+        ms,
+        tmp_path / "plain",
+        ImagingSettings(imager="wsclean", imsize=TEST_IMSIZE, time_smearing_max=0.0),
+    )
+    assert fits.getheader(plain["paths"]["image.fits"])["BLAVG"] == 0.0
+    _, catalog = _truth(calibrated_images["archive"])
+    with_avg, _, rms_avg = _comparison(averaged["paths"], catalog)
+    without, _, rms_plain = _comparison(plain["paths"], catalog)
+    both = with_avg.merge(without, on="source_id", suffixes=("_avg", "_plain"))
+    bright = both[both.predicted_snr_plain >= 100]
+    assert len(bright) >= 4
+    change = bright.flux_ratio_avg / bright.flux_ratio_plain - 1
+    assert np.all(np.abs(change) < 0.01), bright[["source_id", "pb_plain", "flux_ratio_avg"]]
+    assert rms_avg < 1.05 * rms_plain, (rms_avg, rms_plain)
 
 
 def test_missing_ms_is_a_clear_error(tmp_path):

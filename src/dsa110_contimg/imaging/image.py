@@ -54,7 +54,7 @@ from dsa110_contimg.imaging.drift import (
     restore_sources,
     select_sources,
 )
-from dsa110_contimg.imaging.imagers import run_imager
+from dsa110_contimg.imaging.imagers import run_imager, smearing_track_wavelengths
 from dsa110_contimg.imaging.ms_summary import natural_thermal_rms, read_ms_summary
 from dsa110_contimg.imaging.pb_image import pointing_of_phase_center, pointing_track, primary_beam
 from dsa110_contimg.provenance import provenance
@@ -77,6 +77,11 @@ class ImagingSettings(StageSettings):
     up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
     thread (identical images, slower gridding). tclean and the drift fit (per-row sums
     added in a fixed order) are reproducible.
+
+    time_smearing_max: WSClean averages short baselines in time (baseline-dependent
+    averaging) as long as no visibility loses more than this fraction of a point
+    source's amplitude at the primary beam's half-power radius (`imagers`); 0 turns it
+    off. tclean does not average.
 
     datacolumn and sefd_jy are not configured (command-line flags only)."""
 
@@ -106,6 +111,7 @@ class ImagingSettings(StageSettings):
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
     deterministic: bool = True
+    time_smearing_max: float = 0.01
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
     drift_max_sources: int = 40
@@ -135,6 +141,8 @@ class ImagingSettings(StageSettings):
             raise ValueError(f"cell_arcsec must be positive, not {self.cell_arcsec}")
         if self.wprojplanes < 1:
             raise ValueError("wprojplanes must be >= 1 (tclean's -1 fails on these MSs)")
+        if not 0 <= self.time_smearing_max < 0.5:
+            raise ValueError(f"time_smearing_max must be in [0, 0.5), not {self.time_smearing_max}")
         if not self.drift_min_snr > 0 or self.drift_max_sources < 0:
             raise ValueError("drift_min_snr must be positive and drift_max_sources >= 0")
         return self
@@ -160,6 +168,17 @@ def _common_cards(header, summary, settings, prov, pointing):
     header["ROBUST"] = settings.robust
     header["NITER"] = settings.niter
     header["NSIGMA"] = settings.nsigma
+    averaged = settings.imager == "wsclean" and settings.time_smearing_max > 0
+    header["BLAVG"] = (
+        round(smearing_track_wavelengths(summary.freqs_hz.min(), settings.time_smearing_max), 4)
+        if averaged
+        else 0.0,
+        "[wavelengths] baseline-dependent averaging track",
+    )
+    header["TSMEAR"] = (
+        settings.time_smearing_max if averaged else 0.0,
+        "max. amplitude loss it adds at pb half power",
+    )
     header["SOFTWARE"] = prov["software"]
     header["SWVERS"] = prov["version"]
     header["CFGHASH"] = prov["config_hash"]
@@ -230,7 +249,9 @@ def image_group(
         t_drift = time.perf_counter() - t1
         t1 = time.perf_counter()
         stem = work / "img"
-        image_fits, residual_fits, version = run_imager(image_ms, stem, settings, column)
+        image_fits, residual_fits, version = run_imager(
+            image_ms, stem, settings, column, summary.freqs_hz.min()
+        )
         t_image = time.perf_counter() - t1
         inputs = [ms_path] + ([drift_source] if isinstance(drift_source, (str, Path)) else [])
         prov = provenance(
