@@ -169,25 +169,12 @@ def _dead_antennas(cube, pairs, cross, threshold):
     return sorted(a for a, m in medians.items() if m < threshold * reference), medians
 
 
-def _broadcast(rfi, valid, cross, fraction):
-    """Flag on every cross baseline the cells, channels and integrations where RFI was
-    found in more than `fraction` of the samples with data."""
-    seen, have = rfi[cross], valid[cross]
-
-    def share(axes):
-        return seen.sum(axis=axes) / np.maximum(have.sum(axis=axes), 1)
-
-    common = share(0) > fraction
-    common |= share((0, 1))[None, :] > fraction
-    common |= share((0, 2))[:, None] > fraction
-    rfi[cross] |= common[None]
-    return rfi
-
-
 def flag_visibilities(data, flag, weight, ant1, ant2, times, settings=None):
     """Flags of bad samples, dead antennas and RFI for visibilities in MS layout (rows x
     channels x polarizations; `weight` per sample or None, `times` per row). The inputs
     are not changed; returns (flags, statistics without `freq_mhz`)."""
+    from dsa110_contimg.visibility_kernels import broadcast_common, combine_flags
+
     settings = settings or FlagSettings()
     strategy = strategy_file(settings.strategy)
     t0 = time.perf_counter()
@@ -198,12 +185,12 @@ def flag_visibilities(data, flag, weight, ant1, ant2, times, settings=None):
     rfi = np.zeros(cube.shape, bool)
     baselines = np.flatnonzero(cross & ~np.isin(pairs, dead).any(axis=1))
     rfi[baselines] = _aoflagger_masks(cube, baselines, strategy, settings.workers)
-    valid = np.isfinite(cube.real)
+    broadcast_common(rfi, cube, baselines, settings.broadcast_fraction)
     del cube
-    rfi = _broadcast(rfi, valid, baselines, settings.broadcast_fraction)
     dead_rows = np.isin(ant1, dead) | np.isin(ant2, dead)
-    rfi_rows = rfi[bidx, tidx]
-    flags = bad | rfi_rows[:, :, None] | dead_rows[:, None, None]
+    flags = np.empty(bad.shape, bool)
+    rfi_rows = np.empty(bad.shape[:2], bool)
+    combine_flags(bad, rfi, bidx, tidx, dead_rows, flags, rfi_rows)
     stats = flag_statistics(flags, bad, rfi_rows, dead_rows, ant1, ant2, tidx)
     stats.update(
         dead_antennas=dead,

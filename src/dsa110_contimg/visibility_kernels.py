@@ -61,3 +61,50 @@ def baseline_planes(data, flag, weight, tidx, bidx, bad, cube):
                 cube[b, t, c] = total / count
             else:
                 cube[b, t, c] = complex(np.nan, np.nan)
+
+
+@numba.njit(cache=True)
+def broadcast_common(rfi, cube, baselines, fraction):
+    """Flag on every baseline of `baselines` the (time, channel) cells, channels and
+    times where RFI is in more than `fraction` of the samples with data (finite in
+    `cube`) of those baselines. rfi and cube are (baseline, time, channel); rfi in
+    place."""
+    _, ntime, nchan = cube.shape
+    seen = np.zeros((ntime, nchan), np.int64)
+    have = np.zeros((ntime, nchan), np.int64)
+    for b in baselines:
+        for t in range(ntime):
+            for c in range(nchan):
+                if np.isfinite(cube[b, t, c].real):
+                    have[t, c] += 1
+                if rfi[b, t, c]:
+                    seen[t, c] += 1
+    common = np.zeros((ntime, nchan), np.bool_)
+    seen_c, have_c = seen.sum(axis=0), have.sum(axis=0)
+    seen_t, have_t = seen.sum(axis=1), have.sum(axis=1)
+    for t in range(ntime):
+        for c in range(nchan):
+            common[t, c] = (
+                seen[t, c] / max(have[t, c], 1) > fraction
+                or seen_c[c] / max(have_c[c], 1) > fraction
+                or seen_t[t] / max(have_t[t], 1) > fraction
+            )
+    for b in baselines:
+        for t in range(ntime):
+            for c in range(nchan):
+                if common[t, c]:
+                    rfi[b, t, c] = True
+
+
+@numba.njit(cache=True)
+def combine_flags(bad, rfi, bidx, tidx, dead_rows, flags, rfi_rows):
+    """flags[r, c, p] = bad sample, RFI in the row's (baseline, time, channel) cell or a
+    dead antenna; rfi_rows[r, c] the RFI mask in row layout."""
+    nrow, nchan, npol = bad.shape
+    for r in range(nrow):
+        b, t, dead = bidx[r], tidx[r], dead_rows[r]
+        for c in range(nchan):
+            hit = rfi[b, t, c]
+            rfi_rows[r, c] = hit
+            for p in range(npol):
+                flags[r, c, p] = bad[r, c, p] or hit or dead
