@@ -108,3 +108,46 @@ def combine_flags(bad, rfi, bidx, tidx, dead_rows, flags, rfi_rows):
             rfi_rows[r, c] = hit
             for p in range(npol):
                 flags[r, c, p] = bad[r, c, p] or hit or dead
+
+
+@numba.njit(cache=True)
+def place_subband(
+    data, flag, nsample, order, pol_order, conj_rows, turns_per_hz, freqs, flip, chan0, out
+):
+    """One subband into the group's arrays `out` = (data, flag, nsample) from channel
+    `chan0` on, in one pass: channels in `order` (ascending frequency), polarizations in
+    `pol_order`, rows in `conj_rows` conjugated, every sample rephased by
+    exp(-2 pi i turns_per_hz[row] freqs[k]) (computed in double precision), conjugated
+    again when `flip`; NaN/Inf samples and nsamples <= 0 flagged with data 0 and nsample
+    0. Returns the number of such bad samples."""
+    out_data, out_flag, out_nsample = out
+    nrow = data.shape[0]
+    nchan = order.size
+    npol = pol_order.size
+    n_bad = 0
+    for r in range(nrow):
+        conj = conj_rows[r]
+        for k in range(nchan):
+            c = order[k]
+            phase = -(2.0 * np.pi) * (turns_per_hz[r] * freqs[k])
+            rot = complex(np.cos(phase), np.sin(phase))
+            for q in range(npol):
+                p = pol_order[q]
+                v = np.complex128(data[r, c, p])
+                if conj:
+                    v = v.conjugate()
+                v = np.complex64(v * rot)
+                if flip:
+                    v = v.conjugate()
+                w = np.float32(nsample[r, c, p])
+                bad = not (np.isfinite(v.real) and np.isfinite(v.imag)) or not (w > 0)
+                if bad:
+                    n_bad += 1
+                    out_data[r, chan0 + k, q] = 0
+                    out_flag[r, chan0 + k, q] = True
+                    out_nsample[r, chan0 + k, q] = 0
+                else:
+                    out_data[r, chan0 + k, q] = v
+                    out_flag[r, chan0 + k, q] = flag[r, c, p]
+                    out_nsample[r, chan0 + k, q] = w
+    return n_bad

@@ -262,28 +262,27 @@ def _subband_job(path, chan0, conj_rows, delta_w, pol_order, flip_conj):
     """Worker: read one subband, conjugate the correlator's ant_1 > ant_2 rows, rephase
     by exp(-2 pi i (w_new - w_m) f / c), flag bad samples, and put its channels
     (ascending) into the group's arrays from channel `chan0` on."""
+    from dsa110_contimg.visibility_kernels import place_subband
+
     sub = read_visibilities(path)
     order = np.argsort(sub["freq_hz"], kind="stable")
     freqs = sub["freq_hz"][order]
-    data = sub["data"][:, order, :]
-    data[conj_rows] = np.conj(data[conj_rows])
-    turns = (
-        np.asarray(delta_w, dtype=np.float64).reshape(-1, 1)
-        * (1.0 / SPEED_OF_LIGHT)
-        * freqs.reshape(1, -1)
+    conj = np.zeros(len(sub["data"]), dtype=bool)
+    conj[conj_rows] = True
+    n_bad = place_subband(
+        sub["data"],
+        sub["flag"],
+        sub["nsample"],
+        order,
+        np.asarray(pol_order),
+        conj,
+        np.asarray(delta_w, dtype=np.float64) * (1.0 / SPEED_OF_LIGHT),
+        freqs,
+        flip_conj,
+        chan0,
+        (_GROUP["data"], _GROUP["flag"], _GROUP["nsample"]),
     )
-    data *= np.exp((-1j * 2 * np.pi) * turns[:, :, None])
-    data = data[:, :, pol_order]
-    if flip_conj:
-        data = np.conj(data)
-    data = data.astype(np.complex64, copy=False)
-    flag = sub["flag"][:, order, :][:, :, pol_order]
-    nsample = sub["nsample"][:, order, :][:, :, pol_order].astype(np.float32)
-    n_bad = flag_bad_samples(data, flag, nsample)
     channels = slice(chan0, chan0 + freqs.size)
-    _GROUP["data"][:, channels] = data
-    _GROUP["flag"][:, channels] = flag
-    _GROUP["nsample"][:, channels] = nsample
     return {"path": str(path), "channels": (channels.start, channels.stop), "n_bad": n_bad}
 
 
