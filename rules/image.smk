@@ -5,9 +5,10 @@
 
 from dsa110_contimg.imaging.image import ImagingSettings
 
-# Deterministic WSClean runs on one thread: claim one core, so that Snakemake images
-# several groups at once instead. `--threads` passes the cores the scheduler granted
-# (fewer than image.threads under a smaller --cores).
+# Deterministic WSClean runs single-threaded gridders (image.gridders of them side by
+# side while gridding): claim one core, so that Snakemake images several groups at once.
+# `--threads` passes the cores the scheduler granted (fewer than image.threads under a
+# smaller --cores).
 IMAGE_THREADS = (
     1
     if config["image"]["imager"] == "wsclean" and config["image"].get("deterministic")

@@ -128,7 +128,10 @@ def wsclean_default(calibrated_images, tmp_path_factory):
 def test_wsclean_gives_the_same_products(calibrated_images, wsclean_default):
     from casacore import tables
 
-    ms, result, _ = wsclean_default
+    ms, result, messages = wsclean_default
+    command = next(m for m in messages if m.startswith("running "))
+    assert " -channels-out 2 -join-channels -parallel-gridding 2 " in command, command
+    assert " -j 1 " in command, command
     tc = calibrated_images["images"][CENTRE_GROUP]["paths"]
     for name in ("image.fits", "residual.fits", "pb.fits"):
         a, b = fits.getheader(tc[name]), fits.getheader(result["paths"][name])

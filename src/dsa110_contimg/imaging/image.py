@@ -76,7 +76,9 @@ class ImagingSettings(StageSettings):
     WSClean 3.1 with 2 threads is not bit-reproducible (two runs on one MS differed by
     up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
     thread (identical images, slower gridding). tclean and the drift fit (per-row sums
-    added in a fixed order) are reproducible.
+    added in a fixed order) are reproducible. `gridders` single-threaded WSClean
+    gridders run side by side on parts of the band (identical images from run to run;
+    the full-size group's WSClean 1.4x faster on 2 cores).
 
     time_smearing_max: WSClean averages short baselines in time (baseline-dependent
     averaging) as long as no visibility loses more than this fraction of a point
@@ -111,6 +113,7 @@ class ImagingSettings(StageSettings):
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
     deterministic: bool = True
+    gridders: int = 2
     time_smearing_max: float = 0.01
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
@@ -141,6 +144,8 @@ class ImagingSettings(StageSettings):
             raise ValueError(f"cell_arcsec must be positive, not {self.cell_arcsec}")
         if self.wprojplanes < 1:
             raise ValueError("wprojplanes must be >= 1 (tclean's -1 fails on these MSs)")
+        if self.gridders < 1:
+            raise ValueError(f"gridders must be >= 1, not {self.gridders}")
         if not 0 <= self.time_smearing_max < 0.5:
             raise ValueError(f"time_smearing_max must be in [0, 0.5), not {self.time_smearing_max}")
         if not self.drift_min_snr > 0 or self.drift_max_sources < 0:
@@ -250,7 +255,7 @@ def image_group(
         t1 = time.perf_counter()
         stem = work / "img"
         image_fits, residual_fits, version = run_imager(
-            image_ms, stem, settings, column, summary.freqs_hz.min()
+            image_ms, stem, settings, column, summary.freqs_hz
         )
         t_image = time.perf_counter() - t1
         inputs = [ms_path] + ([drift_source] if isinstance(drift_source, (str, Path)) else [])
