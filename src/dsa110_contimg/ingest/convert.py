@@ -447,24 +447,26 @@ def _read_subbands(meta, paths, chan0, args, group_name, workers):
 
 
 def _create_ms(path, meta, nchan):
-    """The MS main table at `path` with its rows (times, antennas, UVW) and empty
-    visibility columns of `nchan` channels: created before the subbands are read, so the
-    conversion's temporary is there from its start."""
-    with _init_ms(path, nchan, meta.Npols) as ms:
-        ms.addrows(meta.Nblts)
-        _write_main_rows(ms, meta, FLIP_CONJ)
+    """The empty MS main table at `path`, visibility columns of `nchan` channels: created
+    before the subbands are read, so the conversion's temporary is there from its start.
+    Its rows are added when the visibilities are written (`_write_ms`): rows added now
+    would have their empty tiles written out (~1.2 GB of zeros at full size) only to be
+    overwritten."""
+    _init_ms(path, nchan, meta.Npols).close()
 
 
 def _write_ms(path, meta, data, flag, nsample, pol_order, chunk=20000):
-    """Fill the MS at `path` (from `_create_ms`) with the visibilities in MS layout:
-    DATA, CORRECTED_DATA = DATA, MODEL_DATA = 1, FLAG, WEIGHT_SPECTRUM = nsample, then
-    WEIGHT, SIGMA and the subtables from the (phased, averaged) metadata with pyuvdata's
-    MS helpers."""
+    """Fill the MS at `path` (from `_create_ms`): its rows (times, antennas, UVW), the
+    visibilities in MS layout: DATA, CORRECTED_DATA = DATA, MODEL_DATA = 1, FLAG,
+    WEIGHT_SPECTRUM = nsample, then WEIGHT, SIGMA and the subtables from the (phased,
+    averaged) metadata with pyuvdata's MS helpers."""
     from casacore import tables
     from pyuvdata import utils as uvutils
     from pyuvdata.utils.io import ms as ms_utils
 
     with tables.table(str(path), readonly=False, ack=False) as ms:
+        ms.addrows(meta.Nblts)
+        _write_main_rows(ms, meta, FLIP_CONJ)
         for start in range(0, meta.Nblts, chunk):
             n = min(chunk, meta.Nblts - start)
             rows = slice(start, start + n)
@@ -501,7 +503,11 @@ def write_ms_direct(files, ms_path, group_name, workers=2, flag=None, factor=1):
     """Write the group's MS at `ms_path` (see module docstring): its main table created
     first, then the subbands read and phased in `workers` processes into one full-band
     array, flagged and averaged by `factor` channels in memory (`flag_and_average`), and
-    written once."""
+    written once. The process and its workers keep freed memory for reuse
+    (`memory.keep_freed_memory`): each subband's arrays are then not faulted in afresh."""
+    from dsa110_contimg.memory import keep_freed_memory
+
+    keep_freed_memory()
     meta, paths, chan0, args, pol_order = _group_metadata(files, group_name)
     _create_ms(ms_path, meta, meta.Nfreqs // factor)
     data, flag_array, nsample = _read_subbands(meta, paths, chan0, args, group_name, workers)

@@ -39,6 +39,7 @@ import numpy as np
 from dsa110_contimg.atomic import atomic_output, write_parquet
 from dsa110_contimg.configuration import StageSettings
 from dsa110_contimg.io import read_table
+from dsa110_contimg.memory import keep_freed_memory
 from dsa110_contimg.provenance import provenance
 from dsa110_contimg.variability.alerts import read_alerts, update_alerts  # noqa: F401  (the stage's public API)
 from dsa110_contimg.variability.esefit import (
@@ -414,24 +415,6 @@ class _BlockPool:
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=exc[0] is not None)
         return False
-
-
-def keep_freed_memory():
-    """Have glibc's malloc keep freed memory for reuse (no mmap below 1 GiB, no trim).
-
-    Each block's numpy temporaries (16 MB per column of 2 M rows) are otherwise mapped
-    and returned to the system, and faulted in afresh by the next: system time was ~40%
-    of the fit's CPU. Memory then stays at the largest block's peak. No-op without glibc.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    mmap_threshold, trim_threshold = -3, -1  # mallopt parameters M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    libc.mallopt(mmap_threshold, 1 << 30)
-    libc.mallopt(trim_threshold, 1 << 30)
 
 
 def _block_todo(block, flux_col, err_col, old, wanted_ids):
