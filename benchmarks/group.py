@@ -13,7 +13,8 @@ calibrator J0834+555 transiting in it) into WORKDIR/archive and reused; the cali
 bandpass and gains are solved once on it (`calibrate-solve`, the once-a-day solve,
 printed apart and not counted in the total), and the chain applies them to the same
 group. The manifest and the calibrator selection, run once per archive, are set-up.
-`--n-antennas` / `--n-channels` / `--n-integrations` shrink the group for a quick check.
+`--n-antennas` / `--n-channels` / `--n-integrations` shrink the group for a quick check;
+`--set image.gridders=2` (repeatable) measures another setting.
 Each command's output goes to WORKDIR/results/logs/STAGE.log, as a rule's log.
 Memory is measured as in measure.py: peak summed PSS of each command's process tree.
 The last line is `total_s=<s> peak_gib=<GiB> budget_ratio=<total/309>`.
@@ -77,8 +78,21 @@ def main():
         action="store_true",
         help="also image the calibrated MS with tclean (the old default) and print its time",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (YAML), e.g. --set image.gridders=2; repeatable",
+    )
     args = parser.parse_args()
     config = load_config()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in config or name not in config[section]:
+            raise SystemExit(f"--set {item}: no config key {key}")
+        config[section][name] = yaml.safe_load(value)
     cal_catalog = config["calibrate"]["catalog"]
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +214,7 @@ def main():
     print(
         f"group {group}: {n_ant} antennas, {n_chan} channels, "
         f"{args.n_integrations or 24} integrations; imager {config['image']['imager']}, "
-        f"{threads} thread(s)"
+        f"{threads} thread(s), {config['image']['gridders']} gridder(s)"
     )
     print(f"{'stage':<18}{'seconds':>10}{'peak GiB':>10}{'CPU s':>10}")
     for name in per_group:

@@ -5,8 +5,8 @@
 
 from dsa110_contimg.imaging.image import ImagingSettings
 
-# Deterministic WSClean runs single-threaded gridders (image.gridders of them side by
-# side while gridding): claim one core, so that Snakemake images several groups at once.
+# Deterministic WSClean runs single-threaded gridders (image.gridders, default 1, side
+# by side while gridding): claim one core, so that Snakemake images several groups at once.
 # `--threads` passes the cores the scheduler granted (fewer than image.threads under a
 # smaller --cores).
 IMAGE_THREADS = (

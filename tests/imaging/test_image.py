@@ -130,8 +130,7 @@ def test_wsclean_gives_the_same_products(calibrated_images, wsclean_default):
 
     ms, result, messages = wsclean_default
     command = next(m for m in messages if m.startswith("running "))
-    assert " -channels-out 2 -join-channels -parallel-gridding 2 " in command, command
-    assert " -j 1 " in command, command
+    assert " -j 1 " in command and "-channels-out" not in command, command
     tc = calibrated_images["images"][CENTRE_GROUP]["paths"]
     for name in ("image.fits", "residual.fits", "pb.fits"):
         a, b = fits.getheader(tc[name]), fits.getheader(result["paths"][name])
@@ -419,3 +418,27 @@ def test_without_sky_catalog_the_calibrators_are_the_drift_model(drift_images, t
     header = fits.getheader(result["paths"]["image.fits"])
     assert header["DRIFTSUB"] == 2
     assert str(calibrators) in header["PROVJSON"]
+
+
+def test_parallel_gridders_are_reproducible_and_keep_the_image(
+    calibrated_images, wsclean_default, tmp_path
+):
+    """image.gridders = 2: the band gridded as two halves by two single-threaded gridders
+    side by side and deconvolved jointly. Two runs give bit-identical images, whose
+    bright fluxes agree with the one-gridder image to 1% and whose rms is no higher
+    (measured: 2.7% lower, the band's halves deconvolved with their own amplitudes)."""
+    ms, single, _ = wsclean_default
+    settings = ImagingSettings(imager="wsclean", imsize=TEST_IMSIZE, gridders=2)
+    runs = [image_group(ms, tmp_path / f"run{i}", settings) for i in (1, 2)]
+    for name in ("image.fits", "residual.fits"):
+        a, b = (fits.getdata(r["paths"][name]) for r in runs)
+        assert np.array_equal(a, b), name
+    _, catalog = _truth(calibrated_images["archive"])
+    two, _, rms_two = _comparison(runs[0]["paths"], catalog)
+    one, _, rms_one = _comparison(single["paths"], catalog)
+    both = two.merge(one, on="source_id", suffixes=("_two", "_one"))
+    bright = both[both.predicted_snr_one >= 100]
+    assert len(bright) >= 4
+    change = bright.flux_ratio_two / bright.flux_ratio_one - 1
+    assert np.all(np.abs(change) < 0.01), bright[["source_id", "flux_ratio_two", "flux_ratio_one"]]
+    assert rms_two < 1.005 * rms_one, (rms_two, rms_one)

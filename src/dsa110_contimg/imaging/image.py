@@ -76,9 +76,10 @@ class ImagingSettings(StageSettings):
     WSClean 3.1 with 2 threads is not bit-reproducible (two runs on one MS differed by
     up to 2.4e-7 Jy/beam, ~3e-4 of the thermal noise); `deterministic` runs it on one
     thread (identical images, slower gridding). tclean and the drift fit (per-row sums
-    added in a fixed order) are reproducible. `gridders` single-threaded WSClean
+    added in a fixed order) are reproducible. `gridders` > 1 single-threaded WSClean
     gridders run side by side on parts of the band (identical images from run to run;
-    the full-size group's WSClean 1.4x faster on 2 cores).
+    one full-size group images faster, but with more CPU per group: the default 1 suits
+    long runs with two groups in flight).
 
     time_smearing_max: WSClean averages short baselines in time (baseline-dependent
     averaging) as long as no visibility loses more than this fraction of a point
@@ -113,7 +114,7 @@ class ImagingSettings(StageSettings):
     sefd_jy: float = inst.SEFD_JY
     threads: int = 2
     deterministic: bool = True
-    gridders: int = 2
+    gridders: int = 1
     time_smearing_max: float = 0.01
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
