@@ -442,3 +442,24 @@ def test_parallel_gridders_are_reproducible_and_keep_the_image(
     change = bright.flux_ratio_two / bright.flux_ratio_one - 1
     assert np.all(np.abs(change) < 0.01), bright[["source_id", "flux_ratio_two", "flux_ratio_one"]]
     assert rms_two < 1.005 * rms_one, (rms_two, rms_one)
+
+
+def test_smearing_track_loses_the_budget_at_the_half_power_radius():
+    """A visibility averaged along the track (the mean of exp(2 pi i u r) over u in
+    [0, S], evaluated numerically) keeps 1 - time_smearing_max of a source at the primary
+    beam's half-power radius at the band's lowest frequency, and more closer in."""
+    from dsa110_contimg.imaging.imagers import smearing_track_wavelengths
+    from dsa110_contimg.primary_beam import fwhm_rad
+
+    lowest = 1.3114e9
+    for budget in (0.005, 0.01, 0.02):
+        track = smearing_track_wavelengths(lowest, budget)
+        u = np.linspace(0.0, track, 20001)
+        for r, kept in ((fwhm_rad(lowest) / 2, 1 - budget), (fwhm_rad(lowest) / 4, None)):
+            amplitude = abs(np.mean(np.exp(2j * np.pi * u * r)))
+            if kept is None:
+                assert amplitude > 1 - budget / 3
+            else:
+                assert amplitude == pytest.approx(kept, abs=1e-5)
+    assert smearing_track_wavelengths(lowest, 0.0) == 0.0
+    assert smearing_track_wavelengths(lowest, 0.01) == pytest.approx(3.087, abs=0.001)
