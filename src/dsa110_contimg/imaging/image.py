@@ -83,8 +83,8 @@ class ImagingSettings(StageSettings):
 
     time_smearing_max: WSClean averages short baselines in time (baseline-dependent
     averaging) as long as no visibility loses more than this fraction of a point
-    source's amplitude at the primary beam's half-power radius (`imagers`); 0 turns it
-    off. tclean does not average.
+    source's amplitude at the primary beam's half-power radius (`imagers`); 0 (the
+    default) turns it off. tclean does not average.
 
     datacolumn and sefd_jy are not configured (command-line flags only)."""
 
@@ -115,7 +115,7 @@ class ImagingSettings(StageSettings):
     threads: int = 2
     deterministic: bool = True
     gridders: int = 1
-    time_smearing_max: float = 0.01
+    time_smearing_max: float = 0.0
     drift_subtract: bool = True
     drift_min_snr: float = 20.0
     drift_max_sources: int = 40
