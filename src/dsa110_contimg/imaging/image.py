@@ -179,7 +179,7 @@ def _common_cards(header, summary, settings, prov, pointing):
         round(smearing_track_wavelengths(summary.freqs_hz.min(), settings.time_smearing_max), 4)
         if averaged
         else 0.0,
-        "[wavelengths] baseline-dependent averaging track",
+        "[wavelengths] uv track of baseline averaging",
     )
     header["TSMEAR"] = (
         settings.time_smearing_max if averaged else 0.0,
